@@ -1,0 +1,2 @@
+//! The guest agent (placeholder until the agent lands).
+fn main() {}

@@ -1,0 +1,308 @@
+//! The contract between host and guest: which cases exist, what the host asks the
+//! guest to run (a [`Plan`]), and the one typed result format the guest agent sends
+//! home ([`GuestMessage`], one JSON object per line on the result port).
+//!
+//! The BPF C programs live beside this crate in `probes/bpf/`; the guest agent that
+//! loads them with aya lives in `probes/agent/`. The host never links aya: it only
+//! needs these types.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Bumped whenever a message or plan changes shape; the host refuses other versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Where the host puts the plan inside the initramfs.
+pub const PLAN_PATH: &str = "/bpfmatrix/plan.json";
+
+/// Longest line the host accepts from the guest; anything longer is garbage.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// How a case's programs are executed: by the x86_64 JIT or by the interpreter
+/// (`net.core.bpf_jit_enable` = 1 or 0 while the programs are loaded).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum JitMode {
+    Jit,
+    Interpreter,
+}
+
+impl JitMode {
+    pub const ALL: [JitMode; 2] = [JitMode::Jit, JitMode::Interpreter];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JitMode::Jit => "jit",
+            JitMode::Interpreter => "interpreter",
+        }
+    }
+
+    /// The value written to `/proc/sys/net/core/bpf_jit_enable`.
+    pub fn sysctl_value(self) -> &'static str {
+        match self {
+            JitMode::Jit => "1",
+            JitMode::Interpreter => "0",
+        }
+    }
+}
+
+impl fmt::Display for JitMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every case the agent knows. One case = one question asked of the kernel; the
+/// probe C source that answers it is named by [`CaseId::object`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CaseId {
+    /// An entry program tail-calls through a PROG_ARRAY into a program that counts
+    /// its runs and tail-calls itself until the kernel stops it. Measures the limit.
+    #[serde(rename = "tail_call.chain")]
+    TailCallChain,
+    /// A tail call to an empty PROG_ARRAY slot falls through to the next instruction.
+    #[serde(rename = "tail_call.empty_slot")]
+    TailCallEmptySlot,
+    /// A plain bpf2bpf subprogram call, no tail call: the control for the mix cases.
+    #[serde(rename = "bpf2bpf.control")]
+    Bpf2bpfControl,
+    /// A `__noinline` subprogram makes the tail call (bpf2bpf mixed with tail calls).
+    #[serde(rename = "bpf2bpf.tail_call_in_subprog")]
+    Bpf2bpfTailCallInSubprog,
+    /// As above, but the caller's frame is at least 256 bytes.
+    #[serde(rename = "bpf2bpf.big_caller_frame")]
+    Bpf2bpfBigCallerFrame,
+    /// fentry + fexit attached to a tc program, triggered by BPF_PROG_TEST_RUN.
+    #[serde(rename = "fentry_tc.test_run")]
+    FentryTcTestRun,
+    /// fentry + fexit attached to a tc program at clsact ingress on loopback,
+    /// triggered by real UDP packets.
+    #[serde(rename = "fentry_tc.loopback")]
+    FentryTcLoopback,
+}
+
+impl CaseId {
+    pub const ALL: [CaseId; 7] = [
+        CaseId::TailCallChain,
+        CaseId::TailCallEmptySlot,
+        CaseId::Bpf2bpfControl,
+        CaseId::Bpf2bpfTailCallInSubprog,
+        CaseId::Bpf2bpfBigCallerFrame,
+        CaseId::FentryTcTestRun,
+        CaseId::FentryTcLoopback,
+    ];
+
+    /// The stable name used in JSON, trial names and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseId::TailCallChain => "tail_call.chain",
+            CaseId::TailCallEmptySlot => "tail_call.empty_slot",
+            CaseId::Bpf2bpfControl => "bpf2bpf.control",
+            CaseId::Bpf2bpfTailCallInSubprog => "bpf2bpf.tail_call_in_subprog",
+            CaseId::Bpf2bpfBigCallerFrame => "bpf2bpf.big_caller_frame",
+            CaseId::FentryTcTestRun => "fentry_tc.test_run",
+            CaseId::FentryTcLoopback => "fentry_tc.loopback",
+        }
+    }
+
+    /// The probe object (probes/bpf/<object>.c) whose programs the case loads.
+    pub fn object(self) -> &'static str {
+        match self {
+            CaseId::TailCallChain | CaseId::TailCallEmptySlot => "tail_call",
+            CaseId::Bpf2bpfControl
+            | CaseId::Bpf2bpfTailCallInSubprog
+            | CaseId::Bpf2bpfBigCallerFrame => "bpf2bpf_tail_mix",
+            CaseId::FentryTcTestRun | CaseId::FentryTcLoopback => "fentry_tc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CaseId> {
+        CaseId::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for CaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A test-only behaviour of the agent, used by the fault suite to prove the host
+/// gives every misbehaving guest a verdict. Never set by a normal run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Crash the kernel through sysrq after saying hello.
+    Panic,
+    /// Sleep forever after saying hello.
+    Hang,
+    /// Write lines that are not protocol messages, then finish normally.
+    Garbage,
+}
+
+/// What the host asks the guest to do; written to [`PLAN_PATH`] in the initramfs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub protocol: u32,
+    /// Cases to run, in order, once per JIT mode.
+    pub cases: Vec<CaseId>,
+    /// JIT modes to run, in order.
+    pub jit_modes: Vec<JitMode>,
+    /// Kernel modules to load before any case (paths inside the initramfs), in
+    /// dependency order: sch_ingress and cls_bpf for clsact on pre-TCX kernels.
+    pub modules: Vec<String>,
+    /// The device the agent writes its JSON lines to (the second serial port).
+    pub result_port: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+/// One line from the guest. The first is always `Hello`, the last `Done`
+/// (unless the guest dies, which the host reports as such).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GuestMessage {
+    Hello {
+        protocol: u32,
+        /// `uname -r` in the guest.
+        kernel_release: String,
+        /// Guest uptime when the agent started, in milliseconds.
+        uptime_ms: u64,
+    },
+    /// The agent switched `bpf_jit_enable` (or could not: then the mode's cases
+    /// are reported as `Unsupported` with the reason).
+    JitMode {
+        mode: JitMode,
+        /// What `/proc/sys/net/core/bpf_jit_enable` read back after the write.
+        sysctl_readback: Option<String>,
+        error: Option<String>,
+    },
+    Case(CaseRecord),
+    /// A problem outside any case (a module that failed to load, a mount...).
+    Warning { message: String },
+    Done { uptime_ms: u64 },
+}
+
+/// The kernel's answer to one case in one JIT mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CaseRecord {
+    pub case: CaseId,
+    pub jit: JitMode,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub measured: Measured,
+    /// Guest time spent on the case, milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Whether the verifier accepted the case's programs, in the kernel's own words
+/// when it did not.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Loaded (and attached where the case attaches) and ran.
+    Accepted,
+    /// The kernel refused a load or attach.
+    Rejected {
+        /// The refused step, e.g. "load mix_entry" or "load fentry_tc".
+        step: String,
+        errno: i32,
+        /// The last lines of the verifier log (the kernel's own words), trimmed.
+        verifier_tail: String,
+    },
+    /// The kernel lacks something the case needs (no BTF, no bpf_jit_enable...).
+    Unsupported { reason: String },
+    /// The harness itself failed (not a verdict about the kernel).
+    Error { message: String },
+}
+
+impl Outcome {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Unsupported { .. } => "unsupported",
+            Outcome::Error { .. } => "error",
+        }
+    }
+}
+
+/// How a verdict reached the tc program.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    TestRun,
+    Loopback,
+}
+
+/// One verdict the tc program was told to return, and what fexit saw.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VerdictObservation {
+    pub trigger: Trigger,
+    /// The verdict the tc program was configured to return (TC_ACT_OK 0, SHOT 2).
+    pub configured: i32,
+    /// What BPF_PROG_TEST_RUN reported as the return value (test_run only).
+    pub returned: Option<i32>,
+    /// The distinct values fexit recorded as ctx[1] for this step.
+    pub fexit_saw: Vec<i64>,
+    /// How many times fexit ran for this step.
+    pub fexit_hits: u64,
+    /// How many times fentry ran for this step.
+    pub fentry_hits: u64,
+    /// skb->len as fentry read it (last packet of the step).
+    pub fentry_skb_len: Option<u32>,
+    /// Packets sent and received on loopback (loopback only).
+    pub packets_sent: Option<u32>,
+    pub packets_received: Option<u32>,
+}
+
+/// Numbers a case measured; each case fills the fields it has.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Measured {
+    /// Tail calls actually taken before the kernel stopped the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_calls: Option<u32>,
+    /// Whether execution continued after a tail call to an empty slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fell_through: Option<bool>,
+    /// The tc program's return value from BPF_PROG_TEST_RUN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retval: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<VerdictObservation>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_names_round_trip_through_json_and_parse() {
+        for case in CaseId::ALL {
+            let json = serde_json::to_string(&case).unwrap();
+            assert_eq!(json, format!("\"{}\"", case.as_str()));
+            assert_eq!(serde_json::from_str::<CaseId>(&json).unwrap(), case);
+            assert_eq!(CaseId::parse(case.as_str()), Some(case));
+        }
+        assert_eq!(CaseId::parse("tail_call"), None);
+    }
+
+    #[test]
+    fn messages_are_tagged_json_lines() {
+        let msg = GuestMessage::Case(CaseRecord {
+            case: CaseId::Bpf2bpfBigCallerFrame,
+            jit: JitMode::Jit,
+            outcome: Outcome::Rejected {
+                step: "load big_frame_entry".into(),
+                errno: 13,
+                verifier_tail: "tail_calls are not allowed when call stack of previous frames is 352 bytes. Too large".into(),
+            },
+            measured: Measured::default(),
+            duration_ms: 12,
+        });
+        let line = serde_json::to_string(&msg).unwrap();
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with(r#"{"type":"case","case":"bpf2bpf.big_caller_frame","jit":"jit","outcome":{"kind":"rejected""#), "{line}");
+        assert_eq!(serde_json::from_str::<GuestMessage>(&line).unwrap(), msg);
+    }
+}

@@ -1,0 +1,228 @@
+//! Turns the lines a guest sent home into typed results. Guest output is untrusted
+//! input: every line that is not a well-formed message for the plan that was sent
+//! becomes a named problem, never a result.
+
+use bpfmatrix_probes::{CaseId, CaseRecord, GuestMessage, JitMode, Plan, PROTOCOL_VERSION};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// How much of a bad line a problem quotes.
+const QUOTE: usize = 120;
+
+/// The agent's mode switch as it reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JitSwitch {
+    pub mode: JitMode,
+    pub sysctl_readback: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Everything usable a guest said, and everything wrong with what it said.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Collected {
+    /// `uname -r` from the guest's hello.
+    pub release: Option<String>,
+    /// Guest uptime when the agent started and when it finished, milliseconds.
+    pub agent_start_ms: Option<u64>,
+    pub done_ms: Option<u64>,
+    pub records: BTreeMap<(CaseId, JitMode), CaseRecord>,
+    pub jit_switches: Vec<JitSwitch>,
+    /// Warnings the agent itself reported (a module that did not load...).
+    pub warnings: Vec<String>,
+    /// Lines that broke the protocol: garbage, truncation, unexpected records.
+    pub problems: Vec<String>,
+}
+
+/// One line from the result port: its text and whether the host cut it short.
+pub struct Line<'a> {
+    pub text: &'a str,
+    pub truncated: bool,
+}
+
+pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Collected {
+    let mut c = Collected::default();
+    for (n, line) in lines.into_iter().enumerate() {
+        let n = n + 1;
+        let text = line.text.trim_end_matches(['\r', '\n']);
+        if line.truncated {
+            c.problems.push(format!(
+                "line {n}: longer than the {} byte limit, cut: {}",
+                bpfmatrix_probes::MAX_LINE_BYTES,
+                quote(text)
+            ));
+            continue;
+        }
+        if text.trim().is_empty() {
+            continue;
+        }
+        let msg = match serde_json::from_str::<GuestMessage>(text) {
+            Ok(msg) => msg,
+            Err(e) => {
+                c.problems
+                    .push(format!("line {n}: not a guest message ({e}): {}", quote(text)));
+                continue;
+            }
+        };
+        if c.release.is_none() && !matches!(msg, GuestMessage::Hello { .. }) {
+            c.problems
+                .push(format!("line {n}: a message before the hello: {}", quote(text)));
+            continue;
+        }
+        match msg {
+            GuestMessage::Hello {
+                protocol,
+                kernel_release,
+                uptime_ms,
+            } => {
+                if protocol != PROTOCOL_VERSION {
+                    c.problems.push(format!(
+                        "line {n}: guest speaks protocol {protocol}, the host {PROTOCOL_VERSION}"
+                    ));
+                } else if c.release.is_some() {
+                    c.problems.push(format!("line {n}: a second hello"));
+                } else {
+                    c.release = Some(kernel_release);
+                    c.agent_start_ms = Some(uptime_ms);
+                }
+            }
+            GuestMessage::JitMode {
+                mode,
+                sysctl_readback,
+                error,
+            } => c.jit_switches.push(JitSwitch {
+                mode,
+                sysctl_readback,
+                error,
+            }),
+            GuestMessage::Case(record) => {
+                let key = (record.case, record.jit);
+                if !plan.cases.contains(&record.case) || !plan.jit_modes.contains(&record.jit) {
+                    c.problems.push(format!(
+                        "line {n}: a record for {} / {} that the plan did not ask for",
+                        record.case, record.jit
+                    ));
+                } else if c.records.contains_key(&key) {
+                    c.problems.push(format!(
+                        "line {n}: a second record for {} / {}",
+                        record.case, record.jit
+                    ));
+                } else {
+                    c.records.insert(key, record);
+                }
+            }
+            GuestMessage::Warning { message } => c.warnings.push(message),
+            GuestMessage::Done { uptime_ms } => c.done_ms = Some(uptime_ms),
+        }
+    }
+    c
+}
+
+fn quote(text: &str) -> String {
+    let mut q: String = text.chars().take(QUOTE).collect();
+    if q.len() < text.len() {
+        q.push('…');
+    }
+    format!("{q:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfmatrix_probes::{Measured, Outcome};
+
+    fn plan() -> Plan {
+        Plan {
+            protocol: PROTOCOL_VERSION,
+            cases: vec![CaseId::TailCallChain],
+            jit_modes: vec![JitMode::Jit],
+            modules: vec![],
+            result_port: "/dev/ttyS1".into(),
+            fault: None,
+        }
+    }
+
+    fn lines(texts: &[String]) -> Vec<Line<'_>> {
+        texts
+            .iter()
+            .map(|t| Line {
+                text: t,
+                truncated: false,
+            })
+            .collect()
+    }
+
+    fn hello() -> String {
+        serde_json::to_string(&GuestMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            kernel_release: "6.1.0-56-amd64".into(),
+            uptime_ms: 2100,
+        })
+        .unwrap()
+    }
+
+    fn case(case: CaseId) -> String {
+        serde_json::to_string(&GuestMessage::Case(CaseRecord {
+            case,
+            jit: JitMode::Jit,
+            outcome: Outcome::Accepted,
+            measured: Measured {
+                tail_calls: Some(33),
+                ..Measured::default()
+            },
+            duration_ms: 3,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_clean_run_gives_records_and_no_problems() {
+        let done = r#"{"type":"done","uptime_ms":2500}"#.to_string();
+        let c = collect(&plan(), lines(&[hello(), case(CaseId::TailCallChain), done]));
+        assert_eq!(c.problems, Vec::<String>::new());
+        assert_eq!(c.release.as_deref(), Some("6.1.0-56-amd64"));
+        assert_eq!(c.done_ms, Some(2500));
+        assert_eq!(
+            c.records[&(CaseId::TailCallChain, JitMode::Jit)].measured.tail_calls,
+            Some(33)
+        );
+    }
+
+    #[test]
+    fn garbage_truncation_and_unasked_records_are_problems_not_results() {
+        let full = case(CaseId::TailCallChain);
+        let texts = vec![
+            hello(),
+            "\u{1b}[0m random console noise".to_string(),
+            full[..full.len() / 2].to_string(),
+            case(CaseId::FentryTcLoopback),
+            full.clone(),
+            full,
+        ];
+        let mut ls = lines(&texts);
+        ls.push(Line {
+            text: "{\"type\":\"ca",
+            truncated: true,
+        });
+        let c = collect(&plan(), ls);
+        assert_eq!(c.records.len(), 1);
+        assert_eq!(c.problems.len(), 5, "{:#?}", c.problems);
+        assert!(c.problems[0].starts_with("line 2: not a guest message"));
+        assert!(c.problems[1].starts_with("line 3: not a guest message"));
+        assert!(c.problems[2].contains("fentry_tc.loopback / jit that the plan did not ask for"));
+        assert!(c.problems[3].contains("a second record"));
+        assert!(c.problems[4].contains("longer than"));
+    }
+
+    #[test]
+    fn nothing_before_hello_counts_and_other_protocols_are_refused() {
+        let wrong = r#"{"type":"hello","protocol":99,"kernel_release":"x","uptime_ms":1}"#;
+        let c = collect(
+            &plan(),
+            lines(&[case(CaseId::TailCallChain), wrong.to_string()]),
+        );
+        assert!(c.records.is_empty());
+        assert_eq!(c.release, None);
+        assert_eq!(c.problems.len(), 2, "{:#?}", c.problems);
+        assert!(c.problems[1].contains("protocol 99"));
+    }
+}

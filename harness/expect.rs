@@ -1,0 +1,602 @@
+//! What each kernel should answer: the expected cell for any kernel version, JIT
+//! mode and case, derived from the feature table in `features.toml` (first kernel
+//! version of each feature, with its upstream commit), and the comparison of a
+//! guest's record against it.
+
+use anyhow::{bail, Context, Result};
+use bpfmatrix_probes::{CaseId, CaseRecord, JitMode, Outcome, Trigger};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::OnceLock;
+
+pub const EINVAL: i32 = 22;
+pub const EACCES: i32 = 13;
+
+/// The verifier's own words, as the kernel prints them (printf formats cut at the
+/// first `%`). Source: kernel/bpf/verifier.c, quoted in the project's notes.
+pub mod msg {
+    pub const MIX_BEFORE_5_10: &str = "tail_calls are not allowed in programs with bpf-to-bpf calls";
+    pub const MIX_NON_JITED: &str =
+        "tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls";
+    pub const CALLER_STACK_TOO_LARGE: &str =
+        "tail_calls are not allowed when call stack of previous frames is";
+    pub const ONLY_JITED_TARGETS: &str = "Can attach to only JITed progs";
+}
+
+/// A kernel version as `major.minor`, the granularity features are documented at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KernelVersion(pub u32, pub u32);
+
+impl KernelVersion {
+    /// Parses `6.1`, `6.1.0-56-amd64`, `5.10.0-46-cloud-amd64`, `6.12.107+deb13-amd64`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut parts = s.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next().and_then(|p| p.parse().ok());
+        let minor = parts.next().and_then(|p| p.parse().ok());
+        match (major, minor) {
+            (Some(major), Some(minor)) => Ok(KernelVersion(major, minor)),
+            _ => bail!("'{s}' is not a kernel version (expected MAJOR.MINOR...)"),
+        }
+    }
+}
+
+impl fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Feature {
+    pub id: String,
+    pub what: String,
+    #[serde(deserialize_with = "de_version")]
+    pub first: KernelVersion,
+    pub commit: String,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct TailCallLimit {
+    pub value: u32,
+    pub commit: String,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct FeatureTable {
+    pub feature: Vec<Feature>,
+    pub tail_call_limit: TailCallLimit,
+}
+
+fn de_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KernelVersion, D::Error> {
+    let s = String::deserialize(d)?;
+    KernelVersion::parse(&s).map_err(serde::de::Error::custom)
+}
+
+impl FeatureTable {
+    pub fn get(&self, id: &str) -> &Feature {
+        self.feature
+            .iter()
+            .find(|f| f.id == id)
+            .unwrap_or_else(|| panic!("features.toml has no feature '{id}'"))
+    }
+
+    fn has(&self, id: &str, v: KernelVersion) -> bool {
+        v >= self.get(id).first
+    }
+
+    /// Why a feature is (or is not) there, for the expectation's explanation.
+    fn cite(&self, id: &str) -> String {
+        let f = self.get(id);
+        format!("{} since {} ({})", f.what, f.first, f.commit)
+    }
+}
+
+/// The feature table shipped with the harness.
+pub fn features() -> &'static FeatureTable {
+    static TABLE: OnceLock<FeatureTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        toml::from_str(include_str!("features.toml"))
+            .context("harness/features.toml does not parse")
+            .unwrap()
+    })
+}
+
+/// What a case must show when the verifier accepts it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Checks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_calls: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fell_through: Option<bool>,
+    /// fexit saw exactly the verdict the tc program returned, for OK and SHOT, via
+    /// this trigger; on loopback OK packets arrive and SHOT packets do not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdicts: Option<Trigger>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExpectedOutcome {
+    Accepted(Checks),
+    /// Refused with this errno, the verifier log containing `message`.
+    Rejected {
+        errno: i32,
+        message: &'static str,
+    },
+    /// The kernel predates the feature: any refusal (rejected or unsupported) is right.
+    Refused,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Expected {
+    pub outcome: ExpectedOutcome,
+    /// Which documented fact the expectation comes from.
+    pub because: String,
+}
+
+/// The expected cell for `case` on a kernel of version `v` in JIT mode `jit`.
+pub fn expected(case: CaseId, jit: JitMode, v: KernelVersion) -> Expected {
+    let t = features();
+    let limit = t.tail_call_limit.value;
+    let accepted = |checks: Checks, because: String| Expected {
+        outcome: ExpectedOutcome::Accepted(checks),
+        because,
+    };
+    let refused = |id: &str| Expected {
+        outcome: ExpectedOutcome::Refused,
+        because: format!("needs {}", t.cite(id)),
+    };
+    let rejected = |errno, message, because: String| Expected {
+        outcome: ExpectedOutcome::Rejected { errno, message },
+        because,
+    };
+    match case {
+        CaseId::TailCallChain | CaseId::TailCallEmptySlot if !t.has("tail_calls", v) => {
+            refused("tail_calls")
+        }
+        CaseId::TailCallChain => accepted(
+            Checks {
+                tail_calls: Some(limit),
+                ..Checks::default()
+            },
+            format!(
+                "{}; limit {limit} ({})",
+                t.cite("tail_calls"),
+                t.tail_call_limit.commit
+            ),
+        ),
+        CaseId::TailCallEmptySlot => accepted(
+            Checks {
+                fell_through: Some(true),
+                ..Checks::default()
+            },
+            t.cite("tail_calls"),
+        ),
+        _ if case.object() == "bpf2bpf_tail_mix" && !t.has("bpf2bpf_calls", v) => {
+            refused("bpf2bpf_calls")
+        }
+        CaseId::Bpf2bpfControl => accepted(Checks::default(), t.cite("bpf2bpf_calls")),
+        CaseId::Bpf2bpfTailCallInSubprog | CaseId::Bpf2bpfBigCallerFrame
+            if !t.has("tail_call_in_subprog", v) =>
+        {
+            rejected(
+                EINVAL,
+                msg::MIX_BEFORE_5_10,
+                format!("before 5.10: needs {}", t.cite("tail_call_in_subprog")),
+            )
+        }
+        // The non-JITed check runs before the stack-depth check, so both mix cases
+        // get it with the interpreter.
+        CaseId::Bpf2bpfTailCallInSubprog | CaseId::Bpf2bpfBigCallerFrame
+            if jit == JitMode::Interpreter =>
+        {
+            rejected(
+                EINVAL,
+                msg::MIX_NON_JITED,
+                format!("interpreter: {}", t.cite("tail_call_in_subprog")),
+            )
+        }
+        CaseId::Bpf2bpfTailCallInSubprog => accepted(
+            Checks {
+                tail_calls: Some(limit),
+                ..Checks::default()
+            },
+            t.cite("tail_call_in_subprog"),
+        ),
+        CaseId::Bpf2bpfBigCallerFrame => rejected(
+            EACCES,
+            msg::CALLER_STACK_TOO_LARGE,
+            "callers' frames of 256 bytes or more above a tail-calling subprogram are refused (e411901c0b77)"
+                .to_string(),
+        ),
+        CaseId::FentryTcTestRun | CaseId::FentryTcLoopback
+            if !t.has("fentry_on_bpf_prog", v) =>
+        {
+            refused("fentry_on_bpf_prog")
+        }
+        CaseId::FentryTcTestRun | CaseId::FentryTcLoopback if jit == JitMode::Interpreter => {
+            rejected(
+                EINVAL,
+                msg::ONLY_JITED_TARGETS,
+                format!(
+                    "interpreter: the trampoline needs a JITed target; {}",
+                    t.cite("fentry_on_bpf_prog")
+                ),
+            )
+        }
+        CaseId::FentryTcTestRun => accepted(
+            Checks {
+                verdicts: Some(Trigger::TestRun),
+                ..Checks::default()
+            },
+            t.cite("fentry_on_bpf_prog"),
+        ),
+        CaseId::FentryTcLoopback => accepted(
+            Checks {
+                verdicts: Some(Trigger::Loopback),
+                ..Checks::default()
+            },
+            t.cite("fentry_on_bpf_prog"),
+        ),
+    }
+}
+
+/// The verdicts a fentry_tc case configures, in order: TC_ACT_OK then TC_ACT_SHOT.
+pub const CONFIGURED_VERDICTS: [i32; 2] = [0, 2];
+const TC_ACT_OK: i32 = 0;
+
+/// Compares a guest record with its expectation. `Ok(())` when they agree; else a
+/// list of disagreements, each naming what was expected and what the kernel did.
+pub fn check(expected: &Expected, record: &CaseRecord) -> Result<(), Vec<String>> {
+    let mut wrong = Vec::new();
+    match (&expected.outcome, &record.outcome) {
+        (ExpectedOutcome::Accepted(checks), Outcome::Accepted) => {
+            check_measured(checks, record, &mut wrong)
+        }
+        (
+            ExpectedOutcome::Rejected { errno, message },
+            Outcome::Rejected {
+                errno: got_errno,
+                verifier_tail,
+                ..
+            },
+        ) => {
+            if errno != got_errno {
+                wrong.push(format!("errno: expected {errno}, got {got_errno}"));
+            }
+            if !verifier_tail.contains(message) {
+                wrong.push(format!(
+                    "verifier message: expected it to contain \"{message}\""
+                ));
+            }
+        }
+        (ExpectedOutcome::Refused, Outcome::Rejected { .. } | Outcome::Unsupported { .. }) => {}
+        (want, _) => wrong.push(format!(
+            "outcome: expected {}, got {}",
+            describe_expected(want),
+            describe_outcome(&record.outcome)
+        )),
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong)
+    }
+}
+
+fn check_measured(checks: &Checks, record: &CaseRecord, wrong: &mut Vec<String>) {
+    let m = &record.measured;
+    if let Some(want) = checks.tail_calls {
+        if m.tail_calls != Some(want) {
+            wrong.push(format!(
+                "tail calls: expected {want}, got {}",
+                opt(m.tail_calls)
+            ));
+        }
+    }
+    if let Some(want) = checks.fell_through {
+        if m.fell_through != Some(want) {
+            wrong.push(format!(
+                "fell through after a tail call to an empty slot: expected {want}, got {}",
+                opt(m.fell_through)
+            ));
+        }
+    }
+    if let Some(trigger) = checks.verdicts {
+        let seen: Vec<_> = m.verdicts.iter().filter(|v| v.trigger == trigger).collect();
+        let configured: Vec<i32> = seen.iter().map(|v| v.configured).collect();
+        if configured != CONFIGURED_VERDICTS {
+            wrong.push(format!(
+                "verdicts: expected steps {CONFIGURED_VERDICTS:?} via {trigger:?}, got {configured:?}"
+            ));
+        }
+        for v in seen {
+            let c = v.configured;
+            if v.fexit_saw != [i64::from(c)] {
+                wrong.push(format!(
+                    "verdict {c}: fexit saw {:?}, expected exactly [{c}]",
+                    v.fexit_saw
+                ));
+            }
+            if v.fexit_hits == 0 || v.fentry_hits == 0 {
+                wrong.push(format!(
+                    "verdict {c}: fentry ran {} times and fexit {} times, expected both to run",
+                    v.fentry_hits, v.fexit_hits
+                ));
+            }
+            match trigger {
+                Trigger::TestRun => {
+                    if v.returned != Some(c) {
+                        wrong.push(format!(
+                            "verdict {c}: BPF_PROG_TEST_RUN returned {}, expected {c}",
+                            opt(v.returned)
+                        ));
+                    }
+                }
+                Trigger::Loopback => {
+                    let (sent, got) = (v.packets_sent.unwrap_or(0), v.packets_received);
+                    let want = if c == TC_ACT_OK { sent } else { 0 };
+                    if sent == 0 || got != Some(want) {
+                        wrong.push(format!(
+                            "verdict {c}: {sent} packets sent, {} received, expected {want}",
+                            opt(got)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn opt<T: fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "nothing".to_string(), |v| v.to_string())
+}
+
+pub fn describe_expected(e: &ExpectedOutcome) -> String {
+    match e {
+        ExpectedOutcome::Accepted(c) => {
+            let mut s = "accepted".to_string();
+            if let Some(n) = c.tail_calls {
+                s += &format!(", {n} tail calls");
+            }
+            if c.fell_through == Some(true) {
+                s += ", falls through";
+            }
+            if let Some(t) = c.verdicts {
+                s += &format!(", fexit sees each verdict ({t:?})");
+            }
+            s
+        }
+        ExpectedOutcome::Rejected { errno, message } => {
+            format!("rejected, {}, \"{message}\"", errno_name(*errno))
+        }
+        ExpectedOutcome::Refused => "refused (the kernel predates the feature)".to_string(),
+    }
+}
+
+pub fn describe_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Accepted => "accepted".to_string(),
+        Outcome::Rejected {
+            step,
+            errno,
+            verifier_tail,
+        } => format!(
+            "rejected at {step}, {}, \"{}\"",
+            errno_name(*errno),
+            last_line(verifier_tail)
+        ),
+        Outcome::Unsupported { reason } => format!("unsupported: {reason}"),
+        Outcome::Error { message } => format!("error: {message}"),
+    }
+}
+
+/// The verifier log's last non-empty line: the refusal itself.
+pub fn last_line(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+pub fn errno_name(errno: i32) -> String {
+    match errno {
+        EINVAL => "EINVAL".to_string(),
+        EACCES => "EACCES".to_string(),
+        1 => "EPERM".to_string(),
+        7 => "E2BIG".to_string(),
+        95 => "EOPNOTSUPP".to_string(),
+        524 => "ENOTSUPP".to_string(),
+        n => format!("errno {n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfmatrix_probes::{Measured, VerdictObservation};
+
+    fn v(s: &str) -> KernelVersion {
+        KernelVersion::parse(s).unwrap()
+    }
+
+    fn record(case: CaseId, jit: JitMode, outcome: Outcome, measured: Measured) -> CaseRecord {
+        CaseRecord {
+            case,
+            jit,
+            outcome,
+            measured,
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn versions_parse_from_releases() {
+        assert_eq!(v("6.1.0-56-amd64"), KernelVersion(6, 1));
+        assert_eq!(v("5.10.0-46-cloud-amd64"), KernelVersion(5, 10));
+        assert_eq!(v("6.12.107+deb13-amd64"), KernelVersion(6, 12));
+        assert_eq!(v("4.16"), KernelVersion(4, 16));
+        assert!(v("5.4") < v("5.10"));
+        assert!(KernelVersion::parse("vmlinuz").is_err());
+    }
+
+    #[test]
+    fn the_feature_table_parses_and_names_its_commits() {
+        let t = features();
+        assert_eq!(t.get("tail_call_in_subprog").first, KernelVersion(5, 10));
+        assert_eq!(t.get("fentry_on_bpf_prog").first, KernelVersion(5, 5));
+        assert_eq!(t.tail_call_limit.value, 33);
+        assert!(t.feature.iter().all(|f| f.commit.len() == 12));
+    }
+
+    #[test]
+    fn mixing_depends_on_version_and_jit() {
+        let mix = CaseId::Bpf2bpfTailCallInSubprog;
+        assert_eq!(
+            expected(mix, JitMode::Jit, v("5.4")).outcome,
+            ExpectedOutcome::Rejected {
+                errno: EINVAL,
+                message: msg::MIX_BEFORE_5_10
+            }
+        );
+        assert!(matches!(
+            expected(mix, JitMode::Jit, v("5.10")).outcome,
+            ExpectedOutcome::Accepted(Checks {
+                tail_calls: Some(33),
+                ..
+            })
+        ));
+        assert_eq!(
+            expected(mix, JitMode::Interpreter, v("6.12")).outcome,
+            ExpectedOutcome::Rejected {
+                errno: EINVAL,
+                message: msg::MIX_NON_JITED
+            }
+        );
+        assert_eq!(
+            expected(CaseId::Bpf2bpfBigCallerFrame, JitMode::Jit, v("6.1")).outcome,
+            ExpectedOutcome::Rejected {
+                errno: EACCES,
+                message: msg::CALLER_STACK_TOO_LARGE
+            }
+        );
+    }
+
+    #[test]
+    fn fentry_needs_5_5_and_the_jit() {
+        let c = CaseId::FentryTcTestRun;
+        assert_eq!(
+            expected(c, JitMode::Jit, v("4.16")).outcome,
+            ExpectedOutcome::Refused
+        );
+        assert_eq!(
+            expected(c, JitMode::Interpreter, v("6.1")).outcome,
+            ExpectedOutcome::Rejected {
+                errno: EINVAL,
+                message: msg::ONLY_JITED_TARGETS
+            }
+        );
+    }
+
+    #[test]
+    fn a_wrong_tail_call_count_is_a_readable_mismatch() {
+        let e = expected(CaseId::TailCallChain, JitMode::Interpreter, v("5.10"));
+        let good = record(
+            CaseId::TailCallChain,
+            JitMode::Interpreter,
+            Outcome::Accepted,
+            Measured {
+                tail_calls: Some(33),
+                ..Measured::default()
+            },
+        );
+        assert_eq!(check(&e, &good), Ok(()));
+        let bad = CaseRecord {
+            measured: Measured {
+                tail_calls: Some(32),
+                ..Measured::default()
+            },
+            ..good
+        };
+        assert_eq!(
+            check(&e, &bad),
+            Err(vec!["tail calls: expected 33, got 32".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_rejection_must_carry_the_errno_and_the_words() {
+        let e = expected(CaseId::Bpf2bpfBigCallerFrame, JitMode::Jit, v("6.1"));
+        let rec = |errno, tail: &str| {
+            record(
+                CaseId::Bpf2bpfBigCallerFrame,
+                JitMode::Jit,
+                Outcome::Rejected {
+                    step: "load".into(),
+                    errno,
+                    verifier_tail: tail.into(),
+                },
+                Measured::default(),
+            )
+        };
+        let words = "tail_calls are not allowed when call stack of previous frames is 352 bytes. Too large\nverification time 60 usec";
+        assert_eq!(check(&e, &rec(EACCES, words)), Ok(()));
+        assert_eq!(check(&e, &rec(EINVAL, words)).unwrap_err().len(), 1);
+        assert_eq!(
+            check(&e, &rec(EACCES, "invalid insn")).unwrap_err(),
+            vec![format!(
+                "verifier message: expected it to contain \"{}\"",
+                msg::CALLER_STACK_TOO_LARGE
+            )]
+        );
+        let accepted = record(
+            CaseId::Bpf2bpfBigCallerFrame,
+            JitMode::Jit,
+            Outcome::Accepted,
+            Measured::default(),
+        );
+        assert_eq!(
+            check(&e, &accepted).unwrap_err(),
+            vec![format!(
+                "outcome: expected rejected, EACCES, \"{}\", got accepted",
+                msg::CALLER_STACK_TOO_LARGE
+            )]
+        );
+    }
+
+    #[test]
+    fn verdicts_must_match_exactly_and_loopback_must_drop_shot() {
+        let e = expected(CaseId::FentryTcLoopback, JitMode::Jit, v("6.1"));
+        let obs = |configured, saw: Vec<i64>, received| VerdictObservation {
+            trigger: Trigger::Loopback,
+            configured,
+            returned: None,
+            fexit_saw: saw,
+            fexit_hits: 5,
+            fentry_hits: 5,
+            fentry_skb_len: Some(60),
+            packets_sent: Some(5),
+            packets_received: Some(received),
+        };
+        let rec = |verdicts| {
+            record(
+                CaseId::FentryTcLoopback,
+                JitMode::Jit,
+                Outcome::Accepted,
+                Measured {
+                    verdicts,
+                    ..Measured::default()
+                },
+            )
+        };
+        assert_eq!(
+            check(&e, &rec(vec![obs(0, vec![0], 5), obs(2, vec![2], 0)])),
+            Ok(())
+        );
+        let errs = check(&e, &rec(vec![obs(0, vec![0], 5), obs(2, vec![0, 2], 5)])).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(check(&e, &rec(vec![obs(0, vec![0], 5)])).is_err());
+        assert!(check(&e, &rec(vec![])).is_err());
+    }
+}

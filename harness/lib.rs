@@ -6,3 +6,4 @@
 pub mod collect;
 pub mod expect;
 pub mod matrix;
+pub mod report;

@@ -1,0 +1,353 @@
+//! Reads the x86 boot header of a bzImage and pulls the uncompressed vmlinux out of
+//! its payload, so QEMU can boot the kernel through PVH instead of making the guest
+//! decompress itself under TCG.
+
+use anyhow::{bail, Context};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+/// How a bzImage's payload is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Xz,
+    Zstd,
+    Gzip,
+}
+
+impl Compression {
+    fn from_magic(bytes: &[u8]) -> Option<Compression> {
+        if bytes.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Some(Compression::Xz)
+        } else if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else if bytes.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else {
+            None
+        }
+    }
+}
+
+/// The parts of the x86 boot protocol header (Documentation/arch/x86/boot.rst)
+/// this crate needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BzImageHeader {
+    /// Boot protocol version, e.g. 0x020f.
+    pub protocol: u16,
+    /// File offset of the compressed payload.
+    pub payload_start: u64,
+    pub payload_length: u32,
+    /// The start of the kernel's version string ("6.1.0-56-amd64 (debian...) #1 ..."),
+    /// when the header points at one.
+    pub version: Option<String>,
+}
+
+impl BzImageHeader {
+    /// Offset of the "HdrS" magic.
+    const MAGIC_AT: usize = 0x202;
+    /// Enough of the file to hold the setup header and, usually, the version string.
+    pub const READ_LEN: usize = 0x10000;
+
+    /// True if `head` (the file's first bytes) carries the boot header magic.
+    pub fn is_bzimage(head: &[u8]) -> bool {
+        head.get(Self::MAGIC_AT..Self::MAGIC_AT + 4) == Some(b"HdrS")
+    }
+
+    /// Parses the header from the file's first bytes. `None` if there is no "HdrS"
+    /// magic; an error if the header is there but unusable.
+    pub fn parse(head: &[u8]) -> anyhow::Result<Option<BzImageHeader>> {
+        if !Self::is_bzimage(head) {
+            return Ok(None);
+        }
+        let u16_at = |at: usize| u16::from_le_bytes([head[at], head[at + 1]]);
+        let u32_at = |at: usize| {
+            head.get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        };
+        let protocol = u16_at(0x206);
+        // payload_offset exists from boot protocol 2.08 (kernel 2.6.26) on.
+        if protocol < 0x0208 {
+            bail!("boot protocol {protocol:#06x} is older than 2.08: no payload_offset field");
+        }
+        // 0 means 4 for historical reasons.
+        let setup_sects = match head[0x1f1] {
+            0 => 4,
+            n => u64::from(n),
+        };
+        let (Some(payload_offset), Some(payload_length)) = (u32_at(0x248), u32_at(0x24c)) else {
+            bail!("the setup header is cut short");
+        };
+        let payload_start = (setup_sects + 1) * 512 + u64::from(payload_offset);
+        // kernel_version points at a NUL-terminated string, relative to 0x200.
+        let version_at = usize::from(u16_at(0x20e)) + 0x200;
+        let version = (u16_at(0x20e) != 0)
+            .then(|| head.get(version_at..))
+            .flatten()
+            .and_then(|rest| {
+                let end = rest.iter().position(|&b| b == 0)?;
+                std::str::from_utf8(&rest[..end]).ok().map(str::to_owned)
+            });
+        Ok(Some(BzImageHeader {
+            protocol,
+            payload_start,
+            payload_length,
+            version,
+        }))
+    }
+
+    /// The kernel release (`uname -r`): the version string's first word.
+    pub fn release(&self) -> Option<String> {
+        self.version
+            .as_deref()
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::to_owned)
+    }
+}
+
+/// Decompresses the payload of the bzImage at `image` into `out`, returning the
+/// compression used. The decoder reads from the payload start to the end of the
+/// file and stops at the end of the compressed stream: decoding exactly
+/// `payload_length` bytes fails for some kernels (the kernel appends the
+/// decompressed size inside the payload), and a streaming decoder does not care.
+pub fn extract_vmlinux(
+    image: &Path,
+    header: &BzImageHeader,
+    out: &Path,
+) -> anyhow::Result<Compression> {
+    let mut file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    let len = file.metadata()?.len();
+    if header.payload_start + u64::from(header.payload_length) > len {
+        bail!(
+            "kernel image {} is truncated: its header says the payload ends at byte {}, the file has {len} bytes",
+            image.display(),
+            header.payload_start + u64::from(header.payload_length)
+        );
+    }
+    file.seek(SeekFrom::Start(header.payload_start))?;
+    let mut magic = [0u8; 6];
+    file.read_exact(&mut magic)
+        .with_context(|| format!("kernel image {} is truncated", image.display()))?;
+    let Some(compression) = Compression::from_magic(&magic) else {
+        bail!(
+            "kernel image {}: unknown payload compression (magic {:02x?}); only xz, zstd and gzip are supported",
+            image.display(),
+            magic
+        );
+    };
+    file.seek(SeekFrom::Start(header.payload_start))?;
+    let input = BufReader::with_capacity(1 << 20, file);
+    let tmp = crate::tmp_sibling(out);
+    let result = (|| -> anyhow::Result<()> {
+        let mut writer = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let mut decoder: Box<dyn Read> = match compression {
+            Compression::Xz => {
+                xz_single_stream(input, &mut writer)?;
+                writer.flush()?;
+                return Ok(());
+            }
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(input)),
+            Compression::Zstd => Box::new(
+                ruzstd::decoding::StreamingDecoder::new(input)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
+            ),
+        };
+        io::copy(&mut decoder, &mut writer)?;
+        writer.flush()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| {
+            format!(
+                "cannot decompress the {compression:?} payload of kernel image {} (is the file truncated or corrupt?)",
+                image.display()
+            )
+        });
+    }
+    std::fs::rename(&tmp, out)?;
+    Ok(compression)
+}
+
+/// Decodes one xz stream and stops at its end. xz2's reader would go on to parse
+/// whatever follows (the kernel appends the decompressed size) as a second stream
+/// and call it corrupt.
+fn xz_single_stream(mut input: impl BufRead, out: &mut impl Write) -> anyhow::Result<()> {
+    use xz2::stream::{Action, Status, Stream};
+    let mut stream = Stream::new_stream_decoder(u64::MAX, 0)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let chunk = input.fill_buf()?;
+        let eof = chunk.is_empty();
+        let (in_before, out_before) = (stream.total_in(), stream.total_out());
+        let status = stream.process(
+            chunk,
+            &mut buf,
+            if eof { Action::Finish } else { Action::Run },
+        )?;
+        let consumed = (stream.total_in() - in_before) as usize;
+        let produced = (stream.total_out() - out_before) as usize;
+        input.consume(consumed);
+        out.write_all(&buf[..produced])?;
+        if status == Status::StreamEnd {
+            return Ok(());
+        }
+        if eof && produced == 0 {
+            bail!("the xz stream ends early");
+        }
+    }
+}
+
+/// What an ELF file says about itself, as far as booting it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElfInfo {
+    pub x86_64: bool,
+    /// Carries a `XEN_ELFNOTE_PHYS32_ENTRY` note: QEMU can boot it through PVH.
+    pub pvh: bool,
+}
+
+/// `XEN_ELFNOTE_PHYS32_ENTRY`, the note QEMU looks for to boot an ELF through PVH.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+
+/// Reads the ELF header and notes of `path`; `None` if it is not a 64-bit ELF.
+pub fn elf_info(path: &Path) -> anyhow::Result<Option<ElfInfo>> {
+    use object::elf::FileHeader64;
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::Endianness;
+
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let data = object::ReadCache::new(file);
+    let Ok(header) = FileHeader64::<Endianness>::parse(&data) else {
+        return Ok(None);
+    };
+    let endian = header.endian()?;
+    let x86_64 = header.e_machine(endian) == object::elf::EM_X86_64;
+    let mut pvh = false;
+    for ph in header.program_headers(endian, &data)? {
+        let Ok(Some(mut notes)) = ph.notes(endian, &data) else {
+            continue;
+        };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == b"Xen" && note.n_type(endian) == XEN_ELFNOTE_PHYS32_ENTRY {
+                pvh = true;
+            }
+        }
+    }
+    Ok(Some(ElfInfo { x86_64, pvh }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A minimal bzImage: a setup header pointing at `payload` right after the setup
+    /// sectors, and a version string.
+    pub(crate) fn synthetic_bzimage(
+        payload: &[u8],
+        setup_sects: u8,
+        claimed_len: Option<u32>,
+    ) -> Vec<u8> {
+        let sects = if setup_sects == 0 {
+            4
+        } else {
+            usize::from(setup_sects)
+        };
+        let mut image = vec![0u8; (sects + 1) * 512];
+        image[0x1f1] = setup_sects;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        let version = b"6.1.0-99-test (builder@example) #1 SMP\0";
+        image[0x400..0x400 + version.len()].copy_from_slice(version);
+        image[0x20e..0x210].copy_from_slice(&(0x400u16 - 0x200).to_le_bytes());
+        image[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
+        let len = claimed_len.unwrap_or(payload.len() as u32);
+        image[0x24c..0x250].copy_from_slice(&len.to_le_bytes());
+        image.extend_from_slice(payload);
+        image
+    }
+
+    pub(crate) fn xz(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        xz2::read::XzEncoder::new(data, 1)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn parses_a_synthetic_header() {
+        let image = synthetic_bzimage(b"payload", 0, None);
+        let header = BzImageHeader::parse(&image).unwrap().unwrap();
+        assert_eq!(header.protocol, 0x020f);
+        assert_eq!(header.payload_start, 5 * 512, "setup_sects 0 means 4");
+        assert_eq!(header.payload_length, 7);
+        assert_eq!(header.release().as_deref(), Some("6.1.0-99-test"));
+
+        let image = synthetic_bzimage(b"payload", 27, None);
+        let header = BzImageHeader::parse(&image).unwrap().unwrap();
+        assert_eq!(header.payload_start, 28 * 512);
+    }
+
+    #[test]
+    fn garbage_has_no_header() {
+        assert_eq!(BzImageHeader::parse(&[0u8; 4096]).unwrap(), None);
+        assert_eq!(BzImageHeader::parse(b"short").unwrap(), None);
+    }
+
+    #[test]
+    fn extracts_an_xz_payload_with_trailing_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"\x7fELF pretend kernel".repeat(1000);
+        let mut payload = xz(&body);
+        // The kernel's build appends the decompressed size after the stream.
+        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let image = synthetic_bzimage(&payload, 0, None);
+        let path = dir.path().join("bzImage");
+        std::fs::write(&path, &image).unwrap();
+        let header = BzImageHeader::parse(&image).unwrap().unwrap();
+        let out = dir.path().join("vmlinux");
+        assert_eq!(
+            extract_vmlinux(&path, &header, &out).unwrap(),
+            Compression::Xz
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), body);
+    }
+
+    #[test]
+    fn truncated_payload_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = xz(&b"kernel".repeat(10_000));
+        // The header claims the full payload, the file holds half of it.
+        let full = synthetic_bzimage(&payload, 0, None);
+        let image = &full[..full.len() - payload.len() / 2];
+        let path = dir.path().join("bzImage");
+        std::fs::write(&path, image).unwrap();
+        let header = BzImageHeader::parse(image).unwrap().unwrap();
+        let err = extract_vmlinux(&path, &header, &dir.path().join("vmlinux")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("truncated") && msg.contains("bzImage"),
+            "{msg}"
+        );
+
+        // A header that under-states the length still fails in the decoder.
+        let lying = synthetic_bzimage(&payload[..payload.len() / 2], 0, Some(10));
+        std::fs::write(&path, &lying).unwrap();
+        let header = BzImageHeader::parse(&lying).unwrap().unwrap();
+        let out = dir.path().join("vmlinux");
+        let msg = format!("{:#}", extract_vmlinux(&path, &header, &out).unwrap_err());
+        assert!(
+            msg.contains("cannot decompress") && msg.contains("bzImage"),
+            "{msg}"
+        );
+        assert!(!out.exists(), "no half-written vmlinux is left behind");
+    }
+
+    #[test]
+    fn non_elf_has_no_elf_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        std::fs::write(&path, b"not an elf at all").unwrap();
+        assert_eq!(elf_info(&path).unwrap(), None);
+    }
+}

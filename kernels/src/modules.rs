@@ -1,0 +1,278 @@
+//! Picks the kernel modules a guest must load, in dependency order, from a kernel's
+//! modules directory. Debian's packages ship no modules.dep (depmod runs at install
+//! time), so dependencies come from each module's own `.modinfo` section.
+
+use crate::{cache_dir, Kernel};
+use anyhow::{bail, Context};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A module ready to go into an initramfs: an uncompressed `.ko`.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct ModuleFile {
+    /// The module's name as the kernel knows it (`-` spelled `_`), e.g. "cls_bpf".
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The modules `names` need, dependencies first, each once, skipping those built into
+/// the kernel (listed in modules.builtin). A kernel without a modules directory gives
+/// an empty list: whatever it has is built in, and the guest reports what is missing.
+pub fn resolve_modules(kernel: &Kernel, names: &[&str]) -> anyhow::Result<Vec<ModuleFile>> {
+    let Some(dir) = &kernel.modules_dir else {
+        return Ok(Vec::new());
+    };
+    let index = ModuleIndex::scan(dir)?;
+    let key = kernel
+        .release
+        .clone()
+        .unwrap_or_else(|| kernel.name.clone())
+        .replace('/', "_");
+    let unpack_dir = cache_dir().join("modules").join(key);
+    let order = dependency_order(names, &index.builtin, |name| {
+        let path = index.path(name, dir)?;
+        Ok(modinfo_depends(&read_module(path)?))
+    })?;
+    order
+        .into_iter()
+        .map(|name| {
+            let source = index.path(&name, dir)?;
+            let path = uncompressed(source, &unpack_dir, &name)?;
+            Ok(ModuleFile { name, path })
+        })
+        .collect()
+}
+
+/// The kernel's name for a module file or a name a user typed.
+fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+const SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
+
+struct ModuleIndex {
+    files: BTreeMap<String, PathBuf>,
+    builtin: BTreeSet<String>,
+}
+
+impl ModuleIndex {
+    fn scan(dir: &Path) -> anyhow::Result<ModuleIndex> {
+        let mut files = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let entries = std::fs::read_dir(&d)
+                .with_context(|| format!("cannot read modules directory {}", d.display()))?;
+            for entry in entries {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(stem) = SUFFIXES.iter().find_map(|s| file_name.strip_suffix(s)) {
+                    files.insert(normalize(stem), path);
+                }
+            }
+        }
+        let builtin = match std::fs::read_to_string(dir.join("modules.builtin")) {
+            Ok(text) => parse_builtin(&text),
+            Err(_) => BTreeSet::new(),
+        };
+        Ok(ModuleIndex { files, builtin })
+    }
+
+    fn path(&self, name: &str, dir: &Path) -> anyhow::Result<&Path> {
+        match self.files.get(name) {
+            Some(p) => Ok(p),
+            None => bail!(
+                "kernel module {name} is neither in {} nor listed in its modules.builtin",
+                dir.display()
+            ),
+        }
+    }
+}
+
+/// Module names from modules.builtin ("kernel/net/sched/sch_ingress.ko" per line).
+fn parse_builtin(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| {
+            let file = line.trim().rsplit('/').next()?;
+            SUFFIXES
+                .iter()
+                .find_map(|s| file.strip_suffix(s))
+                .map(normalize)
+        })
+        .collect()
+}
+
+/// Orders `roots` and their dependencies so every module comes after what it needs.
+/// `depends` gives a module's direct dependencies; built-in modules are left out.
+fn dependency_order(
+    roots: &[&str],
+    builtin: &BTreeSet<String>,
+    mut depends: impl FnMut(&str) -> anyhow::Result<Vec<String>>,
+) -> anyhow::Result<Vec<String>> {
+    fn visit(
+        name: &str,
+        builtin: &BTreeSet<String>,
+        depends: &mut dyn FnMut(&str) -> anyhow::Result<Vec<String>>,
+        done: &mut Vec<String>,
+        path: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        if builtin.contains(name) || done.iter().any(|d| d == name) {
+            return Ok(());
+        }
+        if path.iter().any(|p| p == name) {
+            bail!(
+                "kernel modules depend on each other in a cycle: {} -> {name}",
+                path.join(" -> ")
+            );
+        }
+        path.push(name.to_owned());
+        for dep in depends(name)? {
+            visit(&dep, builtin, depends, done, path)?;
+        }
+        path.pop();
+        done.push(name.to_owned());
+        Ok(())
+    }
+    let mut done = Vec::new();
+    for root in roots {
+        visit(
+            &normalize(root),
+            builtin,
+            &mut depends,
+            &mut done,
+            &mut Vec::new(),
+        )?;
+    }
+    Ok(done)
+}
+
+/// The `depends=` entry of a module's `.modinfo` section (NUL-separated key=value
+/// strings); empty if the module has none or is not an ELF.
+fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    use object::{Object, ObjectSection};
+    let Ok(file) = object::File::parse(ko) else {
+        return Vec::new();
+    };
+    let Some(data) = file.section_by_name(".modinfo").and_then(|s| s.data().ok()) else {
+        return Vec::new();
+    };
+    parse_modinfo_depends(data)
+}
+
+fn parse_modinfo_depends(modinfo: &[u8]) -> Vec<String> {
+    modinfo
+        .split(|&b| b == 0)
+        .filter_map(|entry| entry.strip_prefix(b"depends="))
+        .flat_map(|list| list.split(|&b| b == b','))
+        .filter(|d| !d.is_empty())
+        .map(|d| normalize(&String::from_utf8_lossy(d)))
+        .collect()
+}
+
+fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open kernel module {}", path.display()))?;
+    let name = path.to_string_lossy();
+    let mut reader: Box<dyn Read> = if name.ends_with(".xz") {
+        Box::new(xz2::read::XzDecoder::new(file))
+    } else if name.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else if name.ends_with(".zst") {
+        Box::new(ruzstd::decoding::StreamingDecoder::new(file).map_err(|e| anyhow::anyhow!("{e}"))?)
+    } else {
+        Box::new(file)
+    };
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read kernel module {}", path.display()))?;
+    Ok(bytes)
+}
+
+/// A plain `.ko` is used where it is; a compressed one is decompressed once into
+/// `unpack_dir`, since the guest's `finit_module` may not take compressed modules.
+fn uncompressed(source: &Path, unpack_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    if source.extension().is_some_and(|e| e == "ko") {
+        return Ok(source.to_path_buf());
+    }
+    let out = unpack_dir.join(format!("{name}.ko"));
+    if !out.exists() {
+        std::fs::create_dir_all(unpack_dir)
+            .with_context(|| format!("cannot create {}", unpack_dir.display()))?;
+        crate::write_atomically(&out, &read_module(source)?)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modinfo_depends_are_parsed() {
+        let info = b"license=GPL\0depends=sch_ingress,nf-tables\0intree=Y\0name=cls_bpf\0";
+        assert_eq!(parse_modinfo_depends(info), ["sch_ingress", "nf_tables"]);
+        assert!(parse_modinfo_depends(b"license=GPL\0depends=\0").is_empty());
+        assert!(parse_modinfo_depends(b"").is_empty());
+    }
+
+    #[test]
+    fn dependencies_come_first_once_and_builtins_are_skipped() {
+        let deps: BTreeMap<&str, Vec<&str>> = [
+            ("cls_bpf", vec!["shared", "core"]),
+            ("sch_ingress", vec!["core", "builtin_thing"]),
+            ("shared", vec!["core"]),
+            ("core", vec![]),
+        ]
+        .into();
+        let builtin: BTreeSet<String> = ["builtin_thing".to_owned()].into();
+        let order = dependency_order(&["sch-ingress", "cls_bpf"], &builtin, |n| {
+            Ok(deps[n].iter().map(|s| s.to_string()).collect())
+        })
+        .unwrap();
+        assert_eq!(order, ["core", "sch_ingress", "shared", "cls_bpf"]);
+    }
+
+    #[test]
+    fn dependency_cycles_are_an_error() {
+        let err = dependency_order(&["a"], &BTreeSet::new(), |n| {
+            Ok(vec![if n == "a" { "b" } else { "a" }.to_owned()])
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("a -> b -> a"), "{err}");
+    }
+
+    #[test]
+    fn builtin_list_gives_names() {
+        let names = parse_builtin("kernel/net/sched/sch_ingress.ko\nkernel/drivers/foo-bar.ko\n\n");
+        assert!(names.contains("sch_ingress") && names.contains("foo_bar"));
+    }
+
+    /// Runs against the Debian 6.1 package unpacked by hand when it is there.
+    #[test]
+    fn debian_61_modules_resolve_when_available() {
+        let dir = Path::new("/tmp/k61/root/lib/modules/6.1.0-56-amd64");
+        if !dir.is_dir() {
+            eprintln!("skipped: {} not present", dir.display());
+            return;
+        }
+        let kernel = Kernel {
+            name: "debian-6.1".into(),
+            release: Some("6.1.0-56-amd64".into()),
+            image: PathBuf::new(),
+            boot_image: PathBuf::new(),
+            boot_protocol: crate::BootProtocol::Pvh,
+            modules_dir: Some(dir.to_path_buf()),
+            source: String::new(),
+        };
+        let mods = resolve_modules(&kernel, &["sch_ingress", "cls_bpf"]).unwrap();
+        let names: Vec<_> = mods.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["sch_ingress", "cls_bpf"]);
+    }
+}

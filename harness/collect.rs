@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(c.problems.len(), 5, "{:#?}", c.problems);
         assert!(c.problems[0].starts_with("line 2: not a guest message"));
         assert!(c.problems[1].starts_with("line 3: not a guest message"));
-        assert!(c.problems[2].contains("fentry_tc.loopback / jit that the plan did not ask for"));
+        assert!(c.problems[2].contains("fentry_fexit_tc.loopback / jit that the plan did not ask for"));
         assert!(c.problems[3].contains("a second record"));
         assert!(c.problems[4].contains("longer than"));
     }

@@ -1,1 +1,190 @@
-fn main() {}
+//! The `bpfmatrix` command: obtain kernels, run the cases in a guest per kernel,
+//! print the table and write the JSON results.
+
+use anyhow::{Context, Result};
+use bpfmatrix::matrix::KernelRun;
+use bpfmatrix::report;
+use bpfmatrix::run::{self, Progress, Settings};
+use bpfmatrix::targets::{self, Target};
+use bpfmatrix_probes::{CaseId, JitMode};
+use bpfmatrix_vm::qemu::{Accel, VmEvent};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "Which kernels accept and run your eBPF programs: boots real kernels in QEMU and runs tail-call, bpf2bpf and fentry/fexit-on-tc cases inside them with aya")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the cases on one or more kernels and print the matrix.
+    Run(RunArgs),
+    /// List the kernels bpfmatrix knows by name.
+    Kernels,
+    /// Download kernels into the cache without running anything.
+    Fetch {
+        /// Catalog names (default: all).
+        kernels: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A catalog name (see `bpfmatrix kernels`), a path to a bzImage or vmlinux, or
+    /// NAME=PATH. Repeatable. Default: 6.1.
+    #[arg(short, long = "kernel", value_name = "KERNEL")]
+    kernels: Vec<String>,
+    /// The lib/modules/<release> directory for kernels given by path (needed for
+    /// the loopback case when clsact is built as modules).
+    #[arg(long, value_name = "DIR")]
+    modules: Option<PathBuf>,
+    /// Run only these cases (e.g. tail_call.chain). Repeatable. Default: all.
+    #[arg(short, long = "case", value_name = "CASE", value_parser = parse_case)]
+    cases: Vec<CaseId>,
+    /// Run only this JIT mode.
+    #[arg(long, value_parser = parse_jit)]
+    jit: Option<JitMode>,
+    /// auto tries KVM and falls back to TCG when the guest does not speak in time.
+    #[arg(long, default_value = "auto")]
+    accel: Accel,
+    /// Seconds a guest may take from QEMU start to exit before it is killed.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Show the guests' console output.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn parse_case(s: &str) -> Result<CaseId, String> {
+    CaseId::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = CaseId::ALL.iter().map(|c| c.as_str()).collect();
+        format!("unknown case; known cases: {}", all.join(", "))
+    })
+}
+
+fn parse_jit(s: &str) -> Result<JitMode, String> {
+    JitMode::ALL
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .ok_or_else(|| "expected 'jit' or 'interpreter'".to_string())
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bpfmatrix: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> Result<bool> {
+    match Cli::parse().command {
+        Command::Kernels => {
+            for entry in targets::catalog() {
+                let t = Target::Catalog(entry);
+                println!("{:<8} {}", t.name(), t.describe());
+            }
+            Ok(true)
+        }
+        Command::Fetch { kernels } => {
+            let names = if kernels.is_empty() {
+                targets::catalog().iter().map(|e| e.name.to_string()).collect()
+            } else {
+                kernels
+            };
+            for name in names {
+                let target = targets::resolve(&name, None)?;
+                let kernel = targets::obtain(&target, &mut |m| eprintln!("[{name}] {m}"))?;
+                println!("{name}: {}", kernel.boot_image.display());
+            }
+            Ok(true)
+        }
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> Result<bool> {
+    let names = if args.kernels.is_empty() {
+        vec!["6.1".to_string()]
+    } else {
+        args.kernels.clone()
+    };
+    let targets: Vec<Target> = names
+        .iter()
+        .map(|n| targets::resolve(n, args.modules.as_deref()))
+        .collect::<Result<_>>()?;
+    let settings = Settings {
+        cases: if args.cases.is_empty() {
+            CaseId::ALL.to_vec()
+        } else {
+            args.cases.clone()
+        },
+        jit_modes: args.jit.map_or(JitMode::ALL.to_vec(), |m| vec![m]),
+        accel: args.accel,
+        timeout: Duration::from_secs(args.timeout),
+        ..Settings::default()
+    };
+    if let Some(path) = &args.json {
+        check_writable(path)?;
+    }
+    let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
+    let mut runs: Vec<KernelRun> = Vec::new();
+    for target in &targets {
+        let name = target.name().to_string();
+        let kernel = targets::obtain(target, &mut |m| eprintln!("[{name}] {m}"))
+            .with_context(|| format!("kernel {name}"))?;
+        let verbose = args.verbose;
+        runs.push(run::run_kernel(&kernel, &agent, &settings, &mut |p| {
+            show(p, verbose)
+        }));
+    }
+    print!("{}", report::terminal(&runs, color()));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&runs)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("results written to {}", path.display());
+    }
+    Ok(runs.iter().all(KernelRun::all_agree))
+}
+
+fn check_writable(path: &std::path::Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    tempfile::tempfile_in(dir)
+        .map(drop)
+        .with_context(|| format!("cannot write results into {}", dir.display()))
+}
+
+fn show(p: Progress, verbose: bool) {
+    match p {
+        Progress::Step { kernel, what } => eprintln!("[{kernel}] {what}"),
+        Progress::Vm { kernel, event } => match event {
+            VmEvent::Starting { accel, .. } => eprintln!("[{kernel}] QEMU started ({accel})"),
+            VmEvent::KvmFallback { reason } => {
+                eprintln!("[{kernel}] KVM did not work, falling back to TCG: {reason}")
+            }
+            VmEvent::Console(line) if verbose => eprintln!("[{kernel}] | {line}"),
+            VmEvent::GuestLine(line) if verbose => eprintln!("[{kernel}] > {}", line.text),
+            _ => {}
+        },
+    }
+}
+
+fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}

@@ -73,11 +73,11 @@ pub enum CaseId {
     #[serde(rename = "bpf2bpf.big_caller_frame")]
     Bpf2bpfBigCallerFrame,
     /// fentry + fexit attached to a tc program, triggered by BPF_PROG_TEST_RUN.
-    #[serde(rename = "fentry_tc.test_run")]
+    #[serde(rename = "fentry_fexit_tc.test_run")]
     FentryTcTestRun,
     /// fentry + fexit attached to a tc program at clsact ingress on loopback,
     /// triggered by real UDP packets.
-    #[serde(rename = "fentry_tc.loopback")]
+    #[serde(rename = "fentry_fexit_tc.loopback")]
     FentryTcLoopback,
 }
 
@@ -100,8 +100,8 @@ impl CaseId {
             CaseId::Bpf2bpfControl => "bpf2bpf.control",
             CaseId::Bpf2bpfTailCallInSubprog => "bpf2bpf.tail_call_in_subprog",
             CaseId::Bpf2bpfBigCallerFrame => "bpf2bpf.big_caller_frame",
-            CaseId::FentryTcTestRun => "fentry_tc.test_run",
-            CaseId::FentryTcLoopback => "fentry_tc.loopback",
+            CaseId::FentryTcTestRun => "fentry_fexit_tc.test_run",
+            CaseId::FentryTcLoopback => "fentry_fexit_tc.loopback",
         }
     }
 

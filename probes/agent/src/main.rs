@@ -1,2 +1,242 @@
-//! The guest agent (placeholder until the agent lands).
-fn main() {}
+//! The guest agent: /init (PID 1) of the test initramfs. Reads the plan, runs
+//! every case in every JIT mode with aya, sends one JSON line per result on the
+//! result port, then powers the guest off. It never exits and never panics out.
+
+mod cases;
+mod objects;
+mod prog_tracing;
+mod sys;
+
+use std::fs::File;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use bpfmatrix_probes::{
+    CaseId, CaseRecord, Fault, GuestMessage, JitMode, Measured, Outcome, Plan, PLAN_PATH,
+    PROTOCOL_VERSION,
+};
+
+const JIT_SYSCTL: &str = "/proc/sys/net/core/bpf_jit_enable";
+const DEFAULT_PORT: &str = "/dev/ttyS1";
+
+/// Sends GuestMessages, one JSON object per line, flushed per line. Falls back
+/// to stderr if the port could not be opened (the host will see a dead guest,
+/// the console at least shows why).
+struct Reporter {
+    port: Option<File>,
+}
+
+impl Reporter {
+    fn send(&mut self, msg: &GuestMessage) {
+        match serde_json::to_string(msg) {
+            Ok(line) => self.raw(&format!("{line}\n")),
+            Err(e) => eprintln!("bpfmatrix-agent: cannot serialise a message: {e}"),
+        }
+    }
+
+    fn raw(&mut self, text: &str) {
+        match &mut self.port {
+            Some(port) => {
+                if let Err(e) = port.write_all(text.as_bytes()).and_then(|()| port.flush()) {
+                    eprintln!("bpfmatrix-agent: result port write failed: {e}");
+                }
+            }
+            None => eprint!("{text}"),
+        }
+    }
+
+    fn warn(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        eprintln!("bpfmatrix-agent: warning: {message}");
+        self.send(&GuestMessage::Warning { message });
+    }
+}
+
+fn main() {
+    let start_uptime = sys::uptime_ms();
+    eprintln!("bpfmatrix-agent: started at {start_uptime} ms");
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("bpfmatrix-agent: panic: {info}");
+    }));
+    let mut reporter = Reporter { port: None };
+    let outcome = catch_unwind(AssertUnwindSafe(|| agent(&mut reporter, start_uptime)));
+    if outcome.is_err() {
+        reporter.warn("the agent panicked outside any case; stopping early");
+        reporter.send(&GuestMessage::Done {
+            uptime_ms: sys::uptime_ms(),
+        });
+    }
+    eprintln!("bpfmatrix-agent: powering off");
+    sys::sync_and_power_off();
+}
+
+fn agent(reporter: &mut Reporter, start_uptime: u64) {
+    let plan: Result<Plan, String> = std::fs::read(PLAN_PATH)
+        .map_err(|e| format!("read {PLAN_PATH}: {e}"))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parse {PLAN_PATH}: {e}")));
+    let port_path = plan
+        .as_ref()
+        .map(|p| p.result_port.as_str())
+        .unwrap_or(DEFAULT_PORT)
+        .to_string();
+    let dev_mount = sys::mount_dev(&port_path);
+    match sys::open_port(&port_path) {
+        Ok(f) => reporter.port = Some(f),
+        Err(e) => eprintln!("bpfmatrix-agent: {e:#}; results go to the console"),
+    }
+    reporter.send(&GuestMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        kernel_release: sys::kernel_release(),
+        uptime_ms: start_uptime,
+    });
+    if let Err(e) = dev_mount {
+        reporter.warn(format!("{e:#}"));
+    }
+    for w in sys::mount_rest() {
+        reporter.warn(w);
+    }
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            reporter.warn(format!("no usable plan: {e}"));
+            reporter.send(&GuestMessage::Done {
+                uptime_ms: sys::uptime_ms(),
+            });
+            return;
+        }
+    };
+    if plan.protocol != PROTOCOL_VERSION {
+        reporter.warn(format!(
+            "plan protocol {} differs from the agent's {PROTOCOL_VERSION}; running it anyway",
+            plan.protocol
+        ));
+    }
+    match plan.fault {
+        Some(Fault::Panic) => {
+            eprintln!("bpfmatrix-agent: fault injection: kernel panic via sysrq");
+            let _ = sys::write_file("/proc/sys/kernel/sysrq", "1");
+            let _ = sys::write_file("/proc/sysrq-trigger", "c");
+            // Only reached if sysrq did not crash the kernel.
+            reporter.warn("sysrq-trigger did not crash the kernel");
+        }
+        Some(Fault::Hang) => {
+            eprintln!("bpfmatrix-agent: fault injection: hanging");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Some(Fault::Garbage) => write_garbage(reporter, &plan),
+        None => {}
+    }
+    if let Err(e) = sys::raise_memlock() {
+        reporter.warn(format!("{e:#}"));
+    }
+    for module in &plan.modules {
+        if let Err(e) = sys::load_module(module) {
+            reporter.warn(format!("{e:#}"));
+        }
+    }
+    run_plan(reporter, &plan);
+    reporter.send(&GuestMessage::Done {
+        uptime_ms: sys::uptime_ms(),
+    });
+    eprintln!("bpfmatrix-agent: done at {} ms", sys::uptime_ms());
+}
+
+fn run_plan(reporter: &mut Reporter, plan: &Plan) {
+    let t = Instant::now();
+    let kernel_btf = match aya::Btf::from_sys_fs() {
+        Ok(btf) => Some(btf),
+        Err(e) => {
+            reporter.warn(format!("no kernel BTF: {e}"));
+            None
+        }
+    };
+    eprintln!(
+        "bpfmatrix-agent: kernel BTF parsed in {} ms",
+        t.elapsed().as_millis()
+    );
+    let mut runner = cases::Runner::new(kernel_btf.as_ref());
+    for &mode in &plan.jit_modes {
+        let switched = sys::write_file(JIT_SYSCTL, mode.sysctl_value());
+        let readback = sys::read_trimmed(JIT_SYSCTL);
+        let error = switched.as_ref().err().map(|e| format!("{e:#}"));
+        reporter.send(&GuestMessage::JitMode {
+            mode,
+            sysctl_readback: readback,
+            error: error.clone(),
+        });
+        for &case in &plan.cases {
+            let record = match &error {
+                Some(e) => CaseRecord {
+                    case,
+                    jit: mode,
+                    outcome: Outcome::Unsupported {
+                        reason: format!("cannot switch to {mode}: {e}"),
+                    },
+                    measured: Measured::default(),
+                    duration_ms: 0,
+                },
+                None => run_one(&mut runner, case, mode),
+            };
+            eprintln!(
+                "bpfmatrix-agent: {case} [{mode}] {} ({} ms)",
+                record.outcome.kind(),
+                record.duration_ms
+            );
+            reporter.send(&GuestMessage::Case(record));
+        }
+    }
+}
+
+fn run_one(runner: &mut cases::Runner<'_>, case: CaseId, jit: JitMode) -> CaseRecord {
+    let started = Instant::now();
+    let mut measured = Measured::default();
+    let outcome = catch_unwind(AssertUnwindSafe(|| runner.run(case, &mut measured)))
+        .unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            Outcome::Error {
+                message: format!("agent panicked: {what}"),
+            }
+        });
+    CaseRecord {
+        case,
+        jit,
+        outcome,
+        measured,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Fault::Garbage: lines the host must survive, then a normal run.
+fn write_garbage(reporter: &mut Reporter, plan: &Plan) {
+    reporter.raw("this line is not JSON\n");
+    reporter.raw("{{{ neither is this\n");
+    let record = GuestMessage::Case(CaseRecord {
+        case: CaseId::TailCallChain,
+        jit: JitMode::Jit,
+        outcome: Outcome::Accepted,
+        measured: Measured::default(),
+        duration_ms: 0,
+    });
+    let line = serde_json::to_string(&record).unwrap_or_default();
+    reporter.raw(&format!("{}\n", &line[..line.len() / 2]));
+    match CaseId::ALL.into_iter().find(|c| !plan.cases.contains(c)) {
+        Some(stray) => reporter.send(&GuestMessage::Case(CaseRecord {
+            case: stray,
+            jit: JitMode::Jit,
+            outcome: Outcome::Accepted,
+            measured: Measured::default(),
+            duration_ms: 0,
+        })),
+        // Every known case is planned: a well-formed record for an unknown one.
+        None => reporter.raw(
+            "{\"type\":\"case\",\"case\":\"no_such.case\",\"jit\":\"jit\",\"outcome\":{\"kind\":\"accepted\"},\"duration_ms\":0}\n",
+        ),
+    }
+}

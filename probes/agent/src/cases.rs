@@ -1,0 +1,565 @@
+//! Runs one case in the current JIT mode and reports what the kernel did; it
+//! holds no expectations (the host judges the records).
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use anyhow::Context;
+use aya::maps::{Array, Map, MapData, ProgramArray};
+use aya::programs::{ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
+use aya::util::KernelVersion;
+use aya::{Btf, Ebpf, EbpfLoader};
+use bpfmatrix_probes::{CaseId, Measured, Outcome, Trigger, VerdictObservation};
+
+use crate::objects;
+use crate::prog_tracing::{self, TraceKind, TracingLoad};
+use crate::sys;
+
+const TAIL_MAX_LINES: usize = 4;
+const TAIL_MAX_BYTES: usize = 2048;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const LOOPBACK_PACKETS: u32 = 5;
+
+/// Why a case did not end as Accepted.
+#[derive(Debug)]
+pub enum Fail {
+    Rejected {
+        step: String,
+        errno: i32,
+        verifier_tail: String,
+    },
+    Unsupported(String),
+    Error(String),
+}
+
+impl From<anyhow::Error> for Fail {
+    fn from(e: anyhow::Error) -> Self {
+        Fail::Error(format!("{e:#}"))
+    }
+}
+
+impl Fail {
+    pub fn into_outcome(self) -> Outcome {
+        match self {
+            Fail::Rejected {
+                step,
+                errno,
+                verifier_tail,
+            } => Outcome::Rejected {
+                step,
+                errno,
+                verifier_tail,
+            },
+            Fail::Unsupported(reason) => Outcome::Unsupported { reason },
+            Fail::Error(message) => Outcome::Error { message },
+        }
+    }
+}
+
+type CaseResult = Result<(), Fail>;
+
+/// A real Ethernet + IPv4 + UDP frame, 64 bytes (127.0.0.1:4000 -> :4001).
+pub const FRAME: [u8; 64] = {
+    let mut f = [0u8; 64];
+    // Ethernet: dst, src (locally administered), EtherType IPv4.
+    let hdr: [u8; 42] = [
+        0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00, //
+        // IPv4: v4 ihl5, tos, total 50, id, flags DF, ttl 64, UDP, checksum, src, dst
+        0x45, 0x00, 0x00, 0x32, 0x00, 0x01, 0x40, 0x00, 0x40, 0x11, 0x3c, 0xb8, 127, 0, 0, 1, 127,
+        0, 0, 1, // UDP: sport 4000, dport 4001, len 30, checksum 0 (none)
+        0x0f, 0xa0, 0x0f, 0xa1, 0x00, 0x1e, 0x00, 0x00,
+    ];
+    let mut i = 0;
+    while i < hdr.len() {
+        f[i] = hdr[i];
+        i += 1;
+    }
+    let payload = *b"bpfmatrix test frame..";
+    let mut j = 0;
+    while j < payload.len() {
+        f[42 + j] = payload[j];
+        j += 1;
+    }
+    f
+};
+
+/// Mirrors `struct observation` in probes/bpf/fentry_tc.c.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct Observation {
+    fentry_hits: u64,
+    fexit_hits: u64,
+    fentry_skb_len: u64,
+    by_verdict: [u64; 8],
+    other_hits: u64,
+    last_ret: i64,
+}
+
+// SAFETY: repr(C), only integers, no padding.
+unsafe impl aya::Pod for Observation {}
+
+impl Observation {
+    fn into_verdict(self, trigger: Trigger, configured: u32) -> VerdictObservation {
+        let mut saw: Vec<i64> = (0..8)
+            .filter(|v| self.by_verdict[*v as usize] > 0)
+            .collect();
+        if self.other_hits > 0 {
+            // Values outside 0..8 are not bucketed: the last one stands for them.
+            saw.push(self.last_ret);
+        }
+        VerdictObservation {
+            trigger,
+            configured: configured as i32,
+            returned: None,
+            fexit_saw: saw,
+            fexit_hits: self.fexit_hits,
+            fentry_hits: self.fentry_hits,
+            fentry_skb_len: (self.fentry_hits > 0 && self.fentry_skb_len > 0)
+                .then_some(self.fentry_skb_len as u32),
+            packets_sent: None,
+            packets_received: None,
+        }
+    }
+}
+
+/// Per-run state shared by every case: one loader (so aya parses the kernel
+/// BTF once), the kernel BTF for our own CO-RE relocations, loopback set-up.
+pub struct Runner<'a> {
+    loader: EbpfLoader<'a>,
+    kernel_btf: Option<&'a Btf>,
+    loopback: Option<Result<(), String>>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(kernel_btf: Option<&'a Btf>) -> Self {
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(kernel_btf)
+            // Logs are requested on failure only (aya retries with a buffer),
+            // so accepted loads stay cheap.
+            .verifier_log_level(aya::VerifierLogLevel::DEBUG | aya::VerifierLogLevel::STATS);
+        Runner {
+            loader,
+            kernel_btf,
+            loopback: None,
+        }
+    }
+
+    /// Runs `case`, filling `measured` as far as it gets.
+    pub fn run(&mut self, case: CaseId, measured: &mut Measured) -> Outcome {
+        let result = match case {
+            CaseId::TailCallChain => self.tail_call_chain(measured),
+            CaseId::TailCallEmptySlot => self.tail_call_empty_slot(measured),
+            CaseId::Bpf2bpfControl => self.bpf2bpf_control(measured),
+            CaseId::Bpf2bpfTailCallInSubprog => self.mix_chain("mix_entry", 0, measured),
+            CaseId::Bpf2bpfBigCallerFrame => self.mix_chain("big_frame_entry", 1, measured),
+            CaseId::FentryTcTestRun => self.fentry_tc_test_run(measured),
+            CaseId::FentryTcLoopback => self.fentry_tc_loopback(measured),
+        };
+        match result {
+            Ok(()) => Outcome::Accepted,
+            Err(f) => f.into_outcome(),
+        }
+    }
+
+    fn load_object(&mut self, case: CaseId) -> Result<Ebpf, Fail> {
+        let bytes = objects::by_name(case.object())
+            .ok_or_else(|| Fail::Error(format!("no embedded object {}", case.object())))?;
+        self.loader
+            .load(bytes)
+            .map_err(|e| Fail::Error(format!("loading object {}: {e}", case.object())))
+    }
+
+    fn tail_call_chain(&mut self, m: &mut Measured) -> CaseResult {
+        let mut bpf = self.load_object(CaseId::TailCallChain)?;
+        load_cls(&mut bpf, "chain_entry")?;
+        load_cls(&mut bpf, "chain_body")?;
+        // Owned here so the array (and the chain) lives until the run is over.
+        let mut jmp = prog_array(&mut bpf)?;
+        set_slot(&bpf, &mut jmp, 0, "chain_body")?;
+        let ret = test_run(&bpf, "chain_entry")?;
+        let runs = counter(&bpf, 0)?;
+        m.retval = Some(ret);
+        m.tail_calls = Some(runs.saturating_sub(1) as u32);
+        drop(jmp);
+        Ok(())
+    }
+
+    fn tail_call_empty_slot(&mut self, m: &mut Measured) -> CaseResult {
+        let mut bpf = self.load_object(CaseId::TailCallEmptySlot)?;
+        load_cls(&mut bpf, "empty_slot")?;
+        let ret = test_run(&bpf, "empty_slot")?;
+        m.retval = Some(ret);
+        m.fell_through = Some(counter(&bpf, 1)? > 0);
+        m.tail_calls = Some(0);
+        Ok(())
+    }
+
+    fn bpf2bpf_control(&mut self, m: &mut Measured) -> CaseResult {
+        let mut bpf = self.load_object(CaseId::Bpf2bpfControl)?;
+        load_cls(&mut bpf, "control_entry")?;
+        m.retval = Some(test_run(&bpf, "control_entry")?);
+        Ok(())
+    }
+
+    /// `prog` calls a subprogram that counts and tail-calls jmp_table[slot],
+    /// where `prog` itself is put: a self chain through a subprogram.
+    fn mix_chain(&mut self, prog: &str, slot: u32, m: &mut Measured) -> CaseResult {
+        let mut bpf = self.load_object(CaseId::Bpf2bpfTailCallInSubprog)?;
+        load_cls(&mut bpf, prog)?;
+        let mut jmp = prog_array(&mut bpf)?;
+        set_slot(&bpf, &mut jmp, slot, prog)?;
+        let ret = test_run(&bpf, prog)?;
+        let runs = counter(&bpf, 0)?;
+        m.retval = Some(ret);
+        m.tail_calls = Some(runs.saturating_sub(1) as u32);
+        drop(jmp);
+        Ok(())
+    }
+
+    /// Loads and attaches fentry_tc and fexit_tc to the loaded tc_verdict.
+    fn attach_tracers(&self, bpf: &Ebpf) -> Result<Vec<OwnedFd>, Fail> {
+        let btf = self.kernel_btf.ok_or_else(|| {
+            Fail::Unsupported(
+                "no kernel BTF (/sys/kernel/btf/vmlinux): fentry/fexit need it".into(),
+            )
+        })?;
+        let tc = classifier(bpf, "tc_verdict")?;
+        let info = tc
+            .info()
+            .map_err(|e| Fail::Error(format!("tc_verdict info: {e}")))?;
+        let btf_id = info.btf_id().ok_or_else(|| {
+            Fail::Unsupported(
+                "tc_verdict was loaded without BTF, so fentry/fexit cannot target it".into(),
+            )
+        })?;
+        let blob = prog_tracing::kernel_btf_blob(btf_id)?;
+        let func_id = prog_tracing::func_btf_id(&blob, "tc_verdict")?;
+        let mut map_fds = HashMap::new();
+        for (name, map) in bpf.maps() {
+            if let Some(fd) = map_fd(map) {
+                map_fds.insert(name.to_string(), fd);
+            }
+        }
+        let names = ["fentry_tc", "fexit_tc"];
+        let (license, insns) =
+            prog_tracing::prepare_programs(objects::FENTRY_TC, btf, &map_fds, &names)?;
+        let tc_fd = tc
+            .fd()
+            .map_err(|e| Fail::Error(format!("tc_verdict fd: {e}")))?;
+        let mut fds = Vec::new();
+        for (name, kind) in [
+            ("fentry_tc", TraceKind::Fentry),
+            ("fexit_tc", TraceKind::Fexit),
+        ] {
+            let load = TracingLoad {
+                name,
+                kind,
+                insns: &insns[name],
+                license: &license,
+                attach_prog_fd: tc_fd.as_fd().as_raw_fd(),
+                attach_btf_id: func_id,
+            };
+            let prog = prog_tracing::load_tracing(&load).map_err(|r| Fail::Rejected {
+                step: format!("load {name}"),
+                errno: r.errno,
+                verifier_tail: prog_tracing::trim_verifier_log(
+                    &r.log,
+                    TAIL_MAX_LINES,
+                    TAIL_MAX_BYTES,
+                ),
+            })?;
+            let link =
+                prog_tracing::raw_tracepoint_open(prog.as_fd()).map_err(|e| Fail::Rejected {
+                    step: format!("attach {name}"),
+                    errno: e.raw_os_error().unwrap_or(0),
+                    verifier_tail: String::new(),
+                })?;
+            fds.push(link);
+            fds.push(prog);
+        }
+        Ok(fds)
+    }
+
+    fn fentry_tc_test_run(&mut self, m: &mut Measured) -> CaseResult {
+        let mut bpf = self.load_object(CaseId::FentryTcTestRun)?;
+        load_cls(&mut bpf, "tc_verdict")?;
+        // A refused tracer is the case's verdict, but the tc program still runs
+        // so the record shows what it returned without tracers.
+        let (tracers, refusal) = match self.attach_tracers(&bpf) {
+            Ok(t) => (t, None),
+            Err(f @ Fail::Rejected { .. }) => (Vec::new(), Some(f)),
+            Err(f) => return Err(f),
+        };
+        for verdict in [TC_ACT_OK, TC_ACT_SHOT] {
+            set_verdict(&mut bpf, verdict)?;
+            reset_obs(&mut bpf)?;
+            let ret = test_run(&bpf, "tc_verdict")?;
+            let mut v = read_obs(&bpf)?.into_verdict(Trigger::TestRun, verdict);
+            v.returned = Some(ret as i32);
+            m.retval = Some(ret);
+            m.verdicts.push(v);
+        }
+        drop(tracers);
+        refusal.map_or(Ok(()), Err)
+    }
+
+    fn fentry_tc_loopback(&mut self, m: &mut Measured) -> CaseResult {
+        let lo = self
+            .loopback
+            .get_or_insert_with(|| sys::loopback_up().map_err(|e| format!("{e:#}")))
+            .clone();
+        lo.map_err(|e| Fail::Error(format!("loopback set-up: {e}")))?;
+        // aya attaches with TCX from 6.6 on; before that it needs clsact (netlink).
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if !tcx {
+            if let Err(e) = aya::programs::tc::qdisc_add_clsact("lo") {
+                let exists = matches!(&e, aya::programs::tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+                if !exists {
+                    return Err(Fail::Rejected {
+                        step: "add clsact qdisc on lo".into(),
+                        errno: netlink_errno(&e),
+                        verifier_tail: format!("{e}"),
+                    });
+                }
+            }
+        }
+        let result = self.loopback_inner(m);
+        if !tcx {
+            if let Err(e) = sys::qdisc_del_clsact("lo") {
+                eprintln!("bpfmatrix-agent: removing clsact from lo: {e:#}");
+            }
+        }
+        result
+    }
+
+    fn loopback_inner(&mut self, m: &mut Measured) -> CaseResult {
+        let mut bpf = self.load_object(CaseId::FentryTcLoopback)?;
+        load_cls(&mut bpf, "tc_verdict")?;
+        set_verdict(&mut bpf, TC_ACT_OK)?;
+        let tc: &mut SchedClassifier = bpf
+            .program_mut("tc_verdict")
+            .ok_or_else(|| Fail::Error("no program tc_verdict".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| Fail::Error(e.to_string()))?;
+        let link = tc
+            .attach("lo", TcAttachType::Ingress)
+            .map_err(|e| Fail::Rejected {
+                step: "attach tc_verdict".into(),
+                errno: program_errno(&e),
+                verifier_tail: e.to_string(),
+            })?;
+        let (tracers, refusal) = match self.attach_tracers(&bpf) {
+            Ok(t) => (t, None),
+            Err(f @ Fail::Rejected { .. }) => (Vec::new(), Some(f)),
+            Err(f) => return Err(f),
+        };
+        let rx = UdpSocket::bind("127.0.0.1:0").context("bind receiver")?;
+        let tx = UdpSocket::bind("127.0.0.1:0").context("bind sender")?;
+        let dst = rx.local_addr().context("receiver address")?;
+        for verdict in [TC_ACT_OK, TC_ACT_SHOT] {
+            set_verdict(&mut bpf, verdict)?;
+            reset_obs(&mut bpf)?;
+            let mut sent = 0;
+            for i in 0..LOOPBACK_PACKETS {
+                let payload = format!("bpfmatrix verdict {verdict} packet {i}");
+                if tx.send_to(payload.as_bytes(), dst).is_ok() {
+                    sent += 1;
+                }
+            }
+            // Delivered packets are queued by the time send_to returns on lo;
+            // the wait only bounds how long "dropped" takes to establish.
+            let wait = if verdict == TC_ACT_OK { 1000 } else { 200 };
+            rx.set_read_timeout(Some(Duration::from_millis(wait)))
+                .context("receive timeout")?;
+            let mut received = 0;
+            let mut buf = [0u8; 256];
+            while received < sent && rx.recv_from(&mut buf).is_ok() {
+                received += 1;
+            }
+            let mut v = read_obs(&bpf)?.into_verdict(Trigger::Loopback, verdict);
+            v.packets_sent = Some(sent);
+            v.packets_received = Some(received);
+            m.verdicts.push(v);
+        }
+        drop(tracers);
+        let tc: &mut SchedClassifier = bpf
+            .program_mut("tc_verdict")
+            .ok_or_else(|| Fail::Error("no program tc_verdict".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| Fail::Error(e.to_string()))?;
+        tc.detach(link)
+            .map_err(|e| Fail::Error(format!("detach tc_verdict: {e}")))?;
+        refusal.map_or(Ok(()), Err)
+    }
+}
+
+fn netlink_errno(e: &aya::programs::tc::TcError) -> i32 {
+    match e {
+        aya::programs::tc::TcError::NetlinkError(n) => n.raw_os_error().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn program_errno(e: &ProgramError) -> i32 {
+    match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error().unwrap_or(0),
+        ProgramError::TcError(t) => netlink_errno(t),
+        _ => 0,
+    }
+}
+
+fn map_fd(map: &Map) -> Option<RawFd> {
+    let data: &MapData = match map {
+        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::ProgramArray(d) => d,
+        _ => return None,
+    };
+    Some(data.fd().as_fd().as_raw_fd())
+}
+
+fn classifier<'b>(bpf: &'b Ebpf, name: &str) -> Result<&'b SchedClassifier, Fail> {
+    bpf.program(name)
+        .ok_or_else(|| Fail::Error(format!("no program {name} in the object")))?
+        .try_into()
+        .map_err(|e: ProgramError| Fail::Error(format!("{name}: {e}")))
+}
+
+/// Loads a classifier; a kernel refusal becomes `Rejected` with the verifier's words.
+fn load_cls(bpf: &mut Ebpf, name: &str) -> CaseResult {
+    let prog: &mut SchedClassifier = bpf
+        .program_mut(name)
+        .ok_or_else(|| Fail::Error(format!("no program {name} in the object")))?
+        .try_into()
+        .map_err(|e: ProgramError| Fail::Error(format!("{name}: {e}")))?;
+    match prog.load() {
+        Ok(()) => Ok(()),
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => Err(Fail::Rejected {
+            step: format!("load {name}"),
+            errno: io_error.raw_os_error().unwrap_or(0),
+            verifier_tail: prog_tracing::trim_verifier_log(
+                &verifier_log.to_string(),
+                TAIL_MAX_LINES,
+                TAIL_MAX_BYTES,
+            ),
+        }),
+        Err(e) => Err(Fail::Error(format!("load {name}: {e}"))),
+    }
+}
+
+fn test_run(bpf: &Ebpf, name: &str) -> Result<u32, Fail> {
+    let prog = classifier(bpf, name)?;
+    let opts = TestRunOptions {
+        data_in: Some(&FRAME),
+        repeat: 1,
+        ..Default::default()
+    };
+    prog.test_run(opts)
+        .map(|r| r.return_value)
+        .map_err(|e| Fail::Error(format!("BPF_PROG_TEST_RUN {name}: {e}")))
+}
+
+fn prog_array(bpf: &mut Ebpf) -> Result<ProgramArray<MapData>, Fail> {
+    let map = bpf
+        .take_map("jmp_table")
+        .ok_or_else(|| Fail::Error("no map jmp_table".into()))?;
+    ProgramArray::try_from(map).map_err(|e| Fail::Error(format!("jmp_table: {e}")))
+}
+
+fn set_slot(bpf: &Ebpf, jmp: &mut ProgramArray<MapData>, slot: u32, prog: &str) -> CaseResult {
+    let fd = classifier(bpf, prog)?
+        .fd()
+        .map_err(|e| Fail::Error(format!("{prog} fd: {e}")))?;
+    jmp.set(slot, fd, 0)
+        .map_err(|e| Fail::Error(format!("jmp_table[{slot}] = {prog}: {e}")))
+}
+
+fn counter(bpf: &Ebpf, idx: u32) -> Result<u64, Fail> {
+    let map = bpf
+        .map("counters")
+        .ok_or_else(|| Fail::Error("no map counters".into()))?;
+    let arr: Array<&MapData, u64> =
+        Array::try_from(map).map_err(|e| Fail::Error(format!("counters: {e}")))?;
+    arr.get(&idx, 0)
+        .map_err(|e| Fail::Error(format!("counters[{idx}]: {e}")))
+}
+
+fn set_verdict(bpf: &mut Ebpf, verdict: u32) -> CaseResult {
+    let map = bpf
+        .map_mut("verdict_cfg")
+        .ok_or_else(|| Fail::Error("no map verdict_cfg".into()))?;
+    let mut arr: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|e| Fail::Error(format!("verdict_cfg: {e}")))?;
+    arr.set(0, verdict, 0)
+        .map_err(|e| Fail::Error(format!("verdict_cfg[0] = {verdict}: {e}")))
+}
+
+fn reset_obs(bpf: &mut Ebpf) -> CaseResult {
+    let map = bpf
+        .map_mut("obs")
+        .ok_or_else(|| Fail::Error("no map obs".into()))?;
+    let mut arr: Array<&mut MapData, Observation> =
+        Array::try_from(map).map_err(|e| Fail::Error(format!("obs: {e}")))?;
+    arr.set(0, Observation::default(), 0)
+        .map_err(|e| Fail::Error(format!("reset obs: {e}")))
+}
+
+fn read_obs(bpf: &Ebpf) -> Result<Observation, Fail> {
+    let map = bpf
+        .map("obs")
+        .ok_or_else(|| Fail::Error("no map obs".into()))?;
+    let arr: Array<&MapData, Observation> =
+        Array::try_from(map).map_err(|e| Fail::Error(format!("obs: {e}")))?;
+    arr.get(&0, 0)
+        .map_err(|e| Fail::Error(format!("read obs: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_is_ethernet_ipv4_udp_with_a_valid_ip_checksum() {
+        assert_eq!(FRAME.len(), 64);
+        assert_eq!(&FRAME[12..14], &[0x08, 0x00]);
+        assert_eq!(FRAME[14] >> 4, 4);
+        assert_eq!(FRAME[23], 17, "UDP");
+        let ip = &FRAME[14..34];
+        let mut sum: u32 = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "IPv4 header checksum");
+        assert_eq!(u16::from_be_bytes([FRAME[16], FRAME[17]]) as usize, 64 - 14);
+        assert_eq!(u16::from_be_bytes([FRAME[38], FRAME[39]]) as usize, 64 - 34);
+    }
+
+    #[test]
+    fn observation_buckets_become_distinct_values() {
+        let mut o = Observation {
+            fentry_hits: 2,
+            fexit_hits: 3,
+            fentry_skb_len: 64,
+            ..Default::default()
+        };
+        o.by_verdict[0] = 1;
+        o.by_verdict[2] = 2;
+        o.other_hits = 1;
+        o.last_ret = -1;
+        let v = o.into_verdict(Trigger::TestRun, 2);
+        assert_eq!(v.fexit_saw, vec![0, 2, -1]);
+        assert_eq!(
+            (v.fexit_hits, v.fentry_hits, v.fentry_skb_len),
+            (3, 2, Some(64))
+        );
+        assert_eq!(std::mem::size_of::<Observation>(), 8 * 13);
+    }
+}

@@ -1,0 +1,282 @@
+//! What PID 1 must do for itself in an initramfs: mounts, limits, the result
+//! port, kernel modules, sysctls, loopback set-up, the clsact qdisc, power off.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, MsFlags};
+
+/// Guest uptime in milliseconds (CLOCK_BOOTTIME: needs no /proc).
+pub fn uptime_ms() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(ts) => ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000,
+        Err(_) => 0,
+    }
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills a zeroed utsname; release is NUL-terminated.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return "unknown".into();
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn mount_fs(source: &str, target: &str, fstype: &str) -> Result<()> {
+    let _ = fs::create_dir_all(target);
+    match mount(
+        Some(source),
+        target,
+        Some(fstype),
+        MsFlags::empty(),
+        None::<&str>,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
+        Err(e) => bail!("mount {fstype} on {target}: {e}"),
+    }
+}
+
+/// devtmpfs on /dev unless the initramfs already has the port's node; this is
+/// needed before the result port can be opened, so it comes first.
+pub fn mount_dev(port: &str) -> Result<()> {
+    if Path::new(port).exists() {
+        return Ok(());
+    }
+    mount_fs("devtmpfs", "/dev", "devtmpfs")
+}
+
+/// proc, sysfs, bpffs, debugfs, tracefs. Returns warnings for the ones that failed.
+pub fn mount_rest() -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (src, target, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("bpf", "/sys/fs/bpf", "bpf"),
+        ("debugfs", "/sys/kernel/debug", "debugfs"),
+        ("tracefs", "/sys/kernel/tracing", "tracefs"),
+    ] {
+        if let Err(e) = mount_fs(src, target, fstype) {
+            warnings.push(format!("{e:#}"));
+        }
+    }
+    warnings
+}
+
+pub fn raise_memlock() -> Result<()> {
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY).context("RLIMIT_MEMLOCK")
+}
+
+/// Opens the result port in raw mode, so the tty adds no \r and eats nothing.
+pub fn open_port(path: &str) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("open {path}"))?;
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    if let Ok(mut t) = tcgetattr(&file) {
+        cfmakeraw(&mut t);
+        tcsetattr(&file, SetArg::TCSANOW, &t).with_context(|| format!("raw mode on {path}"))?;
+    }
+    Ok(file)
+}
+
+/// finit_module; compressed modules (.ko.xz/.zst/.gz) ask the kernel to
+/// decompress (MODULE_INIT_COMPRESSED_FILE, 5.17+). EEXIST is success.
+pub fn load_module(path: &str) -> Result<()> {
+    const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+    let file = File::open(path).with_context(|| format!("open {path}"))?;
+    let compressed = [".xz", ".zst", ".gz"].iter().any(|ext| path.ends_with(ext));
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
+    let params = CString::default();
+    // SAFETY: a valid fd, a NUL-terminated (empty) parameter string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
+    if ret != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EEXIST) {
+            bail!("finit_module {path}: {err}");
+        }
+    }
+    Ok(())
+}
+
+pub fn write_file(path: &str, value: &str) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open {path}"))?;
+    f.write_all(value.as_bytes())
+        .with_context(|| format!("write {value:?} to {path}"))?;
+    Ok(())
+}
+
+pub fn read_trimmed(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Brings `lo` up with 127.0.0.1/8 (an initramfs has no `ip`; ioctls suffice).
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: plain ioctls on a datagram socket with a zeroed, named ifreq.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            bail!("socket: {}", io::Error::last_os_error());
+        }
+        let _close = scopeguard(sock);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        std::ptr::write_unaligned(&mut ifr.ifr_ifru as *mut _ as *mut libc::sockaddr_in, sin);
+        if libc::ioctl(sock, libc::SIOCSIFADDR as _, &ifr) < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                bail!("SIOCSIFADDR lo: {e}");
+            }
+        }
+        let mut ifr_flags: libc::ifreq = std::mem::zeroed();
+        ifr_flags.ifr_name = ifr.ifr_name;
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut ifr_flags) < 0 {
+            bail!("SIOCGIFFLAGS lo: {}", io::Error::last_os_error());
+        }
+        ifr_flags.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &ifr_flags) < 0 {
+            bail!("SIOCSIFFLAGS lo: {}", io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+struct FdGuard(libc::c_int);
+impl Drop for FdGuard {
+    fn drop(&mut self) {
+        // SAFETY: the guard owns the fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+fn scopeguard(fd: libc::c_int) -> FdGuard {
+    FdGuard(fd)
+}
+
+/// Deletes the clsact qdisc of an interface (RTM_DELQDISC over rtnetlink); aya
+/// 0.14 can add it but not remove it.
+pub fn qdisc_del_clsact(ifname: &str) -> Result<()> {
+    const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
+    const CLSACT_HANDLE: u32 = 0xFFFF_0000;
+    let ifname_c = CString::new(ifname)?;
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(ifname_c.as_ptr()) };
+    if ifindex == 0 {
+        bail!("no interface {ifname}");
+    }
+
+    // nlmsghdr (16) + tcmsg (20) + TCA_KIND attr ("clsact\0" -> 4 + 7, padded to 12).
+    let kind = b"clsact\0";
+    let attr_len = 4 + kind.len();
+    let attr_padded = (attr_len + 3) & !3;
+    let total = 16 + 20 + attr_padded;
+    let mut msg = vec![0u8; total];
+    msg[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&(libc::RTM_DELQDISC).to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // tcmsg: family(1) pad(3) ifindex(4) handle(4) parent(4) info(4)
+    msg[16] = libc::AF_UNSPEC as u8;
+    msg[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg[24..28].copy_from_slice(&CLSACT_HANDLE.to_ne_bytes());
+    msg[28..32].copy_from_slice(&TC_H_CLSACT.to_ne_bytes());
+    msg[36..38].copy_from_slice(&(attr_len as u16).to_ne_bytes());
+    msg[38..40].copy_from_slice(&1u16.to_ne_bytes()); // TCA_KIND
+    msg[40..40 + kind.len()].copy_from_slice(kind);
+
+    // SAFETY: a netlink socket, a well-formed message buffer, a reply buffer.
+    unsafe {
+        let sock = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        );
+        if sock < 0 {
+            bail!("netlink socket: {}", io::Error::last_os_error());
+        }
+        let _close = scopeguard(sock);
+        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let sent = libc::sendto(
+            sock,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        );
+        if sent < 0 {
+            bail!("netlink send: {}", io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        let mut buf = [0u8; 4096];
+        let n = libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0);
+        if n < 16 + 4 {
+            bail!("netlink recv: {}", io::Error::last_os_error());
+        }
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        if ty == libc::NLMSG_ERROR as u16 {
+            let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+            if err != 0 {
+                bail!(
+                    "RTM_DELQDISC clsact on {ifname}: {}",
+                    io::Error::from_raw_os_error(-err)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn sync_and_power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Only reached if power-off failed; PID 1 must not exit.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

@@ -1,258 +1,261 @@
-//! Renders kernel runs for a person: the terminal table (cases down, kernels and
-//! JIT modes across), the list of disagreements with both sides and the verifier's
-//! words, and a one-line verdict.
+//! Renders a matrix document for people: the terminal table (cases down, kernels
+//! and JIT modes across) with every disagreement spelled out, the Markdown table for
+//! GitHub and `$GITHUB_STEP_SUMMARY`, the self-contained HTML page, and a one-line
+//! verdict.
 
-use crate::expect::{describe_expected, describe_outcome, errno_name, last_line};
-use crate::matrix::{Cell, KernelRun, RunStatus, Verdict};
-use bpfmatrix_probes::{CaseId, JitMode, Outcome};
+mod html;
+mod markdown;
+
+pub use html::html;
+pub use markdown::markdown;
+
+use crate::document::{CellVerdict, Document, KernelEntry, Record, Status};
+use crate::expect::last_line;
 use std::fmt::Write;
 
 /// A short text for a cell: what the kernel did and the number that matters.
-pub fn cell_summary(cell: &Cell) -> String {
-    let Some(record) = &cell.record else {
+pub fn cell_summary(r: &Record) -> String {
+    let Some(outcome) = r.outcome.as_deref() else {
         return "no answer".to_string();
     };
-    match &record.outcome {
-        Outcome::Accepted => {
-            let m = &record.measured;
+    match outcome {
+        "accepted" => {
             let mut s = "accepted".to_string();
-            if let Some(n) = m.tail_calls {
-                let _ = write!(s, ", {n} tail calls");
-            }
-            if let Some(f) = m.fell_through {
-                s += if f { ", falls through" } else { ", no fall-through" };
-            }
-            if !m.verdicts.is_empty() {
-                let seen: Vec<String> = m
-                    .verdicts
-                    .iter()
-                    .map(|v| {
-                        let saw: Vec<String> = v.fexit_saw.iter().map(i64::to_string).collect();
-                        format!("{}→{}", v.configured, saw.join("/"))
-                    })
-                    .collect();
-                let _ = write!(s, ", fexit {}", seen.join(" "));
+            if let Some(m) = &r.measured {
+                if let Some(n) = m.tail_calls {
+                    let _ = write!(s, ", {n} tail calls");
+                }
+                if let Some(f) = m.fell_through {
+                    s += if f { ", falls through" } else { ", no fall-through" };
+                }
+                if !m.verdicts.is_empty() {
+                    let seen: Vec<String> = m
+                        .verdicts
+                        .iter()
+                        .map(|v| {
+                            let saw: Vec<String> =
+                                v.fexit_saw.iter().map(i64::to_string).collect();
+                            format!("{}→{}", v.configured, saw.join("/"))
+                        })
+                        .collect();
+                    let _ = write!(s, ", fexit {}", seen.join(" "));
+                }
             }
             s
         }
-        Outcome::Rejected { errno, .. } => format!("rejected {}", errno_name(*errno)),
-        Outcome::Unsupported { .. } => "unsupported".to_string(),
-        Outcome::Error { .. } => "error".to_string(),
+        "rejected" => format!(
+            "rejected {}",
+            r.errno_name.as_deref().unwrap_or("(no errno)")
+        ),
+        other => other.to_string(),
     }
 }
 
-fn mark(cell: &Cell) -> &'static str {
-    match cell.verdict {
-        Verdict::Agrees => "✓",
-        Verdict::Disagrees { .. } => "✗",
-        Verdict::NoAnswer { .. } => "?",
+fn mark(r: &Record) -> &'static str {
+    match r.verdict {
+        CellVerdict::Agrees => "✓",
+        CellVerdict::Disagrees => "✗",
+        CellVerdict::NoAnswer => "?",
     }
 }
 
-fn paint(text: &str, cell: &Cell, color: bool) -> String {
-    if !color {
-        return text.to_string();
+fn ansi(r: &Record) -> &'static str {
+    match r.verdict {
+        CellVerdict::Agrees => "32",
+        CellVerdict::Disagrees => "31",
+        CellVerdict::NoAnswer => "33",
     }
-    let code = match cell.verdict {
-        Verdict::Agrees => "32",
-        Verdict::Disagrees { .. } => "31",
-        Verdict::NoAnswer { .. } => "33",
-    };
-    format!("\x1b[{code}m{text}\x1b[0m")
 }
 
-fn status_line(run: &KernelRun) -> String {
-    let mut s = format!("{}: ", run.kernel);
-    match &run.status {
-        RunStatus::Completed => {
+/// The kernel's status in a few words: what booted, how, and how long it took.
+pub fn kernel_line(k: &KernelEntry) -> String {
+    let mut s = format!("{}: ", k.name);
+    match k.status {
+        Status::Completed => {
             let _ = write!(
                 s,
                 "guest {} under {}",
-                run.guest_release.as_deref().unwrap_or("?"),
-                run.accel.as_deref().unwrap_or("?")
+                k.guest_release.as_deref().unwrap_or("?"),
+                k.accel.as_deref().unwrap_or("?")
             );
-            if let Some(ms) = run.boot_wall_ms {
-                let _ = write!(s, ", boot to exit {:.1} s", ms as f64 / 1000.0);
+            if let Some(ms) = k.boot_wall_ms {
+                let _ = write!(s, ", QEMU start to exit {:.1} s", ms as f64 / 1000.0);
             }
-            if let (Some(a), Some(d)) = (run.agent_start_ms, run.agent_done_ms) {
+            if let (Some(a), Some(d)) = (k.agent_start_ms, k.agent_done_ms) {
                 let _ = write!(
                     s,
-                    " (agent up at {:.2} s, done at {:.2} s guest time)",
+                    " (guest uptime: agent started {:.2} s, done {:.2} s)",
                     a as f64 / 1000.0,
                     d as f64 / 1000.0
                 );
             }
         }
-        RunStatus::Unavailable { reason } => {
-            let _ = write!(s, "unavailable: {reason}");
+        Status::Unavailable => {
+            let _ = write!(s, "unavailable: {}", k.reason.as_deref().unwrap_or("?"));
         }
-        RunStatus::Failed { reason } => {
-            let _ = write!(s, "FAILED: {reason}");
+        Status::Failed => {
+            let _ = write!(s, "FAILED: {}", k.reason.as_deref().unwrap_or("?"));
         }
-    }
-    if let Some(why) = &run.kvm_fallback {
-        let _ = write!(s, "\n  KVM fell back to TCG: {why}");
     }
     s
 }
 
-/// The terminal report: a status line per kernel, the table, then every
-/// disagreement and missing answer spelled out, then the verdict line.
-pub fn terminal(runs: &[KernelRun], color: bool) -> String {
+/// The rows of the matrix as plain text cells, for every renderer.
+pub(crate) fn grid(doc: &Document) -> (Vec<String>, Vec<(String, Vec<Option<&Record>>)>) {
+    let columns = doc.columns();
+    let header = columns
+        .iter()
+        .map(|(k, m)| format!("{} {}", k.name, m))
+        .collect();
+    let rows = doc
+        .cases()
+        .into_iter()
+        .map(|case| {
+            let cells = columns
+                .iter()
+                .map(|(k, m)| doc.record(&k.name, *m, case))
+                .collect();
+            (case.to_string(), cells)
+        })
+        .collect();
+    (header, rows)
+}
+
+/// The terminal report: a status line per kernel, the table, every cell that did
+/// not agree spelled out, then the verdict line.
+pub fn terminal(doc: &Document, color: bool) -> String {
     let mut out = String::new();
-    for run in runs {
-        out += &status_line(run);
+    for k in &doc.kernels {
+        out += &kernel_line(k);
         out.push('\n');
-        for w in &run.warnings {
+        if let Some(why) = &k.kvm_fallback {
+            let _ = writeln!(out, "  KVM fell back to TCG: {why}");
+        }
+        for w in &k.warnings {
             let _ = writeln!(out, "  guest warning: {w}");
         }
-        for p in run.problems.iter().skip(1) {
+        for p in k.problems.iter().skip(1) {
             let _ = writeln!(out, "  also: {p}");
         }
     }
     out.push('\n');
-
-    let columns: Vec<(&KernelRun, JitMode)> = runs
+    let (header, rows) = grid(doc);
+    let texts: Vec<Vec<String>> = rows
         .iter()
-        .flat_map(|r| JitMode::ALL.into_iter().map(move |m| (r, m)))
-        .filter(|(r, m)| r.cells.iter().any(|c| c.jit == *m))
+        .map(|(case, cells)| {
+            std::iter::once(case.clone())
+                .chain(cells.iter().map(|c| match c {
+                    Some(r) => format!("{} {}", mark(r), cell_summary(r)),
+                    None => String::new(),
+                }))
+                .collect()
+        })
         .collect();
-    let cases: Vec<CaseId> = CaseId::ALL
-        .into_iter()
-        .filter(|c| runs.iter().any(|r| r.cells.iter().any(|x| x.case == *c)))
-        .collect();
-    let mut header = vec!["case".to_string()];
-    header.extend(columns.iter().map(|(r, m)| format!("{} {}", r.kernel, m)));
-    let mut rows: Vec<Vec<(String, Option<&Cell>)>> = Vec::new();
-    for case in &cases {
-        let mut row = vec![(case.to_string(), None)];
-        for (run, mode) in &columns {
-            row.push(match run.cell(*case, *mode) {
-                Some(cell) => (format!("{} {}", mark(cell), cell_summary(cell)), Some(cell)),
-                None => ("".to_string(), None),
-            });
-        }
-        rows.push(row);
-    }
+    let header: Vec<String> = std::iter::once("case".to_string()).chain(header).collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
-            rows.iter()
-                .map(|r| r[i].0.chars().count())
+            texts
+                .iter()
+                .map(|r| r[i].chars().count())
                 .chain([header[i].chars().count()])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    let line = |cells: Vec<String>| -> String {
-        cells.join("  ").trim_end().to_string() + "\n"
-    };
-    out += &line(
-        header
-            .iter()
-            .zip(&widths)
-            .map(|(h, w)| format!("{h:<w$}"))
-            .collect(),
-    );
-    out += &line(widths.iter().map(|w| "-".repeat(*w)).collect());
-    for row in &rows {
-        out += &line(
-            row.iter()
-                .zip(&widths)
-                .map(|((text, cell), w)| {
-                    let padded = format!("{text:<w$}");
-                    match cell {
-                        Some(c) => paint(&padded, c, color),
-                        None => padded,
-                    }
-                })
-                .collect(),
-        );
-    }
-
-    let mut details = String::new();
-    for run in runs {
-        if !matches!(run.status, RunStatus::Completed | RunStatus::Failed { .. }) {
-            continue;
+    let pad = |t: &str, w: usize| format!("{t:<w$}");
+    let join = |cells: Vec<String>| cells.join("  ").trim_end().to_string() + "\n";
+    out += &join(header.iter().zip(&widths).map(|(h, w)| pad(h, *w)).collect());
+    out += &join(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for ((_, cells), text) in rows.iter().zip(&texts) {
+        let mut line = vec![pad(&text[0], widths[0])];
+        for (i, cell) in cells.iter().enumerate() {
+            let padded = pad(&text[i + 1], widths[i + 1]);
+            line.push(match (cell, color) {
+                (Some(r), true) => format!("\x1b[{}m{padded}\x1b[0m", ansi(r)),
+                _ => padded,
+            });
         }
-        for cell in &run.cells {
-            if cell.passed() {
-                continue;
-            }
-            let _ = writeln!(details, "\n{} {} {}:", run.kernel, cell.jit, cell.case);
-            details += &explain(cell);
+        out += &join(line);
+    }
+    for r in &doc.records {
+        let tested = doc
+            .kernel(&r.kernel)
+            .is_some_and(|k| k.status != Status::Unavailable);
+        if tested && !r.agrees() {
+            let _ = write!(out, "\n{} {} {}:\n{}", r.kernel, r.jit, r.case, explain(r));
         }
     }
-    out += &details;
     out.push('\n');
-    out += &verdict_line(runs);
+    out += &verdict_line(doc);
     out.push('\n');
     out
 }
 
-/// Expected, got, and the verifier's words, one per line, for a cell that did
-/// not agree.
-pub fn explain(cell: &Cell) -> String {
+/// Expected, got, the verifier's words and each difference, one per line.
+pub fn explain(r: &Record) -> String {
     let mut s = String::new();
-    if let Some(e) = &cell.expected {
-        let _ = writeln!(
-            s,
-            "  expected: {}  [{}]",
-            describe_expected(&e.outcome),
-            e.because
-        );
+    if let Some(e) = &r.expected {
+        let because = r.expected_because.as_deref().unwrap_or("");
+        let _ = writeln!(s, "  expected: {e}  [{because}]");
     }
-    match &cell.record {
-        Some(r) => {
-            let _ = writeln!(s, "  got:      {}", describe_outcome(&r.outcome));
-            if r.outcome == Outcome::Accepted {
-                if let Ok(m) = serde_json::to_string(&r.measured) {
-                    let _ = writeln!(s, "  measured: {m}");
-                }
-            }
-            if let Outcome::Rejected { verifier_tail, .. } = &r.outcome {
-                let _ = writeln!(s, "  verifier: {}", last_line(verifier_tail));
-            }
-        }
-        None => s += "  got:      no record\n",
+    let got = match (&r.outcome, &r.step) {
+        (None, _) => "no record".to_string(),
+        (Some(o), Some(step)) => format!(
+            "{o} at {step}, {}",
+            r.errno_name.as_deref().unwrap_or("no errno")
+        ),
+        (Some(o), None) => o.clone(),
+    };
+    let _ = writeln!(s, "  got:      {got}");
+    if let Some(d) = &r.detail {
+        let _ = writeln!(s, "  detail:   {d}");
     }
-    match &cell.verdict {
-        Verdict::Disagrees { differences } => {
-            for d in differences {
-                let _ = writeln!(s, "  - {d}");
+    if let Some(m) = &r.measured {
+        if let Ok(json) = serde_json::to_string(m) {
+            if json != "{}" {
+                let _ = writeln!(s, "  measured: {json}");
             }
         }
-        Verdict::NoAnswer { reason } => {
-            let _ = writeln!(s, "  - no answer: {reason}");
-        }
-        Verdict::Agrees => {}
+    }
+    if let Some(v) = &r.verifier {
+        let _ = writeln!(s, "  verifier: {}", last_line(v));
+    }
+    for d in &r.differences {
+        let _ = writeln!(s, "  - {d}");
     }
     s
 }
 
-/// One line a person (or CI log) can read at a glance.
-pub fn verdict_line(runs: &[KernelRun]) -> String {
-    let cells = runs.iter().filter(|r| !matches!(r.status, RunStatus::Unavailable { .. }));
-    let (mut agree, mut disagree, mut missing) = (0, 0, 0);
-    for c in cells.flat_map(|r| &r.cells) {
-        match c.verdict {
-            Verdict::Agrees => agree += 1,
-            Verdict::Disagrees { .. } => disagree += 1,
-            Verdict::NoAnswer { .. } => missing += 1,
-        }
-    }
-    let failed = runs
+/// One line a person (or a CI log) reads at a glance.
+pub fn verdict_line(doc: &Document) -> String {
+    let tested = |r: &&Record| {
+        doc.kernel(&r.kernel)
+            .is_some_and(|k| k.status != Status::Unavailable)
+    };
+    let count = |v: CellVerdict| {
+        doc.records
+            .iter()
+            .filter(tested)
+            .filter(|r| r.verdict == v)
+            .count()
+    };
+    let failed = doc
+        .kernels
         .iter()
-        .filter(|r| matches!(r.status, RunStatus::Failed { .. }))
+        .filter(|k| k.status == Status::Failed)
         .count();
-    let unavailable: Vec<&str> = runs
+    let unavailable: Vec<&str> = doc
+        .kernels
         .iter()
-        .filter(|r| matches!(r.status, RunStatus::Unavailable { .. }))
-        .map(|r| r.kernel.as_str())
+        .filter(|k| k.status == Status::Unavailable)
+        .map(|k| k.name.as_str())
         .collect();
-    let ok = disagree == 0 && missing == 0 && failed == 0 && agree > 0;
     let mut s = format!(
-        "{}: {agree} cells agree with the documented kernel facts, {disagree} disagree, {missing} without an answer",
-        if ok { "OK" } else { "FAILED" }
+        "{}: {} cells agree with the documented kernel facts, {} disagree, {} without an answer",
+        if doc.all_agree() { "OK" } else { "FAILED" },
+        count(CellVerdict::Agrees),
+        count(CellVerdict::Disagrees),
+        count(CellVerdict::NoAnswer),
     );
     if failed > 0 {
         let _ = write!(s, "; {failed} kernel run(s) failed");
@@ -264,12 +267,13 @@ pub fn verdict_line(runs: &[KernelRun]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::collect::Collected;
-    use bpfmatrix_probes::{CaseRecord, Measured};
+    use crate::matrix::KernelRun;
+    use bpfmatrix_probes::{CaseId, CaseRecord, JitMode, Measured, Outcome};
 
-    fn run(n: u32) -> KernelRun {
+    pub(crate) fn run(kernel: &str, n: u32) -> KernelRun {
         let record = CaseRecord {
             case: CaseId::TailCallChain,
             jit: JitMode::Jit,
@@ -280,8 +284,8 @@ mod tests {
             },
             duration_ms: 1,
         };
-        KernelRun::judge(
-            "6.1",
+        let mut run = KernelRun::judge(
+            kernel,
             "test",
             &[CaseId::TailCallChain],
             &[JitMode::Jit],
@@ -292,19 +296,38 @@ mod tests {
                 ..Collected::default()
             },
             None,
+        );
+        run.accel = Some("tcg".into());
+        run
+    }
+
+    pub(crate) fn unavailable(kernel: &str) -> KernelRun {
+        KernelRun::unavailable(
+            kernel,
+            "x",
+            "not reachable".into(),
+            &[CaseId::TailCallChain],
+            &[JitMode::Jit],
         )
     }
 
     #[test]
     fn an_agreeing_run_reads_ok() {
-        let text = terminal(&[run(33)], false);
-        assert!(text.contains("tail_call.chain  ✓ accepted, 33 tail calls"), "{text}");
-        assert!(text.ends_with("OK: 1 cells agree with the documented kernel facts, 0 disagree, 0 without an answer\n"), "{text}");
+        let text = terminal(&Document::from_runs(&[run("6.1", 33)]), false);
+        assert!(
+            text.contains("tail_call.chain  ✓ accepted, 33 tail calls"),
+            "{text}"
+        );
+        assert!(text.contains("6.1: guest 6.1.0-56-amd64 under tcg"), "{text}");
+        assert!(
+            text.ends_with("OK: 1 cells agree with the documented kernel facts, 0 disagree, 0 without an answer\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_disagreement_shows_expected_and_got() {
-        let text = terminal(&[run(32)], false);
+        let text = terminal(&Document::from_runs(&[run("6.1", 32)]), false);
         assert!(text.contains("✗ accepted, 32 tail calls"), "{text}");
         assert!(text.contains("  expected: accepted, 33 tail calls"), "{text}");
         assert!(text.contains("  - tail calls: expected 33, got 32"), "{text}");
@@ -313,23 +336,12 @@ mod tests {
 
     #[test]
     fn unavailable_kernels_are_named_and_never_counted_as_passes() {
-        let gone = KernelRun::unavailable(
-            "4.16",
-            "x",
-            "not reachable".into(),
-            &[CaseId::TailCallChain],
-            &[JitMode::Jit],
-        );
-        let text = terminal(&[run(33), gone], false);
+        let doc = Document::from_runs(&[run("6.1", 33), unavailable("4.16")]);
+        let text = terminal(&doc, false);
         assert!(text.contains("4.16: unavailable: not reachable"), "{text}");
+        assert!(text.contains("OK: 1 cells agree"), "{text}");
         assert!(text.contains("unavailable here: 4.16"), "{text}");
-        assert!(verdict_line(&[KernelRun::unavailable(
-            "4.16",
-            "x",
-            "gone".into(),
-            &[CaseId::TailCallChain],
-            &[JitMode::Jit]
-        )])
-        .starts_with("FAILED"));
+        let only = Document::from_runs(&[unavailable("4.16")]);
+        assert!(verdict_line(&only).starts_with("FAILED"));
     }
 }

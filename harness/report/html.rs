@@ -1,0 +1,130 @@
+//! The HTML matrix: one self-contained page (no scripts, no external files), cells
+//! coloured by the kernel's outcome, the verifier's words and the measured numbers
+//! in each cell, disagreements outlined.
+
+use super::{cell_summary, explain, grid, kernel_line, verdict_line};
+use crate::document::{CellVerdict, Document, Record, Status};
+use crate::expect::last_line;
+use std::fmt::Write;
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }
+h1 { font-size: 20px; } .verdict { font-weight: 600; margin: 8px 0 16px; }
+.ok { color: #1a7f37; } .bad { color: #cf222e; }
+ul.kernels { padding-left: 18px; } ul.kernels li { margin: 2px 0; }
+table { border-collapse: separate; border-spacing: 4px; }
+th { text-align: left; font-weight: 600; padding: 4px 8px; white-space: nowrap; }
+td { vertical-align: top; padding: 6px 8px; border-radius: 6px; min-width: 150px; max-width: 260px; }
+td.case { font-family: ui-monospace, monospace; background: #f6f8fa; }
+td.accepted { background: #dafbe1; } td.rejected { background: #fff1c2; }
+td.unsupported { background: #eaeef2; } td.error { background: #ffd8d3; }
+td.none { background: #f6f8fa; color: #6e7781; }
+td.disagrees { outline: 3px solid #cf222e; }
+.mark { font-weight: 700; } .sum { font-weight: 600; }
+.words { font-family: ui-monospace, monospace; font-size: 12px; color: #57606a; margin-top: 4px; word-break: break-word; }
+.legend span { display: inline-block; padding: 2px 8px; border-radius: 4px; margin-right: 6px; }
+";
+
+fn td(r: &Record) -> String {
+    let outcome = r.outcome.as_deref().unwrap_or("none");
+    let mut class = outcome.to_string();
+    if r.verdict == CellVerdict::Disagrees {
+        class += " disagrees";
+    }
+    let mark = match r.verdict {
+        CellVerdict::Agrees => "✓",
+        CellVerdict::Disagrees => "✗",
+        CellVerdict::NoAnswer => "?",
+    };
+    let mut words = String::new();
+    if let Some(v) = &r.verifier {
+        let _ = write!(words, "<div class=\"words\">{}</div>", esc(last_line(v)));
+    }
+    if let Some(d) = &r.detail {
+        let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
+    }
+    if let Some(e) = &r.expected {
+        let _ = write!(words, "<div class=\"words\">expected: {}</div>", esc(e));
+    }
+    for d in &r.differences {
+        let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
+    }
+    format!(
+        "<td class=\"{class}\" title=\"{}\"><span class=\"mark\">{mark}</span> <span class=\"sum\">{}</span>{words}</td>",
+        esc(&explain(r)),
+        esc(&cell_summary(r)),
+    )
+}
+
+pub fn html(doc: &Document) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bpfmatrix</title><style>{STYLE}</style></head><body>\n"
+    );
+    out += "<h1>bpfmatrix: which kernels accept and run these programs</h1>\n";
+    let class = if doc.all_agree() { "ok" } else { "bad" };
+    let _ = writeln!(out, "<div class=\"verdict {class}\">{}</div>", esc(&verdict_line(doc)));
+    out += "<ul class=\"kernels\">";
+    for k in &doc.kernels {
+        let _ = write!(out, "<li>{}", esc(&kernel_line(k)));
+        for note in k.kvm_fallback.iter().chain(&k.warnings).chain(&k.problems) {
+            let _ = write!(out, "<div class=\"words\">{}</div>", esc(note));
+        }
+        out += "</li>";
+    }
+    out += "</ul>\n<table>\n<tr><th>case</th>";
+    let (header, rows) = grid(doc);
+    for h in &header {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out += "</tr>\n";
+    for (case, cells) in &rows {
+        let _ = write!(out, "<tr><td class=\"case\">{}</td>", esc(case));
+        for c in cells {
+            match c {
+                Some(r) => out += &td(r),
+                None => out += "<td class=\"none\"></td>",
+            }
+        }
+        out += "</tr>\n";
+    }
+    out += "</table>\n<p class=\"legend\"><span style=\"background:#dafbe1\">accepted</span><span style=\"background:#fff1c2\">rejected by the kernel</span><span style=\"background:#eaeef2\">unsupported</span><span style=\"background:#ffd8d3\">harness error</span><span style=\"background:#f6f8fa\">no answer</span><span style=\"outline:3px solid #cf222e\">disagrees with the documented facts</span></p>\n";
+    let unavailable: Vec<_> = doc
+        .kernels
+        .iter()
+        .filter(|k| k.status == Status::Unavailable)
+        .collect();
+    if !unavailable.is_empty() {
+        out += "<p>Cells of unavailable kernels are not results: the kernel could not be had here.</p>\n";
+    }
+    let _ = write!(out, "<p class=\"words\">{}</p></body></html>\n", esc(&doc.generated_by));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::run;
+
+    #[test]
+    fn the_page_is_self_contained_and_escapes_guest_text() {
+        let mut r = run("6.1", 32);
+        r.problems.push("<script>alert(1)</script>".into());
+        r.warnings.push("<b>".into());
+        let page = html(&Document::from_runs(&[r]));
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(!page.contains("<script"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(1)"), "{page}");
+        assert!(!page.contains("src=") && !page.contains("href="));
+        assert!(page.contains("class=\"accepted disagrees\""), "{page}");
+        assert!(page.contains("tail calls: expected 33, got 32"), "{page}");
+    }
+}

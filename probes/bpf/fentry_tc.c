@@ -83,8 +83,9 @@ int fexit_tc(unsigned long long *ctx)
 	if (!o)
 		return 0;
 	__sync_fetch_and_add(&o->fexit_hits, 1);
-	if (ret >= 0 && ret < VERDICT_BUCKETS)
-		__sync_fetch_and_add(&o->by_verdict[ret], 1);
+	/* The mask restates the bound for verifiers that lose it in the compare. */
+	if ((__u64)ret < VERDICT_BUCKETS)
+		__sync_fetch_and_add(&o->by_verdict[(__u32)ret & (VERDICT_BUCKETS - 1)], 1);
 	else
 		__sync_fetch_and_add(&o->other_hits, 1);
 	o->last_ret = ret;

@@ -194,7 +194,7 @@ impl<'a> Runner<'a> {
         let ret = test_run(&bpf, "empty_slot")?;
         m.retval = Some(ret);
         m.fell_through = Some(counter(&bpf, 1)? > 0);
-        m.tail_calls = Some(0);
+        m.tail_calls = Some(counter(&bpf, 0)?.saturating_sub(1) as u32);
         Ok(())
     }
 

@@ -23,7 +23,8 @@ mod tests {
     #[test]
     fn every_case_has_its_object() {
         for case in bpfmatrix_probes::CaseId::ALL {
-            let bytes = super::by_name(case.object()).expect(case.object());
+            let bytes = super::by_name(case.object())
+                .unwrap_or_else(|| panic!("no object {}", case.object()));
             assert_eq!(&bytes[..4], b"\x7fELF");
             aya_obj::Object::parse(bytes).expect("the object parses");
         }

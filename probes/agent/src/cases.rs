@@ -125,6 +125,13 @@ impl Observation {
     }
 }
 
+/// The loader, created before /sys is mounted: `EbpfLoader::new()` parses
+/// /sys/kernel/btf/vmlinux on its own, and the agent already parses it once
+/// for its CO-RE relocations; this way the one parse serves both.
+pub fn early_loader<'a>() -> EbpfLoader<'a> {
+    EbpfLoader::new()
+}
+
 /// Per-run state shared by every case: one loader (so aya parses the kernel
 /// BTF once), the kernel BTF for our own CO-RE relocations, loopback set-up.
 pub struct Runner<'a> {
@@ -134,8 +141,8 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(kernel_btf: Option<&'a Btf>) -> Self {
-        let mut loader = EbpfLoader::new();
+    /// `loader` should come from [`early_loader`]; the kernel BTF is handed to it here.
+    pub fn new(mut loader: EbpfLoader<'a>, kernel_btf: Option<&'a Btf>) -> Self {
         loader
             .btf(kernel_btf)
             // Logs are requested on failure only (aya retries with a buffer),

@@ -93,6 +93,7 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
     if let Err(e) = dev_mount {
         reporter.warn(format!("{e:#}"));
     }
+    let loader = cases::early_loader();
     for w in sys::mount_rest() {
         reporter.warn(w);
     }
@@ -137,14 +138,6 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
             reporter.warn(format!("{e:#}"));
         }
     }
-    run_plan(reporter, &plan);
-    reporter.send(&GuestMessage::Done {
-        uptime_ms: sys::uptime_ms(),
-    });
-    eprintln!("bpfmatrix-agent: done at {} ms", sys::uptime_ms());
-}
-
-fn run_plan(reporter: &mut Reporter, plan: &Plan) {
     let t = Instant::now();
     let kernel_btf = match aya::Btf::from_sys_fs() {
         Ok(btf) => Some(btf),
@@ -157,7 +150,15 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan) {
         "bpfmatrix-agent: kernel BTF parsed in {} ms",
         t.elapsed().as_millis()
     );
-    let mut runner = cases::Runner::new(kernel_btf.as_ref());
+    let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
+    run_plan(reporter, &plan, &mut runner);
+    reporter.send(&GuestMessage::Done {
+        uptime_ms: sys::uptime_ms(),
+    });
+    eprintln!("bpfmatrix-agent: done at {} ms", sys::uptime_ms());
+}
+
+fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>) {
     for &mode in &plan.jit_modes {
         let switched = sys::write_file(JIT_SYSCTL, mode.sysctl_value());
         let readback = sys::read_trimmed(JIT_SYSCTL);
@@ -178,7 +179,7 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan) {
                     measured: Measured::default(),
                     duration_ms: 0,
                 },
-                None => run_one(&mut runner, case, mode),
+                None => run_one(runner, case, mode),
             };
             eprintln!(
                 "bpfmatrix-agent: {case} [{mode}] {} ({} ms)",

@@ -1,1 +1,127 @@
-//! placeholder
+//! Packs one guest: the agent as /init, the plan at [`PLAN_PATH`], the kernel
+//! modules the plan loads, and the few directories and device nodes PID 1 needs
+//! before it can mount anything.
+
+use crate::initramfs::Initramfs;
+use anyhow::{bail, Context};
+use bpfmatrix_kernels::ModuleFile;
+use bpfmatrix_probes::{Plan, PLAN_PATH};
+use std::path::Path;
+
+/// Where a module goes inside the guest; the plan names modules by these paths.
+pub fn plan_module_path(m: &ModuleFile) -> String {
+    format!("/modules/{}.ko", m.name)
+}
+
+/// Writes the guest's initramfs to `out`. Every path in `plan.modules` must be the
+/// [`plan_module_path`] of one of `modules`, so the plan never names a file the
+/// guest does not have.
+pub fn build_guest_initramfs(
+    agent: &Path,
+    plan: &Plan,
+    modules: &[ModuleFile],
+    out: &Path,
+) -> anyhow::Result<()> {
+    if !agent.is_file() {
+        bail!(
+            "guest agent {} does not exist: build it first (bpfmatrix_vm::agent::build_agent)",
+            agent.display()
+        );
+    }
+    for wanted in &plan.modules {
+        if !modules.iter().any(|m| &plan_module_path(m) == wanted) {
+            bail!("the plan loads {wanted}, but no module file was given for it");
+        }
+    }
+    let plan_json = serde_json::to_vec_pretty(plan).context("cannot serialise the plan")?;
+    let mut image = Initramfs::new()
+        .dir("/dev", 0o755)
+        // The kernel opens /dev/console for init's stdio before devtmpfs exists;
+        // without it the agent starts with no console at all.
+        .char_dev("/dev/console", 5, 1, 0o600)
+        .char_dev("/dev/ttyS0", 4, 64, 0o600)
+        .char_dev("/dev/ttyS1", 4, 65, 0o600)
+        .char_dev("/dev/null", 1, 3, 0o666)
+        .dir("/proc", 0o555)
+        .dir("/sys", 0o555)
+        .dir("/tmp", 0o1777)
+        .dir("/bpfmatrix", 0o755)
+        .dir("/modules", 0o755)
+        .file("/init", agent, 0o755)
+        .file(PLAN_PATH, plan_json, 0o644);
+    for m in modules {
+        image = image.file(&plan_module_path(m), m.path.as_path(), 0o644);
+    }
+    image.write_to(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfmatrix_probes::{CaseId, JitMode, PROTOCOL_VERSION};
+    use std::process::Command;
+
+    fn plan(modules: Vec<String>) -> Plan {
+        Plan {
+            protocol: PROTOCOL_VERSION,
+            cases: vec![CaseId::TailCallChain],
+            jit_modes: vec![JitMode::Jit],
+            modules,
+            result_port: "/dev/ttyS1".into(),
+            fault: None,
+        }
+    }
+
+    #[test]
+    fn guest_has_init_plan_modules_and_console() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent");
+        std::fs::write(&agent, b"agent").unwrap();
+        let ko = dir.path().join("cls_bpf.ko");
+        std::fs::write(&ko, b"module").unwrap();
+        let module = ModuleFile {
+            name: "cls_bpf".into(),
+            path: ko,
+        };
+        assert_eq!(plan_module_path(&module), "/modules/cls_bpf.ko");
+        let out = dir.path().join("guest.cpio");
+        let plan = plan(vec![plan_module_path(&module)]);
+        build_guest_initramfs(&agent, &plan, &[module], &out).unwrap();
+
+        if which::which("cpio").is_err() {
+            return;
+        }
+        let listing = Command::new("cpio")
+            .args(["-itv", "--quiet", "-F"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let listing = String::from_utf8(listing.stdout).unwrap();
+        let find = |name: &str| {
+            listing
+                .lines()
+                .find(|l| l.split_whitespace().last() == Some(name))
+                .unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
+                .to_owned()
+        };
+        assert!(find("dev/console").starts_with('c'));
+        assert!(find("init").starts_with("-rwxr-xr-x"));
+        find(PLAN_PATH.trim_start_matches('/'));
+        find("modules/cls_bpf.ko");
+    }
+
+    #[test]
+    fn a_plan_naming_a_missing_module_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent");
+        std::fs::write(&agent, b"agent").unwrap();
+        let err = build_guest_initramfs(
+            &agent,
+            &plan(vec!["/modules/sch_ingress.ko".into()]),
+            &[],
+            &dir.path().join("x"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/modules/sch_ingress.ko"), "{err}");
+    }
+}

@@ -8,6 +8,7 @@ pub mod guest;
 pub mod initramfs;
 pub mod qemu;
 
+pub use guest::{build_guest_initramfs, plan_module_path};
 pub use initramfs::Initramfs;
 
 pub use qemu::{

@@ -38,16 +38,14 @@ const MAX_CONSOLE_LINE: usize = 16 * 1024;
 const PANIC_GRACE: Duration = Duration::from_secs(1);
 const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
-/// TCG flags, measured (Debian 6.1 vmlinux through PVH, static C init that writes a
-/// line and powers off, wall time of QEMU, 3 runs each, 2-core machine, QEMU 7.2):
-/// default CPU model, full console 2.30-2.66 s; `quiet` 2.19-2.44 s; `loglevel=1`
-/// 2.16-2.29 s; `-cpu max` 2.35-2.52 s, with `quiet` 2.33-2.45 s; `-smp 2` no gain.
-/// So the default CPU model stays, and the console stays verbose: ~0.1 s is not worth
-/// losing the kernel's messages when a guest dies (callers can add `quiet` through
-/// `extra_append`). The KVM probe on these machines fails at once (`-cpu host`
-/// aborts on an MSR), or after `kvm_deadline` where KVM hangs instead.
-#[allow(dead_code)]
-const TCG_NOTES: () = ();
+// TCG flags, measured (Debian 6.1 vmlinux through PVH, static C init that writes a
+// line and powers off, wall time of QEMU, 3 runs each, 2-core machine, QEMU 7.2):
+// default CPU model, full console 2.30-2.66 s; `quiet` 2.19-2.44 s; `loglevel=1`
+// 2.16-2.29 s; `-cpu max` 2.35-2.52 s, with `quiet` 2.33-2.45 s; `-smp 2` no gain.
+// So the default CPU model stays, and the console stays verbose: ~0.1 s is not worth
+// losing the kernel's messages when a guest dies (callers can add `quiet` through
+// `extra_append`). The KVM probe on these machines fails at once (`-cpu host`
+// aborts on an MSR), or after `kvm_deadline` where KVM hangs instead.
 
 /// Finds qemu-system-x86_64 on PATH.
 pub fn find_qemu() -> anyhow::Result<PathBuf> {
@@ -297,7 +295,7 @@ pub fn qemu_args(spec: &BootSpec, accel: AccelUsed, result_socket: &Path) -> Vec
     push(&["-m", &spec.memory_mib.to_string()]);
     match accel {
         AccelUsed::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        // TCG: see TCG_NOTES for the measurements behind the choice of flags.
+        // TCG: QEMU's default CPU model; see the measurements above find_qemu.
         AccelUsed::Tcg => push(&["-accel", "tcg"]),
     }
     let socket = result_socket.to_string_lossy();

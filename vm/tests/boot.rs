@@ -185,3 +185,61 @@ fn an_over_long_line_is_cut_and_marked() {
     );
     assert_eq!(outcome.lines[1].text, "hello");
 }
+
+/// The real agent on a real kernel: builds the agent, packs the guest with the
+/// modules the plan needs, boots, and expects the agent's Hello first and Done last.
+/// `BPFMATRIX_TEST_MODULES` may name the kernel's lib/modules/<release> directory.
+#[test]
+#[ignore = "builds the agent and boots a real kernel: needs BPFMATRIX_TEST_KERNEL, clang and QEMU"]
+fn the_agent_says_hello_and_done() {
+    use bpfmatrix_probes::{CaseId, GuestMessage, JitMode, Plan, PROTOCOL_VERSION};
+    let Some(path) = std::env::var_os("BPFMATRIX_TEST_KERNEL") else {
+        eprintln!("skipped: set BPFMATRIX_TEST_KERNEL");
+        return;
+    };
+    let modules_dir = std::env::var_os("BPFMATRIX_TEST_MODULES").map(PathBuf::from);
+    let kernel =
+        bpfmatrix_kernels::from_image("test", Path::new(&path), modules_dir.as_deref()).unwrap();
+    let modules = bpfmatrix_kernels::resolve_modules(&kernel, &["sch_ingress", "cls_bpf"]).unwrap();
+    let agent = bpfmatrix_vm::agent::build_agent(&mut |l| eprintln!("{l}")).unwrap();
+    let plan = Plan {
+        protocol: PROTOCOL_VERSION,
+        cases: CaseId::ALL.to_vec(),
+        jit_modes: JitMode::ALL.to_vec(),
+        modules: modules.iter().map(bpfmatrix_vm::plan_module_path).collect(),
+        result_port: "/dev/ttyS1".into(),
+        fault: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = dir.path().join("guest.cpio");
+    bpfmatrix_vm::build_guest_initramfs(&agent, &plan, &modules, &initramfs).unwrap();
+    let mut spec = BootSpec::new(kernel, initramfs);
+    spec.timeout = Duration::from_secs(180);
+    let outcome = boot(&spec, &mut |event| match event {
+        VmEvent::GuestLine(line) => eprintln!("guest: {:.200}", line.text),
+        VmEvent::Console(_) => {}
+        other => eprintln!("{other:?}"),
+    })
+    .unwrap();
+    eprintln!(
+        "end {:?}, wall {:?}, first line after {:?}",
+        outcome.end, outcome.wall, outcome.first_line_after
+    );
+    assert_eq!(qemu_children(), Vec::<u32>::new(), "QEMU left running");
+    let parsed: Vec<GuestMessage> = outcome
+        .lines
+        .iter()
+        .map(|l| serde_json::from_str(&l.text).unwrap())
+        .collect();
+    assert!(
+        matches!(parsed.first(), Some(GuestMessage::Hello { .. })),
+        "{:#?}",
+        outcome.console_tail
+    );
+    assert!(
+        matches!(parsed.last(), Some(GuestMessage::Done { .. })),
+        "{:#?}",
+        outcome.console_tail
+    );
+    assert_eq!(outcome.end, BootEnd::PoweredOff);
+}

@@ -207,8 +207,8 @@ pub fn prepare_programs(
 }
 
 /// The verifier's last meaningful lines, at most `max_bytes` (kept from the end).
-/// Statistics lines ("processed N insns", "verification time") are dropped: the
-/// refusal itself is the line before them.
+/// Statistics lines ("processed N insns", "verification time") and precision
+/// backtracking lines are dropped: the refusal itself is the line before them.
 pub fn trim_verifier_log(log: &str, max_lines: usize, max_bytes: usize) -> String {
     let meaningful: Vec<&str> = log
         .lines()
@@ -219,7 +219,12 @@ pub fn trim_verifier_log(log: &str, max_lines: usize, max_bytes: usize) -> Strin
                 || l.starts_with("verification time")
                 || l.starts_with("stack depth")
                 || l.starts_with("Live regs before insn")
-                || l.starts_with("-- END PROG LOAD LOG --"))
+                || l.starts_with("-- END PROG LOAD LOG --")
+                // Precision backtracking chatter (5.10+), not the verdict.
+                || l.starts_with("regs=")
+                || l.starts_with("last_idx ")
+                || l.starts_with("parent didn't have regs")
+                || l.starts_with("mark_precise:"))
         })
         .collect();
     let start = meaningful.len().saturating_sub(max_lines);
@@ -321,6 +326,14 @@ mod tests {
         assert_eq!(
             tail,
             "0: (85) call bpf_tail_call#12\n\
+             tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls"
+        );
+        let backtracking = "1: (85) call pc+2\nregs=40 stack=0 before 5: (bf) r7 = r1\n\
+                            last_idx 20 first_idx 4\n\
+                            tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls\n";
+        assert_eq!(
+            trim_verifier_log(backtracking, 2, 2048),
+            "1: (85) call pc+2\n\
              tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls"
         );
         let long = "x".repeat(5000) + "\nlast line";

@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := qemu-system-x86 clang llvm libbpf-dev
 
 ## Boot every kernel, run every case, print the matrix and write $(REPORT_DIR)/.
 matrix: deps
-	$(CARGO) run --release --bin bpfmatrix -- run --json $(REPORT_DIR)/matrix.json
+	$(CARGO) run --release --bin bpfmatrix -- run --out $(REPORT_DIR)
 
 ## The integration trials: one per kernel x JIT mode x case, in real guests.
 test: deps

@@ -58,14 +58,18 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
         let msg = match serde_json::from_str::<GuestMessage>(text) {
             Ok(msg) => msg,
             Err(e) => {
-                c.problems
-                    .push(format!("line {n}: not a guest message ({e}): {}", quote(text)));
+                c.problems.push(format!(
+                    "line {n}: not a guest message ({e}): {}",
+                    quote(text)
+                ));
                 continue;
             }
         };
         if c.release.is_none() && !matches!(msg, GuestMessage::Hello { .. }) {
-            c.problems
-                .push(format!("line {n}: a message before the hello: {}", quote(text)));
+            c.problems.push(format!(
+                "line {n}: a message before the hello: {}",
+                quote(text)
+            ));
             continue;
         }
         match msg {
@@ -177,12 +181,17 @@ mod tests {
     #[test]
     fn a_clean_run_gives_records_and_no_problems() {
         let done = r#"{"type":"done","uptime_ms":2500}"#.to_string();
-        let c = collect(&plan(), lines(&[hello(), case(CaseId::TailCallChain), done]));
+        let c = collect(
+            &plan(),
+            lines(&[hello(), case(CaseId::TailCallChain), done]),
+        );
         assert_eq!(c.problems, Vec::<String>::new());
         assert_eq!(c.release.as_deref(), Some("6.1.0-56-amd64"));
         assert_eq!(c.done_ms, Some(2500));
         assert_eq!(
-            c.records[&(CaseId::TailCallChain, JitMode::Jit)].measured.tail_calls,
+            c.records[&(CaseId::TailCallChain, JitMode::Jit)]
+                .measured
+                .tail_calls,
             Some(33)
         );
     }
@@ -208,7 +217,9 @@ mod tests {
         assert_eq!(c.problems.len(), 5, "{:#?}", c.problems);
         assert!(c.problems[0].starts_with("line 2: not a guest message"));
         assert!(c.problems[1].starts_with("line 3: not a guest message"));
-        assert!(c.problems[2].contains("fentry_fexit_tc.loopback / jit that the plan did not ask for"));
+        assert!(
+            c.problems[2].contains("fentry_fexit_tc.loopback / jit that the plan did not ask for")
+        );
         assert!(c.problems[3].contains("a second record"));
         assert!(c.problems[4].contains("longer than"));
     }

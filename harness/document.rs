@@ -153,7 +153,10 @@ pub fn record(run: &KernelRun, cell: &crate::matrix::Cell) -> Record {
         detail,
         measured: cell.record.as_ref().map(|r| r.measured.clone()),
         duration_ms: cell.record.as_ref().map(|r| r.duration_ms),
-        expected: cell.expected.as_ref().map(|e| describe_expected(&e.outcome)),
+        expected: cell
+            .expected
+            .as_ref()
+            .map(|e| describe_expected(&e.outcome)),
         expected_because: cell.expected.as_ref().map(|e| e.because.clone()),
         verdict,
         differences,
@@ -219,7 +222,11 @@ impl Document {
         self.kernels
             .iter()
             .flat_map(|k| JitMode::ALL.into_iter().map(move |m| (k, m)))
-            .filter(|(k, m)| self.records.iter().any(|r| r.kernel == k.name && r.jit == *m))
+            .filter(|(k, m)| {
+                self.records
+                    .iter()
+                    .any(|r| r.kernel == k.name && r.jit == *m)
+            })
             .collect()
     }
 
@@ -255,12 +262,20 @@ mod tests {
 
     fn doc(kernel: &str, status: RunStatus) -> Document {
         let run = match status {
-            RunStatus::Unavailable { reason } => {
-                KernelRun::unavailable(kernel, "src", reason, &[CaseId::TailCallChain], &[JitMode::Jit])
-            }
-            RunStatus::Failed { reason } => {
-                KernelRun::failed(kernel, "src", reason, &[CaseId::TailCallChain], &[JitMode::Jit])
-            }
+            RunStatus::Unavailable { reason } => KernelRun::unavailable(
+                kernel,
+                "src",
+                reason,
+                &[CaseId::TailCallChain],
+                &[JitMode::Jit],
+            ),
+            RunStatus::Failed { reason } => KernelRun::failed(
+                kernel,
+                "src",
+                reason,
+                &[CaseId::TailCallChain],
+                &[JitMode::Jit],
+            ),
             RunStatus::Completed => unreachable!(),
         };
         Document::from_runs(&[run])
@@ -268,8 +283,18 @@ mod tests {
 
     #[test]
     fn documents_round_trip_and_merge() {
-        let a = doc("4.16", RunStatus::Unavailable { reason: "no source".into() });
-        let b = doc("6.1", RunStatus::Failed { reason: "panic".into() });
+        let a = doc(
+            "4.16",
+            RunStatus::Unavailable {
+                reason: "no source".into(),
+            },
+        );
+        let b = doc(
+            "6.1",
+            RunStatus::Failed {
+                reason: "panic".into(),
+            },
+        );
         let text = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<Document>(&text).unwrap(), a);
         let merged = Document::merge(vec![a.clone(), b]).unwrap();
@@ -282,7 +307,12 @@ mod tests {
 
     #[test]
     fn only_unavailable_kernels_is_not_a_pass() {
-        let a = doc("4.16", RunStatus::Unavailable { reason: "no source".into() });
+        let a = doc(
+            "4.16",
+            RunStatus::Unavailable {
+                reason: "no source".into(),
+            },
+        );
         assert!(!a.all_agree());
         assert_eq!(a.records[0].verdict, CellVerdict::NoAnswer);
     }

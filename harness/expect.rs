@@ -15,7 +15,8 @@ pub const EACCES: i32 = 13;
 /// The verifier's own words, as the kernel prints them (printf formats cut at the
 /// first `%`). Source: kernel/bpf/verifier.c, quoted in the project's notes.
 pub mod msg {
-    pub const MIX_BEFORE_5_10: &str = "tail_calls are not allowed in programs with bpf-to-bpf calls";
+    pub const MIX_BEFORE_5_10: &str =
+        "tail_calls are not allowed in programs with bpf-to-bpf calls";
     pub const MIX_NON_JITED: &str =
         "tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls";
     pub const CALLER_STACK_TOO_LARGE: &str =

@@ -4,6 +4,10 @@
 //! and booted by `bpfmatrix-vm`, and what runs inside them lives in `probes/`.
 
 pub mod collect;
+pub mod document;
 pub mod expect;
 pub mod matrix;
+pub mod output;
 pub mod report;
+pub mod run;
+pub mod targets;

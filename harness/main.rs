@@ -2,10 +2,11 @@
 //! print the table and write the JSON results.
 
 use anyhow::{Context, Result};
+use bpfmatrix::document::Document;
 use bpfmatrix::matrix::KernelRun;
-use bpfmatrix::report;
 use bpfmatrix::run::{self, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
+use bpfmatrix::{output, report};
 use bpfmatrix_probes::{CaseId, JitMode};
 use bpfmatrix_vm::qemu::{Accel, VmEvent};
 use clap::{Parser, Subcommand};
@@ -15,7 +16,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "Which kernels accept and run your eBPF programs: boots real kernels in QEMU and runs tail-call, bpf2bpf and fentry/fexit-on-tc cases inside them with aya")]
+#[command(
+    version,
+    about = "Which kernels accept and run your eBPF programs: boots real kernels in QEMU and runs tail-call, bpf2bpf and fentry/fexit-on-tc cases inside them with aya"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +31,16 @@ enum Command {
     Run(RunArgs),
     /// List the kernels bpfmatrix knows by name.
     Kernels,
+    /// Merge matrix.json files (one per CI job) into one report folder. Exits 1
+    /// when any cell disagrees with its expectation or a kernel run failed.
+    Merge {
+        /// The matrix.json files to merge.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where to write the merged matrix.json, matrix.md and matrix.html.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Download kernels into the cache without running anything.
     Fetch {
         /// Catalog names (default: all).
@@ -56,9 +70,9 @@ struct RunArgs {
     /// Seconds a guest may take from QEMU start to exit before it is killed.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
-    /// Write the results as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    /// Write matrix.json, matrix.md and matrix.html into this folder.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Show the guests' console output.
     #[arg(short, long)]
     verbose: bool,
@@ -100,7 +114,10 @@ fn real_main() -> Result<bool> {
         }
         Command::Fetch { kernels } => {
             let names = if kernels.is_empty() {
-                targets::catalog().iter().map(|e| e.name.to_string()).collect()
+                targets::catalog()
+                    .iter()
+                    .map(|e| e.name.to_string())
+                    .collect()
             } else {
                 kernels
             };
@@ -112,6 +129,18 @@ fn real_main() -> Result<bool> {
             Ok(true)
         }
         Command::Run(args) => run(args),
+        Command::Merge { inputs, out } => {
+            let docs = inputs
+                .iter()
+                .map(|p| Document::read(p))
+                .collect::<Result<Vec<_>>>()?;
+            let doc = Document::merge(docs)?;
+            print!("{}", report::terminal(&doc, color()));
+            for path in output::write_reports(&doc, &out)? {
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(doc.all_agree())
+        }
     }
 }
 
@@ -136,8 +165,8 @@ fn run(args: RunArgs) -> Result<bool> {
         timeout: Duration::from_secs(args.timeout),
         ..Settings::default()
     };
-    if let Some(path) = &args.json {
-        check_writable(path)?;
+    if let Some(dir) = &args.out {
+        output::check_writable(dir)?;
     }
     let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
     let mut runs: Vec<KernelRun> = Vec::new();
@@ -150,24 +179,14 @@ fn run(args: RunArgs) -> Result<bool> {
             show(p, verbose)
         }));
     }
-    print!("{}", report::terminal(&runs, color()));
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&runs)?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("results written to {}", path.display());
+    let doc = Document::from_runs(&runs);
+    print!("{}", report::terminal(&doc, color()));
+    if let Some(dir) = &args.out {
+        for path in output::write_reports(&doc, dir)? {
+            eprintln!("wrote {}", path.display());
+        }
     }
-    Ok(runs.iter().all(KernelRun::all_agree))
-}
-
-fn check_writable(path: &std::path::Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    tempfile::tempfile_in(dir)
-        .map(drop)
-        .with_context(|| format!("cannot write results into {}", dir.display()))
+    Ok(doc.all_agree())
 }
 
 fn show(p: Progress, verbose: bool) {

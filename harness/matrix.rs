@@ -79,9 +79,13 @@ impl KernelRun {
         cases: &[CaseId],
         modes: &[JitMode],
     ) -> Self {
-        let mut run = Self::empty(kernel, source, RunStatus::Unavailable {
-            reason: reason.clone(),
-        });
+        let mut run = Self::empty(
+            kernel,
+            source,
+            RunStatus::Unavailable {
+                reason: reason.clone(),
+            },
+        );
         run.cells = no_answers(cases, modes, &format!("kernel unavailable: {reason}"));
         run
     }
@@ -94,9 +98,13 @@ impl KernelRun {
         cases: &[CaseId],
         modes: &[JitMode],
     ) -> Self {
-        let mut run = Self::empty(kernel, source, RunStatus::Failed {
-            reason: reason.clone(),
-        });
+        let mut run = Self::empty(
+            kernel,
+            source,
+            RunStatus::Failed {
+                reason: reason.clone(),
+            },
+        );
         run.cells = no_answers(cases, modes, &reason);
         run
     }
@@ -264,8 +272,13 @@ mod tests {
             None,
         );
         assert_eq!(run.status, RunStatus::Completed);
-        assert!(run.cell(CaseId::TailCallChain, JitMode::Jit).unwrap().passed());
-        let interp = run.cell(CaseId::TailCallChain, JitMode::Interpreter).unwrap();
+        assert!(run
+            .cell(CaseId::TailCallChain, JitMode::Jit)
+            .unwrap()
+            .passed());
+        let interp = run
+            .cell(CaseId::TailCallChain, JitMode::Interpreter)
+            .unwrap();
         assert_eq!(
             interp.verdict,
             Verdict::NoAnswer {

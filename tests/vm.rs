@@ -1,1 +1,124 @@
-fn main() {}
+//! The integration trials (`cargo test --features vm`): one trial per kernel x JIT
+//! mode x case, named `KERNEL::MODE::CASE` (filter with `6.1`, `fexit`,
+//! `interpreter`...). Each kernel is booted once, by the first of its trials to
+//! run; every trial then compares that real guest's record for its cell with the
+//! expectation derived from the documented kernel facts.
+//!
+//! Kernels: `$BPFMATRIX_KERNELS` (comma-separated catalog names or image paths),
+//! default `6.1`. Accelerator: `$BPFMATRIX_ACCEL` (auto, kvm, tcg), default auto.
+
+use bpfmatrix::document::{self, Document};
+use bpfmatrix::matrix::{KernelRun, RunStatus, Verdict};
+use bpfmatrix::report;
+use bpfmatrix::run::{self, Progress, Settings};
+use bpfmatrix::targets::{self, Target};
+use bpfmatrix_probes::{CaseId, JitMode};
+use bpfmatrix_vm::qemu::{Accel, VmEvent};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+type Shared<T> = Arc<OnceLock<Result<T, String>>>;
+
+fn main() {
+    let args = Arguments::from_args();
+    let names = std::env::var("BPFMATRIX_KERNELS").unwrap_or_else(|_| "6.1".to_string());
+    let accel: Accel = match std::env::var("BPFMATRIX_ACCEL") {
+        Ok(a) => a.parse().unwrap_or_else(|e| panic!("BPFMATRIX_ACCEL: {e}")),
+        Err(_) => Accel::Auto,
+    };
+    let settings = Arc::new(Settings {
+        accel,
+        ..Settings::default()
+    });
+    let agent: Shared<PathBuf> = Arc::default();
+    let mut trials = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let target = match targets::resolve(name, None) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                trials.push(Trial::test(format!("{name}::kernel"), move || {
+                    Err(msg.into())
+                }));
+                continue;
+            }
+        };
+        let run: Shared<KernelRun> = Arc::default();
+        for jit in &settings.jit_modes {
+            for case in &settings.cases {
+                let (target, run, agent, settings) =
+                    (target.clone(), run.clone(), agent.clone(), settings.clone());
+                let (jit, case) = (*jit, *case);
+                trials.push(Trial::test(
+                    format!("{}::{jit}::{case}", target.name()),
+                    move || {
+                        let run = run
+                            .get_or_init(|| boot(&target, &agent, &settings))
+                            .as_ref()
+                            .map_err(|e| Failed::from(e.as_str()))?;
+                        judge(run, case, jit)
+                    },
+                ));
+            }
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Obtains the kernel and boots it once; the run is shared by the kernel's trials.
+fn boot(
+    target: &Target,
+    agent: &Shared<PathBuf>,
+    settings: &Settings,
+) -> Result<KernelRun, String> {
+    let name = target.name().to_string();
+    let agent = agent
+        .get_or_init(|| {
+            bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))
+                .map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| format!("cannot build the guest agent: {e}"))?;
+    let kernel = targets::obtain(target, &mut |m| eprintln!("[{name}] {m}"))
+        .map_err(|e| format!("cannot obtain kernel {name}: {e:#}"))?;
+    let run = run::run_kernel(&kernel, agent, settings, &mut |p| match p {
+        Progress::Step { kernel, what } => eprintln!("[{kernel}] {what}"),
+        Progress::Vm {
+            kernel,
+            event: VmEvent::KvmFallback { reason },
+        } => eprintln!("[{kernel}] KVM did not work, falling back to TCG: {reason}"),
+        Progress::Vm { .. } => {}
+    });
+    eprintln!(
+        "[{name}] {}",
+        report::kernel_line(&Document::from_runs(std::slice::from_ref(&run)).kernels[0])
+    );
+    Ok(run)
+}
+
+fn judge(run: &KernelRun, case: CaseId, jit: JitMode) -> Result<(), Failed> {
+    let cell = run
+        .cell(case, jit)
+        .ok_or_else(|| Failed::from("the run has no cell for this trial"))?;
+    // A guest that crashed, hung or broke the protocol fails every trial of its
+    // kernel, even those whose record arrived before it went wrong.
+    if let RunStatus::Failed { reason } = &run.status {
+        return Err(format!(
+            "kernel {}: the run failed: {reason}\n{}",
+            run.kernel,
+            report::explain(&document::record(run, cell))
+        )
+        .into());
+    }
+    match &cell.verdict {
+        Verdict::Agrees => Ok(()),
+        _ => Err(format!(
+            "kernel {} (guest {}):\n{}",
+            run.kernel,
+            run.guest_release.as_deref().unwrap_or("never said hello"),
+            report::explain(&document::record(run, cell))
+        )
+        .into()),
+    }
+}

@@ -71,7 +71,11 @@ pub fn html(doc: &Document) -> String {
     );
     out += "<h1>bpfmatrix: which kernels accept and run these programs</h1>\n";
     let class = if doc.all_agree() { "ok" } else { "bad" };
-    let _ = writeln!(out, "<div class=\"verdict {class}\">{}</div>", esc(&verdict_line(doc)));
+    let _ = writeln!(
+        out,
+        "<div class=\"verdict {class}\">{}</div>",
+        esc(&verdict_line(doc))
+    );
     out += "<ul class=\"kernels\">";
     for k in &doc.kernels {
         let _ = write!(out, "<li>{}", esc(&kernel_line(k)));
@@ -105,7 +109,11 @@ pub fn html(doc: &Document) -> String {
     if !unavailable.is_empty() {
         out += "<p>Cells of unavailable kernels are not results: the kernel could not be had here.</p>\n";
     }
-    let _ = write!(out, "<p class=\"words\">{}</p></body></html>\n", esc(&doc.generated_by));
+    let _ = write!(
+        out,
+        "<p class=\"words\">{}</p></body></html>\n",
+        esc(&doc.generated_by)
+    );
     out
 }
 

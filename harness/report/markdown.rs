@@ -40,7 +40,10 @@ pub fn markdown(doc: &Document) -> String {
     }
     out += "\n✅ agrees with the documented kernel facts · ❌ disagrees · ⚪ no answer\n";
 
-    let tested = |name: &str| doc.kernel(name).is_some_and(|k| k.status != Status::Unavailable);
+    let tested = |name: &str| {
+        doc.kernel(name)
+            .is_some_and(|k| k.status != Status::Unavailable)
+    };
     let rejected: Vec<_> = doc
         .records
         .iter()
@@ -93,10 +96,19 @@ mod tests {
             reason: "no | source".into(),
         };
         let md = markdown(&Document::from_runs(&[run("6.1", 33), run("5.10", 32), u]));
-        assert!(md.contains("| case | 6.1 jit | 5.10 jit | 4.16 jit |"), "{md}");
+        assert!(
+            md.contains("| case | 6.1 jit | 5.10 jit | 4.16 jit |"),
+            "{md}"
+        );
         assert!(md.contains("| `tail_call.chain` | ✅ accepted, 33 tail calls | ❌ accepted, 32 tail calls | ⚪ no answer |"), "{md}");
         assert!(md.contains("no \\| source"), "{md}");
-        assert!(md.contains("<summary>5.10 jit <code>tail_call.chain</code></summary>"), "{md}");
-        assert!(!md.contains("<summary>4.16"), "unavailable kernels are not listed as disagreements: {md}");
+        assert!(
+            md.contains("<summary>5.10 jit <code>tail_call.chain</code></summary>"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("<summary>4.16"),
+            "unavailable kernels are not listed as disagreements: {md}"
+        );
     }
 }

@@ -26,15 +26,18 @@ pub fn cell_summary(r: &Record) -> String {
                     let _ = write!(s, ", {n} tail calls");
                 }
                 if let Some(f) = m.fell_through {
-                    s += if f { ", falls through" } else { ", no fall-through" };
+                    s += if f {
+                        ", falls through"
+                    } else {
+                        ", no fall-through"
+                    };
                 }
                 if !m.verdicts.is_empty() {
                     let seen: Vec<String> = m
                         .verdicts
                         .iter()
                         .map(|v| {
-                            let saw: Vec<String> =
-                                v.fexit_saw.iter().map(i64::to_string).collect();
+                            let saw: Vec<String> = v.fexit_saw.iter().map(i64::to_string).collect();
                             format!("{}→{}", v.configured, saw.join("/"))
                         })
                         .collect();
@@ -164,7 +167,13 @@ pub fn terminal(doc: &Document, color: bool) -> String {
         .collect();
     let pad = |t: &str, w: usize| format!("{t:<w$}");
     let join = |cells: Vec<String>| cells.join("  ").trim_end().to_string() + "\n";
-    out += &join(header.iter().zip(&widths).map(|(h, w)| pad(h, *w)).collect());
+    out += &join(
+        header
+            .iter()
+            .zip(&widths)
+            .map(|(h, w)| pad(h, *w))
+            .collect(),
+    );
     out += &join(widths.iter().map(|w| "-".repeat(*w)).collect());
     for ((_, cells), text) in rows.iter().zip(&texts) {
         let mut line = vec![pad(&text[0], widths[0])];
@@ -318,7 +327,10 @@ pub(crate) mod tests {
             text.contains("tail_call.chain  ✓ accepted, 33 tail calls"),
             "{text}"
         );
-        assert!(text.contains("6.1: guest 6.1.0-56-amd64 under tcg"), "{text}");
+        assert!(
+            text.contains("6.1: guest 6.1.0-56-amd64 under tcg"),
+            "{text}"
+        );
         assert!(
             text.ends_with("OK: 1 cells agree with the documented kernel facts, 0 disagree, 0 without an answer\n"),
             "{text}"
@@ -329,8 +341,14 @@ pub(crate) mod tests {
     fn a_disagreement_shows_expected_and_got() {
         let text = terminal(&Document::from_runs(&[run("6.1", 32)]), false);
         assert!(text.contains("✗ accepted, 32 tail calls"), "{text}");
-        assert!(text.contains("  expected: accepted, 33 tail calls"), "{text}");
-        assert!(text.contains("  - tail calls: expected 33, got 32"), "{text}");
+        assert!(
+            text.contains("  expected: accepted, 33 tail calls"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  - tail calls: expected 33, got 32"),
+            "{text}"
+        );
         assert!(text.contains("FAILED: 0 cells agree"), "{text}");
     }
 

@@ -179,8 +179,12 @@ pub enum GuestMessage {
     },
     Case(CaseRecord),
     /// A problem outside any case (a module that failed to load, a mount...).
-    Warning { message: String },
-    Done { uptime_ms: u64 },
+    Warning {
+        message: String,
+    },
+    Done {
+        uptime_ms: u64,
+    },
 }
 
 /// The kernel's answer to one case in one JIT mode.

@@ -96,6 +96,15 @@ pub enum AccelUsed {
     Tcg,
 }
 
+impl fmt::Display for AccelUsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccelUsed::Kvm => "kvm",
+            AccelUsed::Tcg => "tcg",
+        })
+    }
+}
+
 /// One boot to perform.
 #[derive(Clone, Debug)]
 pub struct BootSpec {

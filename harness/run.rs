@@ -1,0 +1,160 @@
+//! Runs the cases on one kernel: builds the guest for it (agent, plan, modules),
+//! boots it, and judges what it sent home. Progress goes out as typed events; the
+//! caller decides how to show them.
+
+use crate::collect::{self, Line};
+use crate::matrix::KernelRun;
+use anyhow::{Context, Result};
+use bpfmatrix_kernels::Kernel;
+use bpfmatrix_probes::{CaseId, Fault, JitMode, Plan, PROTOCOL_VERSION};
+use bpfmatrix_vm::qemu::{self, Accel, BootEnd, BootSpec, VmEvent};
+use std::path::Path;
+use std::time::Duration;
+
+/// Modules the guest loads before any case: clsact needs them on kernels whose
+/// Debian config builds them as modules (all before TCX, 6.6).
+pub const GUEST_MODULES: &[&str] = &["sch_ingress", "cls_bpf"];
+
+/// What to run and how.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub cases: Vec<CaseId>,
+    pub jit_modes: Vec<JitMode>,
+    pub accel: Accel,
+    /// The whole boot, QEMU start to exit.
+    pub timeout: Duration,
+    pub memory_mib: u32,
+    /// Test-only misbehaviour of the agent (the fault suite).
+    pub fault: Option<Fault>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cases: CaseId::ALL.to_vec(),
+            jit_modes: JitMode::ALL.to_vec(),
+            accel: Accel::Auto,
+            timeout: Duration::from_secs(120),
+            memory_mib: 512,
+            fault: None,
+        }
+    }
+}
+
+/// What a run reports while it goes.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Step { kernel: &'a str, what: String },
+    Vm { kernel: &'a str, event: &'a VmEvent },
+}
+
+/// Boots `kernel` with the agent at `agent` and returns the judged run. Failures
+/// to build or boot the guest become a failed run, never an error that hides the
+/// kernel from the report.
+pub fn run_kernel(
+    kernel: &Kernel,
+    agent: &Path,
+    settings: &Settings,
+    progress: &mut dyn FnMut(Progress),
+) -> KernelRun {
+    match try_run(kernel, agent, settings, progress) {
+        Ok(run) => run,
+        Err(e) => KernelRun::failed(
+            &kernel.name,
+            &kernel.source,
+            format!("{e:#}"),
+            &settings.cases,
+            &settings.jit_modes,
+        ),
+    }
+}
+
+fn try_run(
+    kernel: &Kernel,
+    agent: &Path,
+    settings: &Settings,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<KernelRun> {
+    let name = kernel.name.as_str();
+    let modules = bpfmatrix_kernels::resolve_modules(kernel, GUEST_MODULES)
+        .with_context(|| format!("cannot prepare the guest modules of kernel {name}"))?;
+    let plan = Plan {
+        protocol: PROTOCOL_VERSION,
+        cases: settings.cases.clone(),
+        jit_modes: settings.jit_modes.clone(),
+        modules: modules
+            .iter()
+            .map(bpfmatrix_vm::guest::plan_module_path)
+            .collect(),
+        result_port: "/dev/ttyS1".to_string(),
+        fault: settings.fault,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("bpfmatrix-guest-")
+        .tempdir()
+        .context("cannot create a temporary directory for the guest")?;
+    let initramfs = dir.path().join("initramfs.cpio");
+    bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &modules, &initramfs)?;
+    progress(Progress::Step {
+        kernel: name,
+        what: format!(
+            "booting {} ({} cases x {} JIT modes)",
+            kernel.boot_image.display(),
+            plan.cases.len(),
+            plan.jit_modes.len()
+        ),
+    });
+    let spec = BootSpec {
+        accel: settings.accel,
+        memory_mib: settings.memory_mib,
+        timeout: settings.timeout,
+        ..BootSpec::new(kernel.clone(), initramfs)
+    };
+    let outcome = qemu::boot(&spec, &mut |event| {
+        progress(Progress::Vm {
+            kernel: name,
+            event,
+        })
+    })?;
+    let collected = collect::collect(
+        &plan,
+        outcome.lines.iter().map(|l| Line {
+            text: &l.text,
+            truncated: l.truncated,
+        }),
+    );
+    let boot_failure = match &outcome.end {
+        BootEnd::PoweredOff => None,
+        BootEnd::Panicked { lines } => Some(format!(
+            "the guest kernel panicked: {}",
+            lines
+                .iter()
+                .take(6)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" | ")
+        )),
+        BootEnd::TimedOut { after } => Some(format!(
+            "the guest timed out after {:.0} s (QEMU killed)",
+            after.as_secs_f64()
+        )),
+        BootEnd::TooMuchOutput { limit_bytes } => Some(format!(
+            "the guest sent more than {limit_bytes} bytes of results (QEMU killed)"
+        )),
+        BootEnd::QemuFailed { status, stderr } => {
+            Some(format!("QEMU failed ({status}): {}", stderr.trim()))
+        }
+    };
+    let mut run = KernelRun::judge(
+        name,
+        &kernel.source,
+        &settings.cases,
+        &settings.jit_modes,
+        collected,
+        boot_failure,
+    );
+    run.accel = Some(outcome.accel.to_string());
+    run.kvm_fallback = outcome.kvm_fallback.clone();
+    run.boot_wall_ms = Some(outcome.wall.as_millis() as u64);
+    Ok(run)
+}

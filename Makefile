@@ -14,6 +14,7 @@ matrix: deps
 ## The integration trials: one per kernel x JIT mode x case, in real guests.
 test: deps
 	$(CARGO) test --features vm
+	$(CARGO) test -p bpfmatrix-agent
 
 ## Formatting and lints, as CI checks them.
 check:

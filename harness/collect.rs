@@ -105,13 +105,18 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
                         "line {n}: a record for {} / {} that the plan did not ask for",
                         record.case, record.jit
                     ));
-                } else if c.records.contains_key(&key) {
-                    c.problems.push(format!(
-                        "line {n}: a second record for {} / {}",
-                        record.case, record.jit
-                    ));
                 } else {
-                    c.records.insert(key, record);
+                    match c.records.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            c.problems.push(format!(
+                                "line {n}: a second record for {} / {}",
+                                record.case, record.jit
+                            ))
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(record);
+                        }
+                    }
                 }
             }
             GuestMessage::Warning { message } => c.warnings.push(message),

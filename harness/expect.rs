@@ -4,7 +4,9 @@
 //! guest's record against it.
 
 use anyhow::{bail, Context, Result};
-use bpfmatrix_probes::{CaseId, CaseRecord, JitMode, Outcome, Trigger};
+use bpfmatrix_probes::{
+    control_retval, CaseId, CaseRecord, JitMode, Outcome, Trigger, TEST_FRAME_LEN,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::OnceLock;
@@ -109,6 +111,9 @@ pub struct Checks {
     pub tail_calls: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fell_through: Option<bool>,
+    /// BPF_PROG_TEST_RUN's return value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retval: Option<u32>,
     /// fexit saw exactly the verdict the tc program returned, for OK and SHOT, via
     /// this trigger; on loopback OK packets arrive and SHOT packets do not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,7 +181,13 @@ pub fn expected(case: CaseId, jit: JitMode, v: KernelVersion) -> Expected {
         _ if case.object() == "bpf2bpf_tail_mix" && !t.has("bpf2bpf_calls", v) => {
             refused("bpf2bpf_calls")
         }
-        CaseId::Bpf2bpfControl => accepted(Checks::default(), t.cite("bpf2bpf_calls")),
+        CaseId::Bpf2bpfControl => accepted(
+            Checks {
+                retval: Some(control_retval(TEST_FRAME_LEN as u32)),
+                ..Checks::default()
+            },
+            t.cite("bpf2bpf_calls"),
+        ),
         CaseId::Bpf2bpfTailCallInSubprog | CaseId::Bpf2bpfBigCallerFrame
             if !t.has("tail_call_in_subprog", v) =>
         {
@@ -303,6 +314,14 @@ fn check_measured(checks: &Checks, record: &CaseRecord, wrong: &mut Vec<String>)
             ));
         }
     }
+    if let Some(want) = checks.retval {
+        if m.retval != Some(want) {
+            wrong.push(format!(
+                "return value: expected {want} (computed by the subprogram), got {}",
+                opt(m.retval)
+            ));
+        }
+    }
     if let Some(trigger) = checks.verdicts {
         let seen: Vec<_> = m.verdicts.iter().filter(|v| v.trigger == trigger).collect();
         let configured: Vec<i32> = seen.iter().map(|v| v.configured).collect();
@@ -359,6 +378,9 @@ pub fn describe_expected(e: &ExpectedOutcome) -> String {
             let mut s = "accepted".to_string();
             if let Some(n) = c.tail_calls {
                 s += &format!(", {n} tail calls");
+            }
+            if let Some(r) = c.retval {
+                s += &format!(", returns {r}");
             }
             if c.fell_through == Some(true) {
                 s += ", falls through";

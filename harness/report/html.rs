@@ -109,9 +109,9 @@ pub fn html(doc: &Document) -> String {
     if !unavailable.is_empty() {
         out += "<p>Cells of unavailable kernels are not results: the kernel could not be had here.</p>\n";
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<p class=\"words\">{}</p></body></html>\n",
+        "<p class=\"words\">{}</p></body></html>",
         esc(&doc.generated_by)
     );
     out

@@ -103,8 +103,11 @@ pub fn kernel_line(k: &KernelEntry) -> String {
     s
 }
 
-/// The rows of the matrix as plain text cells, for every renderer.
-pub(crate) fn grid(doc: &Document) -> (Vec<String>, Vec<(String, Vec<Option<&Record>>)>) {
+/// A row of the matrix: the case and its record in each column.
+pub(crate) type Row<'a> = (String, Vec<Option<&'a Record>>);
+
+/// The column headers and rows of the matrix, for every renderer.
+pub(crate) fn grid(doc: &Document) -> (Vec<String>, Vec<Row<'_>>) {
     let columns = doc.columns();
     let header = columns
         .iter()

@@ -18,6 +18,17 @@ pub const PLAN_PATH: &str = "/bpfmatrix/plan.json";
 /// Longest line the host accepts from the guest; anything longer is garbage.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
 
+/// Length of the frame every BPF_PROG_TEST_RUN case feeds its tc programs
+/// (Ethernet + IPv4 + UDP).
+pub const TEST_FRAME_LEN: usize = 64;
+
+/// What `bpf2bpf.control`'s `__noinline` subprogram returns for a frame of `len`
+/// bytes (probes/bpf/bpf2bpf_tail_mix.c computes `len * 3 + 7`): a value only the
+/// subprogram call can produce.
+pub const fn control_retval(len: u32) -> u32 {
+    len * 3 + 7
+}
+
 /// How a case's programs are executed: by the x86_64 JIT or by the interpreter
 /// (`net.core.bpf_jit_enable` = 1 or 0 while the programs are loaded).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -62,7 +62,7 @@ impl Fail {
 type CaseResult = Result<(), Fail>;
 
 /// A real Ethernet + IPv4 + UDP frame, 64 bytes (127.0.0.1:4000 -> :4001).
-pub const FRAME: [u8; 64] = {
+pub const FRAME: [u8; bpfmatrix_probes::TEST_FRAME_LEN] = {
     let mut f = [0u8; 64];
     // Ethernet: dst, src (locally administered), EtherType IPv4.
     let hdr: [u8; 42] = [

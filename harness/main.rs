@@ -168,17 +168,25 @@ fn run(args: RunArgs) -> Result<bool> {
     if let Some(dir) = &args.out {
         output::check_writable(dir)?;
     }
-    let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
-    let mut runs: Vec<KernelRun> = Vec::new();
+    // Everything a user can get wrong is checked before the slow steps.
+    let mut kernels = Vec::new();
     for target in &targets {
         let name = target.name().to_string();
-        let kernel = targets::obtain(target, &mut |m| eprintln!("[{name}] {m}"))
-            .with_context(|| format!("kernel {name}"))?;
-        let verbose = args.verbose;
-        runs.push(run::run_kernel(&kernel, &agent, &settings, &mut |p| {
-            show(p, verbose)
-        }));
+        kernels.push(
+            targets::obtain(target, &mut |m| eprintln!("[{name}] {m}"))
+                .with_context(|| format!("kernel {name}"))?,
+        );
     }
+    bpfmatrix_vm::qemu::find_qemu()?;
+    let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
+    let runs: Vec<KernelRun> = kernels
+        .iter()
+        .map(|kernel| {
+            run::run_kernel(kernel, &agent, &settings, &mut |p| {
+                show(p, args.verbose)
+            })
+        })
+        .collect();
     let doc = Document::from_runs(&runs);
     print!("{}", report::terminal(&doc, color()));
     if let Some(dir) = &args.out {

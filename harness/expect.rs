@@ -68,6 +68,65 @@ pub struct TailCallLimit {
 pub struct FeatureTable {
     pub feature: Vec<Feature>,
     pub tail_call_limit: TailCallLimit,
+    #[serde(default, rename = "override")]
+    pub overrides: Vec<Override>,
+}
+
+/// A distribution kernel that differs from the mainline rule, and why.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub release_prefix: String,
+    pub case: CaseId,
+    pub jit: Option<JitMode>,
+    pub tail_calls: Option<u32>,
+    pub outcome: Option<OverrideOutcome>,
+    pub errno: Option<i32>,
+    pub message: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideOutcome {
+    Accepted,
+    Refused,
+    Rejected,
+}
+
+impl Override {
+    fn applies(&self, case: CaseId, jit: JitMode, release: &str) -> bool {
+        self.case == case
+            && self.jit.is_none_or(|j| j == jit)
+            && release.starts_with(&self.release_prefix)
+    }
+
+    fn apply(&self, base: Expected) -> Expected {
+        let outcome = match (self.outcome, base.outcome) {
+            (Some(OverrideOutcome::Refused), _) => ExpectedOutcome::Refused,
+            (Some(OverrideOutcome::Rejected), _) => ExpectedOutcome::Rejected {
+                errno: self.errno.unwrap_or(EINVAL),
+                message: self.message.clone().unwrap_or_default(),
+            },
+            (Some(OverrideOutcome::Accepted), ExpectedOutcome::Accepted(c))
+            | (None, ExpectedOutcome::Accepted(c)) => ExpectedOutcome::Accepted(Checks {
+                tail_calls: self.tail_calls.or(c.tail_calls),
+                ..c
+            }),
+            (Some(OverrideOutcome::Accepted), _) => ExpectedOutcome::Accepted(Checks {
+                tail_calls: self.tail_calls,
+                ..Checks::default()
+            }),
+            (None, other) => other,
+        };
+        Expected {
+            outcome,
+            because: format!(
+                "override for {}*: {} (mainline rule: {})",
+                self.release_prefix, self.reason, base.because
+            ),
+        }
+    }
 }
 
 fn de_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KernelVersion, D::Error> {
@@ -127,7 +186,7 @@ pub enum ExpectedOutcome {
     /// Refused with this errno, the verifier log containing `message`.
     Rejected {
         errno: i32,
-        message: &'static str,
+        message: String,
     },
     /// The kernel predates the feature: any refusal (rejected or unsupported) is right.
     Refused,
@@ -140,9 +199,33 @@ pub struct Expected {
     pub because: String,
 }
 
-/// The expected cell for `case` on a kernel of version `v` in JIT mode `jit`.
+/// The expected cell for the kernel whose `uname -r` is `release`: the mainline
+/// rule for its version, unless an override in the feature table names it.
+pub fn expected_for_release(
+    table: &FeatureTable,
+    case: CaseId,
+    jit: JitMode,
+    release: &str,
+) -> Result<Expected> {
+    let base = expected_in(table, case, jit, KernelVersion::parse(release)?);
+    Ok(
+        match table
+            .overrides
+            .iter()
+            .find(|o| o.applies(case, jit, release))
+        {
+            Some(o) => o.apply(base),
+            None => base,
+        },
+    )
+}
+
+/// The expected cell for `case` on a mainline kernel of version `v` in JIT mode `jit`.
 pub fn expected(case: CaseId, jit: JitMode, v: KernelVersion) -> Expected {
-    let t = features();
+    expected_in(features(), case, jit, v)
+}
+
+fn expected_in(t: &FeatureTable, case: CaseId, jit: JitMode, v: KernelVersion) -> Expected {
     let limit = t.tail_call_limit.value;
     let accepted = |checks: Checks, because: String| Expected {
         outcome: ExpectedOutcome::Accepted(checks),
@@ -152,8 +235,11 @@ pub fn expected(case: CaseId, jit: JitMode, v: KernelVersion) -> Expected {
         outcome: ExpectedOutcome::Refused,
         because: format!("needs {}", t.cite(id)),
     };
-    let rejected = |errno, message, because: String| Expected {
-        outcome: ExpectedOutcome::Rejected { errno, message },
+    let rejected = |errno, message: &str, because: String| Expected {
+        outcome: ExpectedOutcome::Rejected {
+            errno,
+            message: message.to_string(),
+        },
         because,
     };
     match case {
@@ -276,7 +362,7 @@ pub fn check(expected: &Expected, record: &CaseRecord) -> Result<(), Vec<String>
             if errno != got_errno {
                 wrong.push(format!("errno: expected {errno}, got {got_errno}"));
             }
-            if !verifier_tail.contains(message) {
+            if !verifier_tail.contains(message.as_str()) {
                 wrong.push(format!(
                     "verifier message: expected it to contain \"{message}\""
                 ));
@@ -480,7 +566,7 @@ mod tests {
             expected(mix, JitMode::Jit, v("5.4")).outcome,
             ExpectedOutcome::Rejected {
                 errno: EINVAL,
-                message: msg::MIX_BEFORE_5_10
+                message: msg::MIX_BEFORE_5_10.into()
             }
         );
         assert!(matches!(
@@ -494,14 +580,14 @@ mod tests {
             expected(mix, JitMode::Interpreter, v("6.12")).outcome,
             ExpectedOutcome::Rejected {
                 errno: EINVAL,
-                message: msg::MIX_NON_JITED
+                message: msg::MIX_NON_JITED.into()
             }
         );
         assert_eq!(
             expected(CaseId::Bpf2bpfBigCallerFrame, JitMode::Jit, v("6.1")).outcome,
             ExpectedOutcome::Rejected {
                 errno: EACCES,
-                message: msg::CALLER_STACK_TOO_LARGE
+                message: msg::CALLER_STACK_TOO_LARGE.into()
             }
         );
     }
@@ -517,9 +603,55 @@ mod tests {
             expected(c, JitMode::Interpreter, v("6.1")).outcome,
             ExpectedOutcome::Rejected {
                 errno: EINVAL,
-                message: msg::ONLY_JITED_TARGETS
+                message: msg::ONLY_JITED_TARGETS.into()
             }
         );
+    }
+
+    #[test]
+    fn an_override_changes_only_the_kernels_and_cell_it_names() {
+        let table: FeatureTable = toml::from_str(&format!(
+            "{}\n{}",
+            include_str!("features.toml"),
+            r#"
+[[override]]
+release_prefix = "5.4.0-1"
+case = "tail_call.chain"
+jit = "interpreter"
+tail_calls = 32
+reason = "stable backport"
+"#
+        ))
+        .unwrap();
+        let chain = CaseId::TailCallChain;
+        let e =
+            expected_for_release(&table, chain, JitMode::Interpreter, "5.4.0-100-generic").unwrap();
+        assert!(matches!(
+            e.outcome,
+            ExpectedOutcome::Accepted(Checks {
+                tail_calls: Some(32),
+                ..
+            })
+        ));
+        assert!(
+            e.because
+                .starts_with("override for 5.4.0-1*: stable backport"),
+            "{}",
+            e.because
+        );
+        for (jit, release) in [
+            (JitMode::Jit, "5.4.0-100-generic"),
+            (JitMode::Interpreter, "5.4.0-050400-generic"),
+        ] {
+            let e = expected_for_release(&table, chain, jit, release).unwrap();
+            assert_eq!(e, expected(chain, jit, KernelVersion(5, 4)));
+        }
+        let bad = toml::from_str::<FeatureTable>(&format!(
+            "{}\n[[override]]\nrelease_prefix = \"x\"\ncase = \"tail_call.chain\"\ntypo = 1\nreason = \"r\"\n",
+            include_str!("features.toml")
+        ));
+        assert!(bad.is_err(), "unknown override fields are refused");
+        assert!(features().overrides.is_empty());
     }
 
     #[test]

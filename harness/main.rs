@@ -181,11 +181,7 @@ fn run(args: RunArgs) -> Result<bool> {
     let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
     let runs: Vec<KernelRun> = kernels
         .iter()
-        .map(|kernel| {
-            run::run_kernel(kernel, &agent, &settings, &mut |p| {
-                show(p, args.verbose)
-            })
-        })
+        .map(|kernel| run::run_kernel(kernel, &agent, &settings, &mut |p| show(p, args.verbose)))
         .collect();
     let doc = Document::from_runs(&runs);
     print!("{}", report::terminal(&doc, color()));

@@ -142,18 +142,10 @@ impl KernelRun {
         if collected.release.is_some() && collected.done_ms.is_none() && boot_failure.is_none() {
             problems.push("the guest never said it was done".to_string());
         }
-        let version = collected
-            .release
-            .as_deref()
-            .map(KernelVersion::parse)
-            .transpose();
-        let version = match version {
-            Ok(v) => v,
-            Err(e) => {
-                problems.push(format!("guest release: {e}"));
-                None
-            }
-        };
+        let release = collected.release.clone();
+        if let Some(Err(e)) = release.as_deref().map(KernelVersion::parse) {
+            problems.push(format!("guest release: {e}"));
+        }
         let missing = match (&boot_failure, &collected.release) {
             (Some(why), _) => why.clone(),
             (None, None) => "the guest never said hello".to_string(),
@@ -162,7 +154,9 @@ impl KernelRun {
         let mut cells = Vec::new();
         for &jit in modes {
             for &case in cases {
-                let expected = version.map(|v| expect::expected(case, jit, v));
+                let expected = release.as_deref().and_then(|r| {
+                    expect::expected_for_release(expect::features(), case, jit, r).ok()
+                });
                 let record = collected.records.remove(&(case, jit));
                 let verdict = match (&record, &expected) {
                     (Some(r), Some(e)) => match expect::check(e, r) {

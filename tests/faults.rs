@@ -1,0 +1,2 @@
+//! The fault suite (placeholder until it lands).
+fn main() {}

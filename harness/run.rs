@@ -9,6 +9,8 @@ use bpfmatrix_kernels::Kernel;
 use bpfmatrix_probes::{CaseId, Fault, JitMode, Plan, PROTOCOL_VERSION};
 use bpfmatrix_vm::qemu::{self, Accel, BootEnd, BootSpec, VmEvent};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Modules the guest loads before any case: clsact needs them on kernels whose
@@ -157,4 +159,37 @@ fn try_run(
     run.kvm_fallback = outcome.kvm_fallback.clone();
     run.boot_wall_ms = Some(outcome.wall.as_millis() as u64);
     Ok(run)
+}
+
+/// Runs every kernel, at most `parallel` guests at once (a TCG guest keeps one
+/// core busy), and returns the runs in the order of `kernels`.
+pub fn run_kernels(
+    kernels: &[Kernel],
+    agent: &Path,
+    settings: &Settings,
+    parallel: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Vec<KernelRun> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<KernelRun>>> = Mutex::new(vec![None; kernels.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.clamp(1, kernels.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(kernel) = kernels.get(i) else { break };
+                let run = run_kernel(kernel, agent, settings, &mut |p| progress(p));
+                done.lock().unwrap()[i] = Some(run);
+            });
+        }
+    });
+    done.into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every kernel was run"))
+        .collect()
+}
+
+/// How many guests to boot at once by default: one per core.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }

@@ -50,7 +50,7 @@ fn td(r: &Record) -> String {
     if let Some(d) = &r.detail {
         let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
     }
-    if let Some(e) = &r.expected {
+    if let (Some(e), false) = (&r.expected, r.agrees()) {
         let _ = write!(words, "<div class=\"words\">expected: {}</div>", esc(e));
     }
     for d in &r.differences {
@@ -79,8 +79,14 @@ pub fn html(doc: &Document) -> String {
     out += "<ul class=\"kernels\">";
     for k in &doc.kernels {
         let _ = write!(out, "<li>{}", esc(&kernel_line(k)));
-        for note in k.kvm_fallback.iter().chain(&k.warnings).chain(&k.problems) {
-            let _ = write!(out, "<div class=\"words\">{}</div>", esc(note));
+        let notes = k
+            .kvm_fallback
+            .iter()
+            .map(|f| format!("KVM fell back to TCG: {f}"))
+            .chain(k.warnings.iter().map(|w| format!("guest warning: {w}")))
+            .chain(k.problems.iter().cloned());
+        for note in notes {
+            let _ = write!(out, "<div class=\"words\">{}</div>", esc(&note));
         }
         out += "</li>";
     }

@@ -25,6 +25,11 @@ pub fn cell_summary(r: &Record) -> String {
                 if let Some(n) = m.tail_calls {
                     let _ = write!(s, ", {n} tail calls");
                 }
+                if m.tail_calls.is_none() && m.fell_through.is_none() && m.verdicts.is_empty() {
+                    if let Some(rv) = m.retval {
+                        let _ = write!(s, ", returns {rv}");
+                    }
+                }
                 if let Some(f) = m.fell_through {
                     s += if f {
                         ", falls through"

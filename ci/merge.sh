@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Merges the per-kernel matrix.json files of the CI jobs into one report folder
+# with `bpfmatrix merge` (matrix.json, matrix.md, matrix.html), checks that all
+# three were written, and adds matrix.md to the GitHub job summary when run in
+# Actions ($GITHUB_STEP_SUMMARY). The workflow's merge job and .ci/run both call it.
+#
+# Exit status: that of `bpfmatrix merge`, 1 when any cell disagrees or any kernel
+# run failed; 2 when there is nothing to merge or a report file is missing.
+#
+# Usage: ci/merge.sh [OUT_DIR [MATRIX_JSON...]]   (run from the repository root in CI)
+#   defaults: OUT_DIR=merged, MATRIX_JSON=reports/*/matrix.json
+set -euo pipefail
+# Paths are taken from the caller's directory; cargo finds the project from here.
+manifest="$(cd "$(dirname "$0")/.." && pwd)/Cargo.toml"
+out=${1:-merged}
+shift || true
+inputs=("$@")
+if [ ${#inputs[@]} -eq 0 ]; then
+  shopt -s nullglob
+  inputs=(reports/*/matrix.json)
+  shopt -u nullglob
+fi
+if [ ${#inputs[@]} -eq 0 ]; then
+  echo "ci/merge.sh: no matrix.json to merge (looked for reports/*/matrix.json)" >&2
+  exit 2
+fi
+echo "ci/merge.sh: merging ${inputs[*]} into $out/" >&2
+
+rm -f "$out/matrix.json" "$out/matrix.md" "$out/matrix.html"
+status=0
+cargo run --release --manifest-path "$manifest" --bin bpfmatrix -- merge "${inputs[@]}" --out "$out" || status=$?
+
+if [ -n "${GITHUB_STEP_SUMMARY:-}" ] && [ -f "$out/matrix.md" ]; then
+  cat "$out/matrix.md" >>"$GITHUB_STEP_SUMMARY"
+fi
+for f in matrix.json matrix.md matrix.html; do
+  if [ ! -s "$out/$f" ]; then
+    echo "ci/merge.sh: $out/$f was not written (bpfmatrix merge exited $status)" >&2
+    [ "$status" -ne 0 ] || status=2
+  fi
+done
+if [ "$status" -eq 0 ]; then
+  echo "ci/merge.sh: every cell agrees; report in $out/"
+else
+  echo "ci/merge.sh: bpfmatrix merge exited $status; report in $out/" >&2
+fi
+exit "$status"

@@ -13,6 +13,8 @@ pub enum Compression {
     Xz,
     Zstd,
     Gzip,
+    /// LZ4's legacy format, which Ubuntu's kernels use from 19.10 (5.3) on.
+    Lz4,
 }
 
 impl Compression {
@@ -23,6 +25,8 @@ impl Compression {
             Some(Compression::Zstd)
         } else if bytes.starts_with(&[0x1f, 0x8b]) {
             Some(Compression::Gzip)
+        } else if bytes.starts_with(&LZ4_LEGACY_MAGIC) {
+            Some(Compression::Lz4)
         } else {
             None
         }
@@ -146,6 +150,11 @@ pub fn extract_vmlinux(
                 writer.flush()?;
                 return Ok(());
             }
+            Compression::Lz4 => {
+                lz4_legacy(input.take(u64::from(header.payload_length)), &mut writer)?;
+                writer.flush()?;
+                return Ok(());
+            }
             Compression::Gzip => Box::new(flate2::read::GzDecoder::new(input)),
             Compression::Zstd => Box::new(
                 ruzstd::decoding::StreamingDecoder::new(input)
@@ -167,6 +176,40 @@ pub fn extract_vmlinux(
     }
     std::fs::rename(&tmp, out)?;
     Ok(compression)
+}
+
+const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
+
+/// Decodes LZ4's legacy format as the kernel writes it (`lz4 -l`): the magic, then
+/// blocks of at most 8 MiB decompressed, each after its little-endian compressed
+/// length; the kernel's build appends the decompressed size (4 bytes), which is
+/// told apart from a block by being longer than what is left. `input` ends where
+/// the payload ends.
+fn lz4_legacy(mut input: impl Read, out: &mut impl Write) -> anyhow::Result<()> {
+    const BLOCK: usize = 8 << 20;
+    let mut data = Vec::new();
+    input.read_to_end(&mut data)?;
+    let mut rest = data
+        .strip_prefix(&LZ4_LEGACY_MAGIC)
+        .context("no LZ4 legacy magic")?;
+    let mut buf = vec![0u8; BLOCK];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap());
+        if len.to_le_bytes() == LZ4_LEGACY_MAGIC {
+            rest = &rest[4..];
+            continue;
+        }
+        let len = len as usize;
+        if len > rest.len() - 4 {
+            break; // the appended decompressed size
+        }
+        let block = &rest[4..4 + len];
+        let n = lz4_flex::block::decompress_into(block, &mut buf)
+            .map_err(|e| anyhow::anyhow!("corrupt LZ4 block: {e}"))?;
+        out.write_all(&buf[..n])?;
+        rest = &rest[4 + len..];
+    }
+    Ok(())
 }
 
 /// Decodes one xz stream and stops at its end. xz2's reader would go on to parse
@@ -272,6 +315,32 @@ pub(crate) mod tests {
             .read_to_end(&mut out)
             .unwrap();
         out
+    }
+
+    #[test]
+    fn extracts_an_lz4_legacy_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let mut payload = LZ4_LEGACY_MAGIC.to_vec();
+        for chunk in body.chunks(8 << 20) {
+            let block = lz4_flex::block::compress(chunk);
+            payload.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            payload.extend_from_slice(&block);
+        }
+        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let image = dir.path().join("bzImage");
+        let mut file = synthetic_bzimage(&payload, 0, None);
+        file.extend_from_slice(b"decompressor code after the payload");
+        std::fs::write(&image, file).unwrap();
+        let header = BzImageHeader::parse(&std::fs::read(&image).unwrap())
+            .unwrap()
+            .unwrap();
+        let out = dir.path().join("vmlinux");
+        assert_eq!(
+            extract_vmlinux(&image, &header, &out).unwrap(),
+            Compression::Lz4
+        );
+        assert!(std::fs::read(&out).unwrap() == body);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! booted.
 
 use crate::bzimage::BzImageHeader;
-use crate::image::pvh_image_from_bzimage;
-use crate::{cache_dir, write_atomically, Kernel};
+use crate::catalog::{FetchError, Source, Unreachable};
+use crate::image::{pvh_image_from_bzimage, sha256_file};
+use crate::{cache_dir, Kernel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -30,49 +31,68 @@ pub struct DebianSpec {
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
-/// Written last: its presence means everything else in the kernel's directory is
-/// complete, and it holds the [`Kernel`] to return without touching the network.
-const MARKER: &str = "kernel.json";
 
 /// Fetches (or finds in the cache) the newest package of `spec.suite` matching
 /// `spec.package_regex` and returns it as a [`Kernel`]. The mirror is
 /// `$BPFMATRIX_DEBIAN_MIRROR`, else <http://deb.debian.org/debian>. Progress lines go
-/// to `progress`.
+/// to `progress`. The same as [`crate::catalog::fetch`] of a Debian entry (cache
+/// lock, interrupted downloads and all), with the error as an [`anyhow::Error`].
 pub fn fetch_debian(spec: &DebianSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Kernel> {
-    let kdir = cache_dir().join("kernels").join(&spec.name);
-    if let Some(kernel) = cached(&kdir) {
-        return Ok(kernel);
-    }
+    crate::catalog::fetch_source(&spec.name, &Source::Debian(spec.clone()), progress)
+        .map_err(FetchError::into_anyhow)
+}
+
+/// Downloads and unpacks the package into `kdir`, which the caller has locked and
+/// cleared of anything incomplete; the caller writes the marker.
+pub(crate) fn fetch_into(
+    spec: &DebianSpec,
+    kdir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Kernel> {
     if which::which("apt-get").is_err() || which::which("apt-cache").is_err() {
-        bail!(
-            "apt-get not found: fetching Debian kernels needs apt (Debian/Ubuntu host); or pass a kernel image with --kernel PATH"
-        );
+        return Err(Unreachable(format!(
+            "apt-get is not on PATH: fetching Debian kernels needs apt (a Debian or Ubuntu host); on a machine that has it, `bpfmatrix fetch {}` downloads it, or pass a kernel image with --kernel PATH",
+            spec.name
+        ))
+        .into());
     }
     if !Path::new(KEYRING).exists() {
-        bail!("{KEYRING} not found: apt needs Debian's archive keyring to verify packages (apt-get install debian-archive-keyring)");
+        return Err(Unreachable(format!(
+            "{KEYRING} not found: apt needs Debian's archive keyring to verify packages (apt-get install debian-archive-keyring), or pass a kernel image with --kernel PATH"
+        ))
+        .into());
     }
     let mirror = std::env::var("BPFMATRIX_DEBIAN_MIRROR")
         .ok()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| DEFAULT_MIRROR.to_owned());
-    let apt = PrivateApt::prepare(
-        &cache_dir().join("apt").join(&spec.suite),
-        &mirror,
-        &spec.suite,
-    )?;
+    // Two kernels from one suite share the private apt state; apt's own lock would
+    // make the second fail rather than wait.
+    let apt_dir = cache_dir().join("apt").join(&spec.suite);
+    let _apt_lock = crate::cache::lock_dir(&apt_dir, &mut || {
+        progress(&format!(
+            "waiting for another bpfmatrix using apt for {}",
+            spec.suite
+        ))
+    })?;
+    let apt = PrivateApt::prepare(&apt_dir, &mirror, &spec.suite)?;
+    let host = mirror_host(&mirror);
 
     progress(&format!("apt-get update {} ({mirror})", spec.suite));
-    apt.run("apt-get", &["-q", "update"], None).with_context(|| {
-        format!(
-            "apt-get update for Debian {} from {mirror} failed: check network access, the suite name, or set BPFMATRIX_DEBIAN_MIRROR",
-            spec.suite
-        )
-    })?;
+    apt.run("apt-get", &["-q", "update"], None, &host, &spec.name)
+        .with_context(|| {
+            format!(
+                "apt-get update for Debian {} from {mirror} failed: check the suite name, or set BPFMATRIX_DEBIAN_MIRROR",
+                spec.suite
+            )
+        })?;
 
     let found = apt.run(
         "apt-cache",
         &["search", "--names-only", &spec.package_regex],
         None,
+        &host,
+        &spec.name,
     )?;
     let package = newest_name(found.lines().filter_map(|l| l.split_whitespace().next())).with_context(|| {
         format!(
@@ -80,7 +100,13 @@ pub fn fetch_debian(spec: &DebianSpec, progress: &mut dyn FnMut(&str)) -> anyhow
             spec.suite, spec.package_regex
         )
     })?;
-    let show = apt.run("apt-cache", &["show", "--no-all-versions", &package], None)?;
+    let show = apt.run(
+        "apt-cache",
+        &["show", "--no-all-versions", &package],
+        None,
+        &host,
+        &spec.name,
+    )?;
     let field = |name: &str| {
         show.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
@@ -88,23 +114,38 @@ pub fn fetch_debian(spec: &DebianSpec, progress: &mut dyn FnMut(&str)) -> anyhow
     };
     let version =
         field("Version").with_context(|| format!("apt-cache show {package} gave no Version"))?;
+    let sha256 =
+        field("SHA256").with_context(|| format!("apt-cache show {package} gave no SHA256"))?;
     let size_mb = field("Size")
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0)
         / 1_000_000;
-    std::fs::create_dir_all(&kdir).with_context(|| format!("cannot create {}", kdir.display()))?;
 
-    // apt-get download writes into the current directory; a fresh per-process
-    // directory keeps a half download from ever being taken for a finished one.
+    // A package left by an earlier, interrupted run is used only if its checksum is
+    // still the one apt's signed index gives.
     let deb_name = format!("{package}_{}_amd64.deb", version.replace(':', "%3a"));
     let deb = kdir.join(&deb_name);
+    if deb.exists() && sha256_file(&deb)? != sha256 {
+        progress(&format!(
+            "{deb_name} in the cache is damaged: downloading it again"
+        ));
+        std::fs::remove_file(&deb)?;
+    }
     if !deb.exists() {
         progress(&format!("downloading {package} {version} ({size_mb} MB)"));
+        // apt-get download writes into the current directory; a fresh per-process
+        // directory keeps a half download from ever being taken for a finished one.
         let tmp = crate::tmp_sibling(&kdir.join("download"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        apt.run("apt-get", &["-q", "download", &package], Some(&tmp))
-            .with_context(|| format!("downloading {package} {version} failed"))?;
+        apt.run(
+            "apt-get",
+            &["-q", "download", &package],
+            Some(&tmp),
+            &host,
+            &spec.name,
+        )
+        .with_context(|| format!("downloading {package} {version} failed"))?;
         let got = std::fs::read_dir(&tmp)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == "deb"))
@@ -114,18 +155,48 @@ pub fn fetch_debian(spec: &DebianSpec, progress: &mut dyn FnMut(&str)) -> anyhow
                     tmp.display()
                 )
             })?;
+        let got_sha = sha256_file(&got)?;
+        if got_sha != sha256 {
+            bail!("{deb_name} has SHA256 {got_sha}, but Debian's signed index says {sha256}");
+        }
         std::fs::rename(&got, &deb)?;
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    drop(_apt_lock);
 
-    progress(&format!("unpacking {deb_name}"));
+    let mut kernel = kernel_from_debs(kdir, std::slice::from_ref(&deb), &spec.name, progress)?;
+    kernel.source = format!("debian {} {package} {version}", spec.suite);
+    Ok(kernel)
+}
+
+/// Unpacks the guest's parts of `debs` into `kdir/root` (through a temporary
+/// folder), finds the kernel image, extracts its vmlinux for PVH, and describes the
+/// result. `source` is left empty for the caller.
+pub(crate) fn kernel_from_debs(
+    kdir: &Path,
+    debs: &[PathBuf],
+    name: &str,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Kernel> {
     let root = kdir.join("root");
     let tmp_root = crate::tmp_sibling(&root);
     let _ = std::fs::remove_dir_all(&tmp_root);
-    unpack_deb(&deb, &tmp_root)?;
+    for deb in debs {
+        progress(&format!(
+            "unpacking {}",
+            deb.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        unpack_deb(deb, &tmp_root)?;
+    }
     let _ = std::fs::remove_dir_all(&root);
     std::fs::rename(&tmp_root, &root)?;
 
+    let names = || {
+        debs.iter()
+            .map(|d| d.file_name().unwrap_or_default().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
     let image = std::fs::read_dir(root.join("boot"))
         .ok()
         .into_iter()
@@ -136,7 +207,10 @@ pub fn fetch_debian(spec: &DebianSpec, progress: &mut dyn FnMut(&str)) -> anyhow
                 .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
         })
         .with_context(|| {
-            format!("{deb_name} holds no boot/vmlinuz-*: is '{package}' a kernel image package?")
+            format!(
+                "{} holds no boot/vmlinuz-*: is it a kernel image package?",
+                names()
+            )
         })?;
     let release = image.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_owned();
 
@@ -146,33 +220,44 @@ pub fn fetch_debian(spec: &DebianSpec, progress: &mut dyn FnMut(&str)) -> anyhow
         .take(BzImageHeader::READ_LEN as u64)
         .read_to_end(&mut head)?;
     let (boot_image, boot_protocol) = match BzImageHeader::parse(&head)? {
-        Some(header) => pvh_image_from_bzimage(&image, &header, &kdir)?,
-        None => bail!("{} in {deb_name} has no bzImage header", image.display()),
+        Some(header) => pvh_image_from_bzimage(&image, &header, kdir)?,
+        None => bail!("{} in {} has no bzImage header", image.display(), names()),
     };
     let modules_dir = root.join("lib/modules").join(&release);
-    let kernel = Kernel {
-        name: spec.name.clone(),
+    Ok(Kernel {
+        name: name.to_owned(),
         release: Some(release),
         image,
         boot_image,
         boot_protocol,
         modules_dir: modules_dir.is_dir().then_some(modules_dir),
-        source: format!("debian {} {package} {version}", spec.suite),
-    };
-    // Nothing but the marker is needed any more; the .deb is 70-100 MB.
-    let _ = std::fs::remove_file(&deb);
-    write_atomically(
-        &kdir.join(MARKER),
-        serde_json::to_string_pretty(&kernel)?.as_bytes(),
-    )?;
-    Ok(kernel)
+        source: String::new(),
+    })
 }
 
-/// The kernel recorded by a completed earlier fetch, if its files are still there.
-fn cached(kdir: &Path) -> Option<Kernel> {
-    let text = std::fs::read_to_string(kdir.join(MARKER)).ok()?;
-    let kernel: Kernel = serde_json::from_str(&text).ok()?;
-    (kernel.boot_image.exists() && kernel.image.exists()).then_some(kernel)
+/// The host part of a mirror URL, for messages.
+fn mirror_host(mirror: &str) -> String {
+    let rest = mirror.split_once("://").map_or(mirror, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+/// Why apt could not reach the mirror, from its messages, if that is what failed:
+/// a name that does not resolve, a refused or timed-out connection.
+fn apt_unreachable(stderr: &str) -> Option<String> {
+    const SIGNS: [&str; 8] = [
+        "Temporary failure resolving",
+        "Could not resolve",
+        "Could not connect",
+        "Connection timed out",
+        "Connection failed",
+        "Unable to connect",
+        "Network is unreachable",
+        "No route to host",
+    ];
+    stderr
+        .lines()
+        .find(|l| SIGNS.iter().any(|s| l.contains(s)))
+        .map(|l| l.trim().to_owned())
 }
 
 /// An apt configuration of its own under `dir`: every path apt would take from
@@ -233,6 +318,9 @@ impl PrivateApt {
             ("Dir::State::status".into(), status.display().to_string()),
             ("Dir::Cache".into(), path(&cache)),
             ("Acquire::Languages".into(), "none".into()),
+            // An unreachable mirror must fail in seconds, not apt's default minutes.
+            ("Acquire::http::Timeout".into(), "20".into()),
+            ("Acquire::Retries".into(), "2".into()),
             ("APT::Architecture".into(), "amd64".into()),
             ("APT::Architectures".into(), "amd64".into()),
         ];
@@ -253,8 +341,17 @@ impl PrivateApt {
     }
 
     /// Runs an apt tool with the private configuration; its stdout, or an error
-    /// carrying the end of its stderr.
-    fn run(&self, tool: &str, args: &[&str], cwd: Option<&Path>) -> anyhow::Result<String> {
+    /// carrying the end of its stderr. When apt says the mirror (`host`) cannot be
+    /// reached, even in a warning (`apt-get update` only warns), the error is an
+    /// [`Unreachable`] naming the kernel (`name`) for the user's next step.
+    fn run(
+        &self,
+        tool: &str,
+        args: &[&str],
+        cwd: Option<&Path>,
+        host: &str,
+        name: &str,
+    ) -> anyhow::Result<String> {
         let mut cmd = Command::new(tool);
         cmd.env("APT_CONFIG", &self.config).env("LC_ALL", "C");
         for (k, v) in &self.options {
@@ -266,6 +363,12 @@ impl PrivateApt {
         }
         let out = cmd.output().with_context(|| format!("cannot run {tool}"))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(line) = apt_unreachable(&stderr) {
+            return Err(Unreachable(format!(
+                "{host} cannot be reached from this machine ({tool}: {line}); on a machine that can, `bpfmatrix fetch {name}` downloads it, or pass a kernel image with --kernel PATH"
+            ))
+            .into());
+        }
         if !out.status.success()
             || stderr
                 .lines()
@@ -301,7 +404,7 @@ fn newest_name<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
     names.max_by(|a, b| version_cmp(a, b)).map(str::to_owned)
 }
 
-fn version_cmp(a: &str, b: &str) -> Ordering {
+pub(crate) fn version_cmp(a: &str, b: &str) -> Ordering {
     let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
     loop {
         match (a.first(), b.first()) {
@@ -337,9 +440,13 @@ fn version_cmp(a: &str, b: &str) -> Ordering {
     }
 }
 
-/// Where a file of the package goes under the unpack root, if the guest needs it:
-/// boot/vmlinuz-*, boot/config-* and the modules tree (found under /usr/lib/modules
-/// in merged-/usr packages, kept as lib/modules here).
+/// Where a file of the package goes under the unpack root, if the guest can need it:
+/// boot/vmlinuz-*, boot/config-*, and of the modules tree (found under
+/// /usr/lib/modules in merged-/usr packages, kept as lib/modules here) only
+/// modules.builtin*, modules.order and kernel/net/: the guest loads sch_ingress and
+/// cls_bpf (kernel/net/sched), and keeping all of net/ keeps what they could depend
+/// on. That is about 6% of the tree (the whole is 400-600 MB unpacked).
+/// [`crate::resolve_modules`] names a module that lies outside what was kept.
 fn wanted(path: &Path) -> Option<PathBuf> {
     if !path
         .components()
@@ -356,15 +463,29 @@ fn wanted(path: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
         .unwrap_or(rel);
     let text = rel.to_string_lossy();
-    let keep = text.starts_with("boot/vmlinuz-")
-        || text.starts_with("boot/config-")
-        || text.starts_with("lib/modules/");
+    let keep = if let Some(file) = text.strip_prefix("boot/") {
+        !file.contains('/') && (file.starts_with("vmlinuz-") || file.starts_with("config-"))
+    } else if let Some(rest) = text.strip_prefix("lib/modules/") {
+        // <release>/<inside>
+        match rest.split_once('/') {
+            None => true, // the release directory itself
+            Some((_, inside)) => {
+                (!inside.contains('/')
+                    && (inside.starts_with("modules.builtin") || inside == "modules.order"))
+                    || inside == "kernel"
+                    || inside == "kernel/net"
+                    || inside.starts_with("kernel/net/")
+            }
+        }
+    } else {
+        false
+    };
     keep.then_some(rel)
 }
 
 /// Unpacks the wanted parts of a .deb (an ar archive holding data.tar.{xz,zst,gz})
 /// into `dest`.
-fn unpack_deb(deb: &Path, dest: &Path) -> anyhow::Result<()> {
+pub(crate) fn unpack_deb(deb: &Path, dest: &Path) -> anyhow::Result<()> {
     let file = File::open(deb).with_context(|| format!("cannot open {}", deb.display()))?;
     let mut archive = ar::Archive::new(file);
     while let Some(entry) = archive.next_entry() {
@@ -412,9 +533,27 @@ fn unpack_deb(deb: &Path, dest: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::BootProtocol;
+
+    /// A .deb (ar archive: debian-binary, data.tar.xz) holding `files`.
+    pub(crate) fn synthetic_deb(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, body) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, path, body.as_slice()).unwrap();
+        }
+        let data = crate::bzimage::tests::xz(&tar.into_inner().unwrap());
+        let mut deb = ar::Builder::new(Vec::new());
+        for (id, body) in [("debian-binary", b"2.0\n".to_vec()), ("data.tar.xz", data)] {
+            let header = ar::Header::new(id.as_bytes().to_vec(), body.len() as u64);
+            deb.append(&header, body.as_slice()).unwrap();
+        }
+        deb.into_inner().unwrap()
+    }
 
     #[test]
     fn newest_name_compares_numbers_as_numbers() {
@@ -432,43 +571,50 @@ mod tests {
     }
 
     #[test]
-    fn only_boot_files_and_modules_are_wanted() {
+    fn only_boot_files_and_the_net_modules_are_wanted() {
+        let keep = |p: &str| wanted(Path::new(p)).map(|p| p.display().to_string());
         assert_eq!(
-            wanted(Path::new("./boot/vmlinuz-6.1.0-56-amd64")),
-            Some("boot/vmlinuz-6.1.0-56-amd64".into())
+            keep("./boot/vmlinuz-6.1.0-56-amd64").as_deref(),
+            Some("boot/vmlinuz-6.1.0-56-amd64")
         );
+        assert!(keep("./boot/config-6.1.0-56-amd64").is_some());
         assert_eq!(
-            wanted(Path::new("./usr/lib/modules/6.12.1/kernel/net/x.ko.xz")),
-            Some("lib/modules/6.12.1/kernel/net/x.ko.xz".into())
+            keep("./usr/lib/modules/6.12.1/kernel/net/sched/cls_bpf.ko.xz").as_deref(),
+            Some("lib/modules/6.12.1/kernel/net/sched/cls_bpf.ko.xz")
         );
-        assert_eq!(wanted(Path::new("./boot/System.map-6.1")), None);
-        assert_eq!(wanted(Path::new("./usr/share/doc/x")), None);
-        assert_eq!(wanted(Path::new("../boot/vmlinuz-evil")), None);
+        for yes in [
+            "./lib/modules/4.16.0-041600-generic/kernel/net/sched/sch_ingress.ko",
+            "./lib/modules/4.16.0-041600-generic/kernel/net/",
+            "./lib/modules/4.16.0-041600-generic/modules.builtin",
+            "./lib/modules/4.16.0-041600-generic/modules.builtin.modinfo",
+            "./lib/modules/4.16.0-041600-generic/modules.order",
+            "./lib/modules/4.16.0-041600-generic/",
+        ] {
+            assert!(keep(yes).is_some(), "{yes}");
+        }
+        for no in [
+            "./boot/System.map-6.1",
+            "./usr/share/doc/x",
+            "../boot/vmlinuz-evil",
+            "./lib/modules/6.1.0-56-amd64/kernel/drivers/net/virtio_net.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/fs/9p/9p.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/network.ko",
+            "./lib/modules/6.1.0-56-amd64/modules.dep",
+        ] {
+            assert_eq!(keep(no), None, "{no}");
+        }
     }
 
-    /// Fetches Debian bookworm's 6.1 kernel over the network. Run by hand:
-    /// `BPFMATRIX_NETWORK_TESTS=1 cargo test -p bpfmatrix-kernels fetch -- --nocapture`.
     #[test]
-    fn fetch_bookworm_61() {
-        if std::env::var_os("BPFMATRIX_NETWORK_TESTS").is_none() {
-            eprintln!("skipped: set BPFMATRIX_NETWORK_TESTS=1 to fetch from Debian");
-            return;
-        }
-        let spec = DebianSpec {
-            name: "debian-6.1".into(),
-            suite: "bookworm".into(),
-            package_regex: r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$".into(),
-        };
-        let start = std::time::Instant::now();
-        let kernel = fetch_debian(&spec, &mut |line| eprintln!("{line}")).unwrap();
-        eprintln!("cold: {:?} {kernel:#?}", start.elapsed());
-        assert_eq!(kernel.boot_protocol, BootProtocol::Pvh);
-        let start = std::time::Instant::now();
-        let again = fetch_debian(&spec, &mut |line| {
-            panic!("cached fetch must be silent: {line}")
-        })
-        .unwrap();
-        eprintln!("warm: {:?}", start.elapsed());
-        assert_eq!(again, kernel);
+    fn unreachable_mirrors_are_recognised_in_apt_messages() {
+        let update = "W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Temporary failure resolving 'deb.debian.org'\nW: Some index files failed to download. They have been ignored, or old ones used instead.\n";
+        assert!(apt_unreachable(update)
+            .unwrap()
+            .contains("Temporary failure resolving 'deb.debian.org'"));
+        assert_eq!(apt_unreachable("E: Unable to locate package foo\n"), None);
+        assert_eq!(
+            mirror_host("http://deb.debian.org/debian"),
+            "deb.debian.org"
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! Obtains Linux kernels and describes how to boot them: a Debian package fetched
-//! through a private apt configuration ([`fetch_debian`]), or an image the user
-//! points at ([`from_image`]). Either way the result is a [`Kernel`]: the image QEMU
+//! Obtains Linux kernels and describes how to boot them: a kernel of the project's
+//! catalog (`kernels/catalog.toml`: Debian packages fetched through a private apt
+//! configuration, Ubuntu mainline builds fetched with curl; [`catalog::fetch`]), a
+//! Debian package by pattern ([`fetch_debian`]), or an image the user points at
+//! ([`from_image`]). Either way the result is a [`Kernel`]: the image QEMU
 //! boots (an uncompressed vmlinux through PVH when the kernel supports it, since that
 //! skips the in-guest decompression that dominates a TCG boot), its release, and its
 //! modules directory, from which [`resolve_modules`] picks `.ko` files for the guest.
@@ -8,16 +10,21 @@
 //! Everything downloaded or derived lives under [`cache_dir`].
 
 mod bzimage;
+mod cache;
+pub mod catalog;
 mod debian;
 mod image;
+mod mainline;
 mod modules;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub use bzimage::{BzImageHeader, Compression};
+pub use catalog::{cached, catalog, fetch, find, CatalogEntry, FetchError, Source};
 pub use debian::{fetch_debian, DebianSpec};
 pub use image::from_image;
+pub use mainline::MainlineSpec;
 pub use modules::{resolve_modules, ModuleFile};
 
 /// Where bpfmatrix keeps kernels, extracted vmlinux images and decompressed modules:

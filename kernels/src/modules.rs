@@ -55,6 +55,9 @@ const SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
 struct ModuleIndex {
     files: BTreeMap<String, PathBuf>,
     builtin: BTreeSet<String>,
+    /// Every module the kernel was built with (modules.order), name → path in the
+    /// tree, to tell a module that was not unpacked from one that does not exist.
+    built: BTreeMap<String, String>,
 }
 
 impl ModuleIndex {
@@ -81,13 +84,25 @@ impl ModuleIndex {
             Ok(text) => parse_builtin(&text),
             Err(_) => BTreeSet::new(),
         };
-        Ok(ModuleIndex { files, builtin })
+        let built = match std::fs::read_to_string(dir.join("modules.order")) {
+            Ok(text) => parse_order(&text),
+            Err(_) => BTreeMap::new(),
+        };
+        Ok(ModuleIndex {
+            files,
+            builtin,
+            built,
+        })
     }
 
     fn path(&self, name: &str, dir: &Path) -> anyhow::Result<&Path> {
-        match self.files.get(name) {
-            Some(p) => Ok(p),
-            None => bail!(
+        match (self.files.get(name), self.built.get(name)) {
+            (Some(p), _) => Ok(p),
+            (None, Some(file)) => bail!(
+                "kernel module {name} ({file}) was built for this kernel but is not in {}: bpfmatrix unpacks only kernel/net/ of a fetched kernel's modules (see `wanted` in kernels/src/debian.rs), so widen that, or pass the kernel's full modules directory with --modules",
+                dir.display()
+            ),
+            (None, None) => bail!(
                 "kernel module {name} is neither in {} nor listed in its modules.builtin",
                 dir.display()
             ),
@@ -104,6 +119,18 @@ fn parse_builtin(text: &str) -> BTreeSet<String> {
                 .iter()
                 .find_map(|s| file.strip_suffix(s))
                 .map(normalize)
+        })
+        .collect()
+}
+
+/// modules.order: one "kernel/net/sched/cls_bpf.ko" per line → name → path.
+fn parse_order(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let path = line.trim();
+            let file = path.rsplit('/').next()?;
+            let stem = SUFFIXES.iter().find_map(|s| file.strip_suffix(s))?;
+            Some((normalize(stem), path.to_owned()))
         })
         .collect()
 }
@@ -131,8 +158,12 @@ fn dependency_order(
                 path.join(" -> ")
             );
         }
+        let deps = depends(name).map_err(|e| match path.last() {
+            Some(parent) => anyhow::anyhow!("{e:#} (needed by {parent})"),
+            None => e,
+        })?;
         path.push(name.to_owned());
-        for dep in depends(name)? {
+        for dep in deps {
             visit(&dep, builtin, depends, done, path)?;
         }
         path.pop();
@@ -246,6 +277,42 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("a -> b -> a"), "{err}");
+    }
+
+    #[test]
+    fn a_module_left_out_of_the_cache_is_named_with_who_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("kernel/net/sched")).unwrap();
+        // A module whose .modinfo says it needs one from drivers/.
+        let ko = b"\x7fELF".to_vec();
+        std::fs::write(d.join("kernel/net/sched/cls_bpf.ko"), &ko).unwrap();
+        std::fs::write(
+            d.join("modules.order"),
+            "kernel/net/sched/cls_bpf.ko\nkernel/drivers/foo/foo_core.ko\n",
+        )
+        .unwrap();
+        let index = ModuleIndex::scan(d).unwrap();
+        let err = dependency_order(&["cls_bpf"], &index.builtin, |name| {
+            index.path(name, d)?;
+            Ok(if name == "cls_bpf" {
+                vec!["foo_core".to_owned()]
+            } else {
+                vec![]
+            })
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("kernel module foo_core (kernel/drivers/foo/foo_core.ko) was built for this kernel but is not in"),
+            "{err}"
+        );
+        assert!(
+            err.contains("kernel/net/") && err.ends_with("(needed by cls_bpf)"),
+            "{err}"
+        );
+        let err = index.path("nope", d).unwrap_err().to_string();
+        assert!(err.contains("neither in"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! One kernel's folder in the cache (`cache_dir()/kernels/<name>/`) and the rules
+//! that keep it trustworthy when downloads are interrupted or two bpfmatrix processes
+//! fetch the same kernel at once:
+//!
+//! - `kernel.json` (the marker) is written last, through a rename: while it is
+//!   missing, nothing else in the folder is trusted.
+//! - Everything is written under a temporary name (`*.tmp.<pid>`) and renamed into
+//!   place when complete and verified.
+//! - A fetch holds an exclusive lock on `<folder>/lock` (flock) from its first look
+//!   at the folder to the marker. A second process waits, then finds the marker.
+//!   The lock is released by the kernel when a process dies, so a killed fetch never
+//!   blocks the next one; the next one, holding the lock, removes whatever the killed
+//!   one left behind.
+
+use crate::Kernel;
+use anyhow::{bail, Context};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Written last: its presence means everything else in the kernel's folder is
+/// complete, and it holds the [`Kernel`] to return without touching the network.
+pub(crate) const MARKER: &str = "kernel.json";
+const LOCK: &str = "lock";
+
+/// The folder of the kernel named `name` under `cache`.
+pub(crate) fn kernel_dir(cache: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    if !ok {
+        bail!("'{name}' cannot name a cache folder: use letters, digits and . _ + -");
+    }
+    Ok(cache.join("kernels").join(name))
+}
+
+/// The kernel recorded by a completed earlier fetch in `kdir`, if its files are
+/// still there. Never touches the network.
+pub(crate) fn completed(kdir: &Path) -> Option<Kernel> {
+    let text = std::fs::read_to_string(kdir.join(MARKER)).ok()?;
+    let kernel: Kernel = serde_json::from_str(&text).ok()?;
+    let present = kernel.boot_image.exists()
+        && kernel.image.exists()
+        && kernel.modules_dir.as_ref().is_none_or(|d| d.is_dir());
+    present.then_some(kernel)
+}
+
+/// Records `kernel` as the completed content of `kdir`.
+pub(crate) fn complete(kdir: &Path, kernel: &Kernel) -> anyhow::Result<()> {
+    crate::write_atomically(
+        &kdir.join(MARKER),
+        serde_json::to_string_pretty(kernel)?.as_bytes(),
+    )
+}
+
+/// An exclusive lock on a folder, held until dropped (or the process ends).
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+/// Locks `dir` (creating it), waiting for another process that holds it; `waiting`
+/// is called once, before waiting, so the user knows why nothing happens.
+pub(crate) fn lock_dir(dir: &Path, waiting: &mut dyn FnMut()) -> anyhow::Result<DirLock> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(LOCK);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            waiting();
+            file.lock()
+                .with_context(|| format!("cannot lock {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    Ok(DirLock { _file: file })
+}
+
+/// With the lock held and no completed entry: removes everything a killed or failed
+/// fetch may have left in `kdir` (temporary files, a half-unpacked tree, a vmlinux
+/// whose extraction was cut short, a marker whose files are gone), keeping only the
+/// lock and the files `keep` accepts (downloads, which are verified again before use).
+pub(crate) fn clear_incomplete(kdir: &Path, keep: &dyn Fn(&str) -> bool) -> anyhow::Result<()> {
+    for entry in
+        std::fs::read_dir(kdir).with_context(|| format!("cannot read {}", kdir.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == LOCK || (!name.contains(".tmp.") && keep(&name)) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("cannot remove stale {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_escape_the_cache_are_refused() {
+        let cache = Path::new("/c");
+        assert_eq!(
+            kernel_dir(cache, "6.12").unwrap(),
+            Path::new("/c/kernels/6.12")
+        );
+        for bad in ["", ".", "..", "a/b", "../x", "a b"] {
+            assert!(kernel_dir(cache, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clearing_keeps_only_the_lock_and_accepted_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join(LOCK), b"").unwrap();
+        std::fs::write(d.join("k.deb"), b"x").unwrap();
+        std::fs::write(d.join("k.deb.tmp.123"), b"half").unwrap();
+        std::fs::write(d.join("vmlinux"), b"half").unwrap();
+        std::fs::create_dir_all(d.join("root.tmp.9/boot")).unwrap();
+        std::fs::create_dir_all(d.join("root/boot")).unwrap();
+        clear_incomplete(d, &|n| n.ends_with(".deb")).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["k.deb", "lock"]);
+    }
+
+    #[test]
+    fn a_marker_whose_files_are_gone_is_not_a_completed_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let image = d.join("vmlinuz");
+        std::fs::write(&image, b"k").unwrap();
+        let kernel = Kernel {
+            name: "t".into(),
+            release: None,
+            image: image.clone(),
+            boot_image: image.clone(),
+            boot_protocol: crate::BootProtocol::BzImage,
+            modules_dir: None,
+            source: "test".into(),
+        };
+        assert_eq!(completed(d), None);
+        complete(d, &kernel).unwrap();
+        assert_eq!(completed(d), Some(kernel));
+        std::fs::remove_file(&image).unwrap();
+        assert_eq!(completed(d), None);
+        std::fs::write(d.join(MARKER), b"{ half").unwrap();
+        assert_eq!(completed(d), None);
+    }
+}

@@ -1,12 +1,14 @@
 //! The `bpfmatrix` command: obtain kernels, run the cases in a guest per kernel,
 //! print the table and write the JSON results.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bpfmatrix::document::Document;
 use bpfmatrix::matrix::KernelRun;
 use bpfmatrix::run::{self, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
 use bpfmatrix::{output, report};
+use bpfmatrix_kernels::catalog::FetchError;
+use bpfmatrix_kernels::Kernel;
 use bpfmatrix_probes::{CaseId, JitMode};
 use bpfmatrix_vm::qemu::{Accel, VmEvent};
 use clap::{Parser, Subcommand};
@@ -50,8 +52,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A catalog name (see `bpfmatrix kernels`), a path to a bzImage or vmlinux, or
-    /// NAME=PATH. Repeatable. Default: 6.1.
+    /// A catalog name (see `bpfmatrix kernels`), a path to a bzImage, a vmlinux or a
+    /// kernel .deb, or NAME=PATH. Repeatable. Default: every kernel of the catalog.
     #[arg(short, long = "kernel", value_name = "KERNEL")]
     kernels: Vec<String>,
     /// The lib/modules/<release> directory for kernels given by path (needed for
@@ -73,6 +75,9 @@ struct RunArgs {
     /// Write matrix.json, matrix.md and matrix.html into this folder.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// How many guests to boot at once (default: one per core).
+    #[arg(long, value_name = "N")]
+    parallel: Option<usize>,
     /// Show the guests' console output.
     #[arg(short, long)]
     verbose: bool,
@@ -108,25 +113,33 @@ fn real_main() -> Result<bool> {
         Command::Kernels => {
             for entry in targets::catalog() {
                 let t = Target::Catalog(entry);
-                println!("{:<8} {}", t.name(), t.describe());
+                let state = if targets::is_cached(&t) {
+                    "cached"
+                } else {
+                    "not cached"
+                };
+                println!("{:<6} {:<11} {}", t.name(), state, t.describe());
             }
             Ok(true)
         }
         Command::Fetch { kernels } => {
             let names = if kernels.is_empty() {
-                targets::catalog()
-                    .iter()
-                    .map(|e| e.name.to_string())
-                    .collect()
+                targets::catalog().into_iter().map(|e| e.name).collect()
             } else {
                 kernels
             };
+            let mut all = true;
             for name in names {
                 let target = targets::resolve(&name, None)?;
-                let kernel = targets::obtain(&target, &mut |m| eprintln!("[{name}] {m}"))?;
-                println!("{name}: {}", kernel.boot_image.display());
+                match targets::obtain(&target, &mut |m| eprintln!("[{name}] {m}")) {
+                    Ok(kernel) => println!("{name}: {}", kernel.boot_image.display()),
+                    Err(e) => {
+                        println!("{name}: {e}");
+                        all = false;
+                    }
+                }
             }
-            Ok(true)
+            Ok(all)
         }
         Command::Run(args) => run(args),
         Command::Merge { inputs, out } => {
@@ -146,7 +159,7 @@ fn real_main() -> Result<bool> {
 
 fn run(args: RunArgs) -> Result<bool> {
     let names = if args.kernels.is_empty() {
-        vec!["6.1".to_string()]
+        targets::catalog().into_iter().map(|e| e.name).collect()
     } else {
         args.kernels.clone()
     };
@@ -168,20 +181,54 @@ fn run(args: RunArgs) -> Result<bool> {
     if let Some(dir) = &args.out {
         output::check_writable(dir)?;
     }
-    // Everything a user can get wrong is checked before the slow steps.
-    let mut kernels = Vec::new();
+    // Everything a user can get wrong is checked before the slow steps. A catalog
+    // kernel that cannot be had here is a column of "unavailable", not an error.
+    let mut slots: Vec<Result<Kernel, KernelRun>> = Vec::new();
     for target in &targets {
         let name = target.name().to_string();
-        kernels.push(
-            targets::obtain(target, &mut |m| eprintln!("[{name}] {m}"))
-                .with_context(|| format!("kernel {name}"))?,
+        let gone = |status: fn(&str, &str, String, &[CaseId], &[JitMode]) -> KernelRun, why| {
+            Err(status(
+                &name,
+                &target.describe(),
+                why,
+                &settings.cases,
+                &settings.jit_modes,
+            ))
+        };
+        slots.push(
+            match targets::obtain(target, &mut |m| eprintln!("[{name}] {m}")) {
+                Ok(kernel) => Ok(kernel),
+                Err(FetchError::Unavailable(why)) => {
+                    eprintln!("[{name}] unavailable: {why}");
+                    gone(KernelRun::unavailable, why)
+                }
+                Err(FetchError::Failed(e)) if matches!(target, Target::Image { .. }) => {
+                    return Err(e.context(format!("kernel {name}")));
+                }
+                Err(FetchError::Failed(e)) => gone(KernelRun::failed, format!("{e:#}")),
+            },
         );
     }
-    bpfmatrix_vm::qemu::find_qemu()?;
-    let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
-    let runs: Vec<KernelRun> = kernels
+    let kernels: Vec<Kernel> = slots
         .iter()
-        .map(|kernel| run::run_kernel(kernel, &agent, &settings, &mut |p| show(p, args.verbose)))
+        .filter_map(|s| s.as_ref().ok())
+        .cloned()
+        .collect();
+    let mut booted = Vec::new().into_iter();
+    if !kernels.is_empty() {
+        bpfmatrix_vm::qemu::find_qemu()?;
+        let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
+        let parallel = args.parallel.unwrap_or_else(run::default_parallelism);
+        let verbose = args.verbose;
+        booted = run::run_kernels(&kernels, &agent, &settings, parallel, &|p| show(p, verbose))
+            .into_iter();
+    }
+    let runs: Vec<KernelRun> = slots
+        .into_iter()
+        .map(|s| match s {
+            Ok(_) => booted.next().expect("a run per booted kernel"),
+            Err(run) => run,
+        })
         .collect();
     let doc = Document::from_runs(&runs);
     print!("{}", report::terminal(&doc, color()));

@@ -2,36 +2,13 @@
 //! images the user points at, and obtaining each (download, cache, validate).
 
 use anyhow::{bail, Result};
-use bpfmatrix_kernels::{DebianSpec, Kernel};
+use bpfmatrix_kernels::catalog::{self, CatalogEntry, FetchError, Source};
+use bpfmatrix_kernels::Kernel;
 use std::path::{Path, PathBuf};
 
-/// Where a catalog kernel comes from.
-#[derive(Clone, Debug)]
-pub enum Source {
-    Debian(DebianSpec),
-}
-
-#[derive(Clone, Debug)]
-pub struct CatalogEntry {
-    pub name: &'static str,
-    pub source: Source,
-}
-
-/// The kernels bpfmatrix knows by name.
+/// The kernels bpfmatrix knows by name (kernels/catalog.toml).
 pub fn catalog() -> Vec<CatalogEntry> {
-    let debian = |name: &'static str, suite: &str, regex: &str| CatalogEntry {
-        name,
-        source: Source::Debian(DebianSpec {
-            name: name.to_string(),
-            suite: suite.to_string(),
-            package_regex: regex.to_string(),
-        }),
-    };
-    vec![debian(
-        "6.1",
-        "bookworm",
-        r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
-    )]
+    catalog::catalog()
 }
 
 /// A kernel to run: a catalog name, or an image on disk.
@@ -48,27 +25,24 @@ pub enum Target {
 impl Target {
     pub fn name(&self) -> &str {
         match self {
-            Target::Catalog(e) => e.name,
+            Target::Catalog(e) => &e.name,
             Target::Image { name, .. } => name,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Target::Catalog(CatalogEntry {
-                source: Source::Debian(d),
-                ..
-            }) => format!("Debian {} /{}/", d.suite, d.package_regex),
-            Target::Image { image, .. } => format!("image {}", image.display()),
+            Target::Catalog(e) => e.note.clone(),
+            Target::Image { image, .. } => format!("kernel image {}", image.display()),
         }
     }
 }
 
-/// `arg` is a catalog name (`6.1`) or a path to a bzImage / vmlinux (anything with
-/// a `/` or that exists on disk). Images are named after their file unless the
-/// user writes `NAME=PATH`.
+/// `arg` is a catalog name (`6.1`), or a path to a bzImage, a vmlinux or a kernel
+/// .deb (anything with a `/` or that exists on disk). Paths are named after their
+/// file unless the user writes `NAME=PATH`.
 pub fn resolve(arg: &str, modules: Option<&Path>) -> Result<Target> {
-    if let Some(entry) = catalog().into_iter().find(|e| e.name == arg) {
+    if let Some(entry) = catalog::find(arg) {
         return Ok(Target::Catalog(entry));
     }
     let (name, path) = match arg.split_once('=') {
@@ -82,6 +56,15 @@ pub fn resolve(arg: &str, modules: Option<&Path>) -> Result<Target> {
             (n, p)
         }
     };
+    let is_deb = path.extension().is_some_and(|e| e == "deb");
+    if is_deb {
+        return Ok(Target::Catalog(CatalogEntry {
+            version: String::new(),
+            note: format!("kernel package {}", path.display()),
+            source: Source::DebFiles(vec![path]),
+            name,
+        }));
+    }
     if path.components().count() > 1 || path.exists() {
         return Ok(Target::Image {
             name,
@@ -89,25 +72,33 @@ pub fn resolve(arg: &str, modules: Option<&Path>) -> Result<Target> {
             modules: modules.map(Path::to_path_buf),
         });
     }
-    let known: Vec<&str> = catalog().iter().map(|e| e.name).collect();
+    let known: Vec<String> = catalog().into_iter().map(|e| e.name).collect();
     bail!(
         "unknown kernel '{arg}': known kernels are {}; or give a path to a bzImage or vmlinux",
         known.join(", ")
     )
 }
 
-/// Downloads (or finds in the cache) and validates the kernel.
-pub fn obtain(target: &Target, progress: &mut dyn FnMut(&str)) -> Result<Kernel> {
+/// Downloads (or finds in the cache) and validates the kernel. A source this
+/// machine cannot reach is [`FetchError::Unavailable`]; everything else that goes
+/// wrong (a corrupt image, a checksum mismatch) is a failure to show.
+pub fn obtain(target: &Target, progress: &mut dyn FnMut(&str)) -> Result<Kernel, FetchError> {
     match target {
-        Target::Catalog(CatalogEntry {
-            source: Source::Debian(spec),
-            ..
-        }) => bpfmatrix_kernels::fetch_debian(spec, progress),
+        Target::Catalog(entry) => catalog::fetch(entry, progress),
         Target::Image {
             name,
             image,
             modules,
-        } => bpfmatrix_kernels::from_image(name, image, modules.as_deref()),
+        } => bpfmatrix_kernels::from_image(name, image, modules.as_deref())
+            .map_err(FetchError::Failed),
+    }
+}
+
+/// Whether the kernel is in the cache already (no network involved).
+pub fn is_cached(target: &Target) -> bool {
+    match target {
+        Target::Catalog(entry) => catalog::cached(entry).is_some(),
+        Target::Image { .. } => true,
     }
 }
 
@@ -122,6 +113,14 @@ mod tests {
         assert_eq!(t.name(), "fleet");
         let t = resolve("/boot/vmlinuz-6.8.0-generic", None).unwrap();
         assert_eq!(t.name(), "vmlinuz-6.8.0-generic");
+        let t = resolve("/srv/linux-image-6.8.0-generic_amd64.deb", None).unwrap();
+        assert!(matches!(
+            t,
+            Target::Catalog(CatalogEntry {
+                source: Source::DebFiles(_),
+                ..
+            })
+        ));
         let err = resolve("6.2", None).unwrap_err().to_string();
         assert!(err.contains("unknown kernel '6.2'"), "{err}");
         assert!(err.contains("6.1"), "{err}");

@@ -4,25 +4,40 @@
 //! run; every trial then compares that real guest's record for its cell with the
 //! expectation derived from the documented kernel facts.
 //!
+//! A kernel that cannot be had on this machine (its source is unreachable) has its
+//! trials reported ignored, with the reason; one that fails to download or boot
+//! fails them.
+//!
 //! Kernels: `$BPFMATRIX_KERNELS` (comma-separated catalog names or image paths),
-//! default `6.1`. Accelerator: `$BPFMATRIX_ACCEL` (auto, kvm, tcg), default auto.
+//! default every kernel of the catalog. Accelerator: `$BPFMATRIX_ACCEL` (auto, kvm,
+//! tcg), default auto.
 
 use bpfmatrix::document::{self, Document};
 use bpfmatrix::matrix::{KernelRun, RunStatus, Verdict};
 use bpfmatrix::report;
 use bpfmatrix::run::{self, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
+use bpfmatrix_kernels::catalog::FetchError;
 use bpfmatrix_probes::{CaseId, JitMode};
 use bpfmatrix_vm::qemu::{Accel, VmEvent};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 type Shared<T> = Arc<OnceLock<Result<T, String>>>;
 
+/// What became of a kernel: a judged run, or the reason it cannot be had here.
+enum Booted {
+    Run(Box<KernelRun>),
+    Unavailable(String),
+}
+
 fn main() {
     let args = Arguments::from_args();
-    let names = std::env::var("BPFMATRIX_KERNELS").unwrap_or_else(|_| "6.1".to_string());
+    let names = std::env::var("BPFMATRIX_KERNELS").unwrap_or_else(|_| {
+        let all: Vec<String> = targets::catalog().into_iter().map(|e| e.name).collect();
+        all.join(",")
+    });
     let accel: Accel = match std::env::var("BPFMATRIX_ACCEL") {
         Ok(a) => a.parse().unwrap_or_else(|e| panic!("BPFMATRIX_ACCEL: {e}")),
         Err(_) => Accel::Auto,
@@ -44,20 +59,27 @@ fn main() {
                 continue;
             }
         };
-        let run: Shared<KernelRun> = Arc::default();
+        let run: Shared<Booted> = Arc::default();
         for jit in &settings.jit_modes {
             for case in &settings.cases {
                 let (target, run, agent, settings) =
                     (target.clone(), run.clone(), agent.clone(), settings.clone());
                 let (jit, case) = (*jit, *case);
-                trials.push(Trial::test(
+                trials.push(Trial::ignorable_test(
                     format!("{}::{jit}::{case}", target.name()),
                     move || {
-                        let run = run
+                        let booted = run
                             .get_or_init(|| boot(&target, &agent, &settings))
                             .as_ref()
                             .map_err(|e| Failed::from(e.as_str()))?;
-                        judge(run, case, jit)
+                        match booted {
+                            Booted::Run(run) => {
+                                judge(run, case, jit).map(|()| Completion::Completed)
+                            }
+                            Booted::Unavailable(why) => Ok(Completion::ignored_with(format!(
+                                "kernel unavailable here: {why}"
+                            ))),
+                        }
                     },
                 ));
             }
@@ -67,12 +89,16 @@ fn main() {
 }
 
 /// Obtains the kernel and boots it once; the run is shared by the kernel's trials.
-fn boot(
-    target: &Target,
-    agent: &Shared<PathBuf>,
-    settings: &Settings,
-) -> Result<KernelRun, String> {
+fn boot(target: &Target, agent: &Shared<PathBuf>, settings: &Settings) -> Result<Booted, String> {
     let name = target.name().to_string();
+    let kernel = match targets::obtain(target, &mut |m| eprintln!("[{name}] {m}")) {
+        Ok(kernel) => kernel,
+        Err(FetchError::Unavailable(why)) => {
+            eprintln!("[{name}] unavailable: {why}");
+            return Ok(Booted::Unavailable(why));
+        }
+        Err(e) => return Err(format!("cannot obtain kernel {name}: {e}")),
+    };
     let agent = agent
         .get_or_init(|| {
             bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))
@@ -80,8 +106,6 @@ fn boot(
         })
         .as_ref()
         .map_err(|e| format!("cannot build the guest agent: {e}"))?;
-    let kernel = targets::obtain(target, &mut |m| eprintln!("[{name}] {m}"))
-        .map_err(|e| format!("cannot obtain kernel {name}: {e:#}"))?;
     let run = run::run_kernel(&kernel, agent, settings, &mut |p| match p {
         Progress::Step { kernel, what } => eprintln!("[{kernel}] {what}"),
         Progress::Vm {
@@ -94,7 +118,7 @@ fn boot(
         "[{name}] {}",
         report::kernel_line(&Document::from_runs(std::slice::from_ref(&run)).kernels[0])
     );
-    Ok(run)
+    Ok(Booted::Run(Box::new(run)))
 }
 
 fn judge(run: &KernelRun, case: CaseId, jit: JitMode) -> Result<(), Failed> {

@@ -183,17 +183,17 @@ fn run(args: RunArgs) -> Result<bool> {
     }
     // Everything a user can get wrong is checked before the slow steps. A catalog
     // kernel that cannot be had here is a column of "unavailable", not an error.
-    let mut slots: Vec<Result<Kernel, KernelRun>> = Vec::new();
+    let mut slots: Vec<Result<Kernel, Box<KernelRun>>> = Vec::new();
     for target in &targets {
         let name = target.name().to_string();
         let gone = |status: fn(&str, &str, String, &[CaseId], &[JitMode]) -> KernelRun, why| {
-            Err(status(
+            Err(Box::new(status(
                 &name,
                 &target.describe(),
                 why,
                 &settings.cases,
                 &settings.jit_modes,
-            ))
+            )))
         };
         slots.push(
             match targets::obtain(target, &mut |m| eprintln!("[{name}] {m}")) {
@@ -227,7 +227,7 @@ fn run(args: RunArgs) -> Result<bool> {
         .into_iter()
         .map(|s| match s {
             Ok(_) => booted.next().expect("a run per booted kernel"),
-            Err(run) => run,
+            Err(run) => *run,
         })
         .collect();
     let doc = Document::from_runs(&runs);

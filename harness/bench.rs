@@ -68,6 +68,7 @@ const fn floor_init() -> [u8; 150] {
     let f = put(f, 52, &64u16.to_le_bytes()); // e_ehsize
     let f = put(f, 54, &56u16.to_le_bytes()); // e_phentsize
     let f = put(f, 56, &1u16.to_le_bytes()); // e_phnum
+
     // One PT_LOAD, R+X, the whole file at BASE.
     let f = put(f, 64, &1u32.to_le_bytes());
     let f = put(f, 68, &5u32.to_le_bytes());
@@ -305,7 +306,10 @@ pub fn bench(
                 Err(e) => kb.problems.push(format!("floor boot: {e:#}")),
             }
 
-            progress(&format!("{}: repetition {rep}/{reps}: bpfmatrix", kernel.name));
+            progress(&format!(
+                "{}: repetition {rep}/{reps}: bpfmatrix",
+                kernel.name
+            ));
             let (run, timeline) = timed_run(kernel, agent, settings);
             let ok = matches!(run.status, RunStatus::Completed) && run.all_agree();
             if !ok {

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod guest;
 pub mod initramfs;
 pub mod qemu;
+pub mod vng;
 
 pub use guest::{build_guest_initramfs, plan_module_path};
 pub use initramfs::Initramfs;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aya::maps::{Array, Map, MapData, ProgramArray};
@@ -22,6 +22,9 @@ const TAIL_MAX_BYTES: usize = 2048;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const LOOPBACK_PACKETS: u32 = 5;
+/// The most the loopback case waits for its packets to go through tc (a bound,
+/// never the normal path: the run counter ends the wait).
+const LOOPBACK_SETTLE: Duration = Duration::from_millis(500);
 
 /// Why a case did not end as Accepted.
 #[derive(Debug)]
@@ -367,9 +370,19 @@ impl<'a> Runner<'a> {
         let rx = UdpSocket::bind("127.0.0.1:0").context("bind receiver")?;
         let tx = UdpSocket::bind("127.0.0.1:0").context("bind sender")?;
         let dst = rx.local_addr().context("receiver address")?;
+        // The tc program's run counter tells when every packet went through it, so
+        // a dropped packet is known dropped without waiting out a receive timeout.
+        // Without tracers it comes from the kernel's BPF stats (5.8+); with them,
+        // fexit counts the same runs.
+        let stats = if tracers.is_empty() {
+            aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()
+        } else {
+            None
+        };
         for verdict in [TC_ACT_OK, TC_ACT_SHOT] {
             set_verdict(&mut bpf, verdict)?;
             reset_obs(&mut bpf)?;
+            let runs_before = tc_runs(&bpf, &tracers, stats.is_some());
             let mut sent = 0;
             for i in 0..LOOPBACK_PACKETS {
                 let payload = format!("bpfmatrix verdict {verdict} packet {i}");
@@ -377,21 +390,18 @@ impl<'a> Runner<'a> {
                     sent += 1;
                 }
             }
-            // Delivered packets are queued by the time send_to returns on lo;
-            // the wait only bounds how long "dropped" takes to establish.
-            let wait = if verdict == TC_ACT_OK { 1000 } else { 200 };
-            rx.set_read_timeout(Some(Duration::from_millis(wait)))
-                .context("receive timeout")?;
-            let mut received = 0;
-            let mut buf = [0u8; 256];
-            while received < sent && rx.recv_from(&mut buf).is_ok() {
-                received += 1;
-            }
+            let counted = wait_for_runs(
+                || tc_runs(&bpf, &tracers, stats.is_some()),
+                runs_before,
+                u64::from(sent),
+            );
+            let received = drain(&rx, sent, counted)?;
             let mut v = read_obs(&bpf)?.into_verdict(Trigger::Loopback, verdict);
             v.packets_sent = Some(sent);
             v.packets_received = Some(received);
             m.verdicts.push(v);
         }
+        drop(stats);
         drop(tracers);
         let tc: &mut SchedClassifier = bpf
             .program_mut("tc_verdict")
@@ -402,6 +412,70 @@ impl<'a> Runner<'a> {
             .map_err(|e| Fail::Error(format!("detach tc_verdict: {e}")))?;
         refusal.map_or(Ok(()), Err)
     }
+}
+
+/// How many times tc_verdict has run so far: fexit's count when the tracers are
+/// attached, else the kernel's run counter (needs BPF stats on), else unknown.
+fn tc_runs(bpf: &Ebpf, tracers: &[OwnedFd], stats_on: bool) -> Option<u64> {
+    if !tracers.is_empty() {
+        return read_obs(bpf).ok().map(|o| o.fexit_hits);
+    }
+    if !stats_on {
+        return None;
+    }
+    classifier(bpf, "tc_verdict")
+        .ok()?
+        .info()
+        .ok()
+        .map(|i| i.run_count())
+}
+
+/// Waits until the tc program has run `sent` more times than `before` (every
+/// packet went through ingress), polling briefly; a bound of
+/// [`LOOPBACK_SETTLE`] keeps a miscounting kernel from hanging the case. Returns
+/// whether the count was reached (false: no counter, or it never got there).
+fn wait_for_runs(runs: impl Fn() -> Option<u64>, before: Option<u64>, sent: u64) -> bool {
+    let Some(before) = before else { return false };
+    let deadline = Instant::now() + LOOPBACK_SETTLE;
+    loop {
+        match runs() {
+            Some(now) if now.saturating_sub(before) >= sent => return true,
+            Some(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            _ => return false,
+        }
+    }
+}
+
+/// Receives what arrived. With the run count reached, every packet tc passed is
+/// already queued on `rx` (on loopback the receive path finishes in the same
+/// softirq as ingress), so the drain is non-blocking; without it, each missing
+/// packet is waited for up to [`LOOPBACK_SETTLE`].
+fn drain(rx: &UdpSocket, sent: u32, counted: bool) -> Result<u32, Fail> {
+    let mut received = 0;
+    let mut buf = [0u8; 256];
+    if counted {
+        rx.set_nonblocking(true).context("non-blocking receiver")?;
+    } else {
+        rx.set_nonblocking(false).context("blocking receiver")?;
+        rx.set_read_timeout(Some(LOOPBACK_SETTLE))
+            .context("receive timeout")?;
+    }
+    while received < sent && rx.recv_from(&mut buf).is_ok() {
+        received += 1;
+    }
+    // With several CPUs the last packet's socket delivery may still be running
+    // elsewhere when its fexit has counted: a short grace, never on one CPU.
+    if counted && received < sent && std::thread::available_parallelism().map_or(1, usize::from) > 1
+    {
+        let until = Instant::now() + Duration::from_millis(10);
+        while received < sent && Instant::now() < until {
+            match rx.recv_from(&mut buf) {
+                Ok(_) => received += 1,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+    Ok(received)
 }
 
 fn netlink_errno(e: &aya::programs::tc::TcError) -> i32 {

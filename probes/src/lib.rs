@@ -147,9 +147,46 @@ pub enum Fault {
     Panic,
     /// Sleep forever after saying hello.
     Hang,
-    /// Write lines that are not protocol messages, then finish normally.
+    /// Write lines that are not protocol messages (text, a record cut in half, a
+    /// record for a case the plan did not ask for), then finish normally.
     Garbage,
+    /// After saying hello, send one well-formed warning message of
+    /// [`ENORMOUS_LINE_BYTES`] (far over [`MAX_LINE_BYTES`]) as a single line, then
+    /// finish normally.
+    EnormousLine,
+    /// After saying hello, send [`FLOOD_BYTES`] of well-formed warning lines (more
+    /// than the host accepts from one guest), then finish normally.
+    Flood,
+    /// Send nothing at all on the result port, not even the hello, and power off.
+    Silent,
+    /// Run the plan, but send the last record only half written, without its
+    /// newline and without `Done`, then power off: a guest dying mid-line.
+    CutShort,
 }
+
+impl Fault {
+    pub const ALL: [Fault; 7] = [
+        Fault::Panic,
+        Fault::Hang,
+        Fault::Garbage,
+        Fault::EnormousLine,
+        Fault::Flood,
+        Fault::Silent,
+        Fault::CutShort,
+    ];
+}
+
+/// The length of [`Fault::EnormousLine`]'s line: 1 MiB, 4 times [`MAX_LINE_BYTES`].
+/// (The result port is a 16550 UART: under TCG it carries about 130 KB/s, so 1 MiB
+/// already costs the boot 8 s.)
+pub const ENORMOUS_LINE_BYTES: usize = 1 << 20;
+
+const _: () = assert!(ENORMOUS_LINE_BYTES >= 4 * MAX_LINE_BYTES);
+
+/// How much [`Fault::Flood`] writes: 24 MiB, over the host's 16 MiB per boot. (At
+/// the UART's 130 KB/s under TCG that takes minutes: a boot deadline shorter than
+/// that ends the flood first.)
+pub const FLOOD_BYTES: usize = 24 << 20;
 
 /// What the host asks the guest to do; written to [`PLAN_PATH`] in the initramfs.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -300,6 +337,30 @@ mod tests {
             assert_eq!(CaseId::parse(case.as_str()), Some(case));
         }
         assert_eq!(CaseId::parse("tail_call"), None);
+    }
+
+    #[test]
+    fn faults_are_snake_case_in_the_plan() {
+        let names: Vec<String> = Fault::ALL
+            .iter()
+            .map(|f| serde_json::to_string(f).unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "\"panic\"",
+                "\"hang\"",
+                "\"garbage\"",
+                "\"enormous_line\"",
+                "\"flood\"",
+                "\"silent\"",
+                "\"cut_short\""
+            ]
+        );
+        for f in Fault::ALL {
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(serde_json::from_str::<Fault>(&json).unwrap(), f);
+        }
     }
 
     #[test]

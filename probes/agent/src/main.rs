@@ -3,7 +3,6 @@
 //! result port, then powers the guest off. It never exits and never panics out.
 
 mod cases;
-mod hosted;
 mod objects;
 mod prog_tracing;
 mod sys;
@@ -14,8 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use bpfmatrix_probes::{
-    CaseId, CaseRecord, Fault, GuestMessage, JitMode, Measured, Outcome, Plan, PLAN_PATH,
-    PROTOCOL_VERSION,
+    CaseId, CaseRecord, Fault, GuestMessage, JitMode, Measured, Outcome, Plan, ENORMOUS_LINE_BYTES,
+    FLOOD_BYTES, PLAN_PATH, PROTOCOL_VERSION,
 };
 
 const JIT_SYSCTL: &str = "/proc/sys/net/core/bpf_jit_enable";
@@ -37,13 +36,25 @@ impl Reporter {
     }
 
     fn raw(&mut self, text: &str) {
+        self.raw_bytes(text.as_bytes());
+    }
+
+    fn raw_bytes(&mut self, bytes: &[u8]) {
         match &mut self.port {
             Some(port) => {
-                if let Err(e) = port.write_all(text.as_bytes()).and_then(|()| port.flush()) {
+                if let Err(e) = port.write_all(bytes).and_then(|()| port.flush()) {
                     eprintln!("bpfmatrix-agent: result port write failed: {e}");
                 }
             }
-            None => eprint!("{text}"),
+            None => eprint!("{}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    /// Waits until the UART has sent everything written so far, so nothing is lost
+    /// to the power-off that follows.
+    fn drain(&mut self) {
+        if let Some(port) = &self.port {
+            let _ = nix::sys::termios::tcdrain(port);
         }
     }
 
@@ -68,28 +79,25 @@ fn main() {
             uptime_ms: sys::uptime_ms(),
         });
     }
-    if !hosted::is_init() {
-        // Someone else's guest (virtme-ng): its init powers off, not the agent.
-        std::process::exit(0);
-    }
+    reporter.drain();
     eprintln!("bpfmatrix-agent: powering off");
     sys::sync_and_power_off();
 }
 
 fn agent(reporter: &mut Reporter, start_uptime: u64) {
-    let plan_path = hosted::plan_path(PLAN_PATH);
-    let plan: Result<Plan, String> = std::fs::read(&plan_path)
-        .map_err(|e| format!("read {plan_path}: {e}"))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parse {plan_path}: {e}")));
+    let plan: Result<Plan, String> = std::fs::read(PLAN_PATH)
+        .map_err(|e| format!("read {PLAN_PATH}: {e}"))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parse {PLAN_PATH}: {e}")));
+    if matches!(&plan, Ok(p) if p.fault == Some(Fault::Silent)) {
+        eprintln!("bpfmatrix-agent: fault injection: silent, powering off without a word");
+        return;
+    }
     let port_path = plan
         .as_ref()
         .map(|p| p.result_port.as_str())
         .unwrap_or(DEFAULT_PORT)
         .to_string();
-    let dev_mount = match hosted::is_init() {
-        true => sys::mount_dev(&port_path),
-        false => Ok(()),
-    };
+    let dev_mount = sys::mount_dev(&port_path);
     match sys::open_port(&port_path) {
         Ok(f) => reporter.port = Some(f),
         Err(e) => eprintln!("bpfmatrix-agent: {e:#}; results go to the console"),
@@ -103,10 +111,7 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
         reporter.warn(format!("{e:#}"));
     }
     let loader = cases::early_loader();
-    for w in hosted::is_init()
-        .then(sys::mount_rest)
-        .unwrap_or_default()
-    {
+    for w in sys::mount_rest() {
         reporter.warn(w);
     }
     let plan = match plan {
@@ -140,7 +145,9 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
             }
         }
         Some(Fault::Garbage) => write_garbage(reporter, &plan),
-        None => {}
+        Some(Fault::EnormousLine) => write_enormous_line(reporter),
+        Some(Fault::Flood) => flood(reporter),
+        Some(Fault::Silent) | Some(Fault::CutShort) | None => {}
     }
     if let Err(e) = sys::raise_memlock() {
         reporter.warn(format!("{e:#}"));
@@ -163,14 +170,23 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
         t.elapsed().as_millis()
     );
     let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
-    run_plan(reporter, &plan, &mut runner);
+    let cut_short = plan.fault == Some(Fault::CutShort);
+    run_plan(reporter, &plan, &mut runner, cut_short);
+    if cut_short {
+        eprintln!("bpfmatrix-agent: fault injection: last record cut, no done");
+        return;
+    }
     reporter.send(&GuestMessage::Done {
         uptime_ms: sys::uptime_ms(),
     });
     eprintln!("bpfmatrix-agent: done at {} ms", sys::uptime_ms());
 }
 
-fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>) {
+/// Runs every case in every mode. With `cut_last` (Fault::CutShort) the last record
+/// goes out only half written, without its newline.
+fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>, cut_last: bool) {
+    let total = plan.jit_modes.len() * plan.cases.len();
+    let mut sent = 0;
     for &mode in &plan.jit_modes {
         let switched = sys::write_file(JIT_SYSCTL, mode.sysctl_value());
         let readback = sys::read_trimmed(JIT_SYSCTL);
@@ -198,7 +214,14 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>
                 record.outcome.kind(),
                 record.duration_ms
             );
-            reporter.send(&GuestMessage::Case(record));
+            sent += 1;
+            let msg = GuestMessage::Case(record);
+            if cut_last && sent == total {
+                let line = serde_json::to_string(&msg).unwrap_or_default();
+                reporter.raw(&line[..line.len() / 2]);
+            } else {
+                reporter.send(&msg);
+            }
         }
     }
 }
@@ -230,6 +253,10 @@ fn run_one(runner: &mut cases::Runner<'_>, case: CaseId, jit: JitMode) -> CaseRe
 fn write_garbage(reporter: &mut Reporter, plan: &Plan) {
     reporter.raw("this line is not JSON\n");
     reporter.raw("{{{ neither is this\n");
+    // Bytes that are not UTF-8, a NUL and a terminal escape.
+    reporter.raw_bytes(b"\xff\xfe\x00 binary \x1b[2J\n");
+    // Well-formed JSON, but no message type the protocol knows.
+    reporter.raw("{\"type\":\"all_passed\",\"cells\":\"every one\"}\n");
     let record = GuestMessage::Case(CaseRecord {
         case: CaseId::TailCallChain,
         jit: JitMode::Jit,
@@ -252,4 +279,43 @@ fn write_garbage(reporter: &mut Reporter, plan: &Plan) {
             "{\"type\":\"case\",\"case\":\"no_such.case\",\"jit\":\"jit\",\"outcome\":{\"kind\":\"accepted\"},\"duration_ms\":0}\n",
         ),
     }
+}
+
+/// Fault::EnormousLine: one well-formed warning message, a single line of
+/// ENORMOUS_LINE_BYTES, then a normal run.
+fn write_enormous_line(reporter: &mut Reporter) {
+    eprintln!("bpfmatrix-agent: fault injection: a line of {ENORMOUS_LINE_BYTES} bytes");
+    let overhead = serde_json::to_string(&GuestMessage::Warning {
+        message: String::new(),
+    })
+    .map_or(0, |l| l.len());
+    let line = serde_json::to_string(&GuestMessage::Warning {
+        message: "x".repeat(ENORMOUS_LINE_BYTES.saturating_sub(overhead)),
+    })
+    .unwrap_or_default();
+    reporter.raw(&format!("{line}\n"));
+}
+
+/// Fault::Flood: FLOOD_BYTES of well-formed warning lines, written in 64 KiB
+/// batches, then a normal run (the host should have stopped the guest long before).
+fn flood(reporter: &mut Reporter) {
+    eprintln!("bpfmatrix-agent: fault injection: flooding {FLOOD_BYTES} bytes");
+    let mut written = 0;
+    let mut n: u64 = 0;
+    let mut batch = String::with_capacity(64 * 1024 + 256);
+    while written < FLOOD_BYTES {
+        while batch.len() < 64 * 1024 {
+            n += 1;
+            let line = serde_json::to_string(&GuestMessage::Warning {
+                message: format!("flood line {n}: a runaway guest repeating itself"),
+            })
+            .unwrap_or_default();
+            batch.push_str(&line);
+            batch.push('\n');
+        }
+        reporter.raw(&batch);
+        written += batch.len();
+        batch.clear();
+    }
+    eprintln!("bpfmatrix-agent: flood of {written} bytes written ({n} lines)");
 }

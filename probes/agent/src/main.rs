@@ -3,6 +3,7 @@
 //! result port, then powers the guest off. It never exits and never panics out.
 
 mod cases;
+mod hosted;
 mod objects;
 mod prog_tracing;
 mod sys;
@@ -80,14 +81,19 @@ fn main() {
         });
     }
     reporter.drain();
+    if !hosted::is_init() {
+        // Someone else's guest (virtme-ng): its init powers off, not the agent.
+        std::process::exit(0);
+    }
     eprintln!("bpfmatrix-agent: powering off");
     sys::sync_and_power_off();
 }
 
 fn agent(reporter: &mut Reporter, start_uptime: u64) {
-    let plan: Result<Plan, String> = std::fs::read(PLAN_PATH)
-        .map_err(|e| format!("read {PLAN_PATH}: {e}"))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parse {PLAN_PATH}: {e}")));
+    let plan_path = hosted::plan_path(PLAN_PATH);
+    let plan: Result<Plan, String> = std::fs::read(&plan_path)
+        .map_err(|e| format!("read {plan_path}: {e}"))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parse {plan_path}: {e}")));
     if matches!(&plan, Ok(p) if p.fault == Some(Fault::Silent)) {
         eprintln!("bpfmatrix-agent: fault injection: silent, powering off without a word");
         return;
@@ -97,7 +103,10 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
         .map(|p| p.result_port.as_str())
         .unwrap_or(DEFAULT_PORT)
         .to_string();
-    let dev_mount = sys::mount_dev(&port_path);
+    let dev_mount = match hosted::is_init() {
+        true => sys::mount_dev(&port_path),
+        false => Ok(()),
+    };
     match sys::open_port(&port_path) {
         Ok(f) => reporter.port = Some(f),
         Err(e) => eprintln!("bpfmatrix-agent: {e:#}; results go to the console"),
@@ -111,7 +120,7 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
         reporter.warn(format!("{e:#}"));
     }
     let loader = cases::early_loader();
-    for w in sys::mount_rest() {
+    for w in hosted::is_init().then(sys::mount_rest).unwrap_or_default() {
         reporter.warn(w);
     }
     let plan = match plan {

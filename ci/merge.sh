@@ -9,6 +9,8 @@
 #
 # Usage: ci/merge.sh [OUT_DIR [MATRIX_JSON...]]   (run from the repository root in CI)
 #   defaults: OUT_DIR=merged, MATRIX_JSON=reports/*/matrix.json
+#   BPFMATRIX_REQUIRE=4.16,5.4,...: kernels that must have a report; a missing one
+#   (its job crashed before writing matrix.json) fails the merge.
 set -euo pipefail
 # Paths are taken from the caller's directory; cargo finds the project from here.
 manifest="$(cd "$(dirname "$0")/.." && pwd)/Cargo.toml"
@@ -28,7 +30,9 @@ echo "ci/merge.sh: merging ${inputs[*]} into $out/" >&2
 
 rm -f "$out/matrix.json" "$out/matrix.md" "$out/matrix.html"
 status=0
-cargo run --release --manifest-path "$manifest" --bin bpfmatrix -- merge "${inputs[@]}" --out "$out" || status=$?
+require=()
+[ -z "${BPFMATRIX_REQUIRE:-}" ] || require=(--require "$BPFMATRIX_REQUIRE")
+cargo run --release --manifest-path "$manifest" --bin bpfmatrix -- merge "${inputs[@]}" --out "$out" "${require[@]}" || status=$?
 
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ] && [ -f "$out/matrix.md" ]; then
   cat "$out/matrix.md" >>"$GITHUB_STEP_SUMMARY"

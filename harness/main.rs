@@ -42,6 +42,10 @@ enum Command {
         /// Where to write the merged matrix.json, matrix.md and matrix.html.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Kernels that must be in the merge (comma-separated): a missing one is
+        /// a failed run ("no report from its job"), so a crashed job cannot pass.
+        #[arg(long, value_name = "KERNELS", value_delimiter = ',')]
+        require: Vec<String>,
     },
     /// Download kernels into the cache without running anything.
     Fetch {
@@ -142,11 +146,29 @@ fn real_main() -> Result<bool> {
             Ok(all)
         }
         Command::Run(args) => run(args),
-        Command::Merge { inputs, out } => {
-            let docs = inputs
+        Command::Merge {
+            inputs,
+            out,
+            require,
+        } => {
+            let mut docs = inputs
                 .iter()
                 .map(|p| Document::read(p))
                 .collect::<Result<Vec<_>>>()?;
+            let missing: Vec<KernelRun> = require
+                .iter()
+                .filter(|k| !docs.iter().any(|d| d.kernel(k).is_some()))
+                .map(|k| {
+                    KernelRun::failed(
+                        k,
+                        "required by the merge",
+                        "no report from this kernel's job".into(),
+                        &CaseId::ALL,
+                        &JitMode::ALL,
+                    )
+                })
+                .collect();
+            docs.push(Document::from_runs(&missing));
             let doc = Document::merge(docs)?;
             print!("{}", report::terminal(&doc, color()));
             for path in output::write_reports(&doc, &out)? {

@@ -194,11 +194,28 @@ pub fn terminal(doc: &Document, color: bool) -> String {
         }
         out += &join(line);
     }
-    for r in &doc.records {
-        let tested = doc
-            .kernel(&r.kernel)
-            .is_some_and(|k| k.status != Status::Unavailable);
-        if tested && !r.agrees() {
+    for k in doc
+        .kernels
+        .iter()
+        .filter(|k| k.status != Status::Unavailable)
+    {
+        let wrong: Vec<&Record> = doc
+            .records
+            .iter()
+            .filter(|r| r.kernel == k.name && !r.agrees())
+            .collect();
+        // A guest that never answered gets one line, not one block per cell.
+        if wrong.len() > 1 && wrong.iter().all(|r| r.outcome.is_none()) {
+            let why = wrong[0].differences.join("; ");
+            let _ = writeln!(
+                out,
+                "\n{}: no answer for {} cells: {why}",
+                k.name,
+                wrong.len()
+            );
+            continue;
+        }
+        for r in wrong {
             let _ = write!(out, "\n{} {} {}:\n{}", r.kernel, r.jit, r.case, explain(r));
         }
     }

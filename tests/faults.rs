@@ -1,2 +1,1197 @@
-//! The fault suite (placeholder until it lands).
-fn main() {}
+//! The fault suite (project issue 5): "A test harness is trusted only if it never
+//! reports a pass it did not see and never hangs a CI job. Guest output is input
+//! from an untrusted program."
+//!
+//! Every trial provokes one fault and checks the verdict bpfmatrix gives it, how
+//! long the verdict took (printed as `[faults] NAME: ... after X s`), that the run
+//! fails (a non-zero exit for the user), that no cell passes without a guest record
+//! saying so, and that no QEMU process is left behind.
+//!
+//! - `cli::*` trials run the `bpfmatrix` binary and start no guest: files that are
+//!   not kernels, missing tools (a PATH lacking exactly one of them), a report
+//!   folder that cannot be created. They must fail before booting anything, with
+//!   exit 2 (a setup error; a kernel that cannot be fetched here may instead be
+//!   reported unavailable, exit 1), naming the file or the missing tool.
+//! - `guest::*` trials boot the catalog kernel 6.1 under TCG with the real agent in
+//!   a fault mode (`bpfmatrix_probes::Fault`): kernel panic, hang, garbage, an
+//!   enormous line, a flood, silence, a record cut short; plus the KVM fallback
+//!   (the real one, and a deterministic KVM hang through a QEMU wrapper) and two
+//!   CLI runs sharing one cache.
+//!
+//! `cargo test --features vm --test faults` (filter by name, e.g. `guest::hang`).
+
+use bpfmatrix::document::{CellVerdict, Document, Status};
+use bpfmatrix::matrix::{KernelRun, RunStatus, Verdict};
+use bpfmatrix::run::{self, Progress, Settings};
+use bpfmatrix::targets;
+use bpfmatrix_kernels::Kernel;
+use bpfmatrix_probes::{CaseId, Fault, JitMode, MAX_LINE_BYTES};
+use bpfmatrix_vm::qemu::{Accel, VmEvent, MAX_RESULT_BYTES};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+type Outcome = Result<(), Failed>;
+
+/// How long a guest that should finish normally may take (the machines are small
+/// and shared; a normal boot is about 4 s).
+const NORMAL_TIMEOUT: Duration = Duration::from_secs(90);
+/// The deadline of the hang trial.
+const HANG_TIMEOUT: Duration = Duration::from_secs(15);
+/// The deadline of the flood trial (see [`flood`]).
+const FLOOD_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a CLI invocation may take before the trial kills it and fails.
+const CLI_DEADLINE: Duration = Duration::from_secs(180);
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = vec![
+        Trial::test("cli::kernel_image_truncated_bzimage", truncated_bzimage),
+        Trial::test("cli::kernel_image_truncated_vmlinux", truncated_vmlinux),
+        Trial::test("cli::kernel_image_not_a_kernel", not_a_kernel),
+        Trial::test("cli::kernel_image_deb_without_kernel", deb_without_kernel),
+        Trial::test("cli::missing_qemu", missing_qemu),
+        Trial::test("cli::missing_clang", missing_clang),
+        Trial::test("cli::missing_apt_get", missing_apt_get),
+        Trial::test(
+            "cli::report_folder_not_creatable",
+            report_folder_not_creatable,
+        ),
+        Trial::test("guest::panic", panic),
+        Trial::test("guest::hang", hang),
+        Trial::test("guest::kvm_fallback", kvm_fallback),
+        Trial::test("guest::kvm_hang_fallback", kvm_hang_fallback),
+        Trial::test(
+            "guest::kvm_fallback_two_kernels_at_once",
+            kvm_fallback_two_kernels_at_once,
+        ),
+        Trial::test("guest::garbage", garbage),
+        Trial::test("guest::enormous_line", enormous_line),
+        Trial::test("guest::flood", flood),
+        Trial::test("guest::silent", silent),
+        Trial::test("guest::cut_short", cut_short),
+        Trial::test("guest::two_runs_share_the_cache", two_runs_share_the_cache),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+// ---------------------------------------------------------------------------
+// Shared pieces: the kernel, the agent, guest runs, CLI runs, process checks.
+// ---------------------------------------------------------------------------
+
+/// The catalog kernel 6.1, obtained once (from the cache when it is there). The one
+/// place this suite names the targets API.
+fn kernel() -> Result<&'static Kernel, Failed> {
+    static KERNEL: OnceLock<Result<Kernel, String>> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let target = targets::resolve("6.1", None).map_err(|e| format!("{e:#}"))?;
+            targets::obtain(&target, &mut |m| eprintln!("[6.1] {m}"))
+                .map_err(|e| format!("cannot obtain kernel 6.1: {e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| Failed::from(e.as_str()))
+}
+
+/// The guest agent, built once.
+fn agent() -> Result<&'static Path, Failed> {
+    static AGENT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))
+                .map_err(|e| format!("cannot build the guest agent: {e:#}"))
+        })
+        .as_ref()
+        .map(PathBuf::as_path)
+        .map_err(|e| Failed::from(e.as_str()))
+}
+
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+).into());
+        }
+    };
+}
+
+/// What one guest run gave.
+struct GuestRun {
+    run: KernelRun,
+    doc: Document,
+    /// From the call to the verdict.
+    took: Duration,
+    /// `KvmFallback` events seen.
+    fallbacks: Vec<String>,
+    qemu: QemuWatch,
+}
+
+/// Boots kernel 6.1 with the agent in `fault` mode and judges it.
+fn guest(
+    fault: Option<Fault>,
+    cases: &[CaseId],
+    accel: Accel,
+    timeout: Duration,
+) -> Result<GuestRun, Failed> {
+    let kernel = kernel()?;
+    let agent = agent()?;
+    let settings = Settings {
+        fault,
+        cases: cases.to_vec(),
+        jit_modes: vec![JitMode::Jit],
+        accel,
+        timeout,
+        ..Settings::default()
+    };
+    let mut qemu = QemuWatch::default();
+    let mut fallbacks = Vec::new();
+    let started = Instant::now();
+    let run = run::run_kernel(kernel, agent, &settings, &mut |p| {
+        if let Progress::Vm { event, .. } = p {
+            qemu.see(event);
+            if let VmEvent::KvmFallback { reason } = event {
+                fallbacks.push(reason.clone());
+            }
+        }
+    });
+    let took = started.elapsed();
+    let doc = Document::from_runs(std::slice::from_ref(&run));
+    let result = GuestRun {
+        run,
+        doc,
+        took,
+        fallbacks,
+        qemu,
+    };
+    result.invariants()?;
+    Ok(result)
+}
+
+impl GuestRun {
+    /// What every guest run must satisfy, whatever its fault.
+    fn invariants(&self) -> Outcome {
+        for cell in &self.run.cells {
+            if cell.verdict == Verdict::Agrees {
+                check!(
+                    cell.record.is_some(),
+                    "{} / {} agrees without a guest record",
+                    cell.case,
+                    cell.jit
+                );
+            }
+        }
+        for r in &self.doc.records {
+            if r.verdict == CellVerdict::Agrees {
+                check!(
+                    r.outcome.is_some(),
+                    "matrix.json says {} / {} agrees without an outcome",
+                    r.case,
+                    r.jit
+                );
+            }
+        }
+        if let RunStatus::Failed { .. } = self.run.status {
+            check!(!self.doc.all_agree(), "a failed run counted as all agree");
+        }
+        self.qemu.none_left()
+    }
+
+    fn reason(&self) -> &str {
+        match &self.run.status {
+            RunStatus::Failed { reason } | RunStatus::Unavailable { reason } => reason,
+            RunStatus::Completed => "",
+        }
+    }
+
+    /// The run failed, its reason contains every one of `needles`, and the user's
+    /// run would exit non-zero.
+    fn failed_with(&self, needles: &[&str]) -> Outcome {
+        check!(
+            matches!(self.run.status, RunStatus::Failed { .. }),
+            "expected a failed run, got {:?}\nproblems: {:#?}",
+            self.run.status,
+            self.run.problems
+        );
+        check!(
+            self.doc.kernels[0].status == Status::Failed,
+            "matrix.json does not say failed"
+        );
+        for n in needles {
+            check!(
+                self.reason().contains(n),
+                "the reason does not say {n:?}: {}",
+                self.reason()
+            );
+        }
+        check!(!self.doc.all_agree(), "the run would exit 0");
+        Ok(())
+    }
+
+    fn has_problem(&self, needle: &str) -> Outcome {
+        check!(
+            self.run.problems.iter().any(|p| p.contains(needle)),
+            "no problem says {needle:?}: {:#?}",
+            self.run.problems
+        );
+        Ok(())
+    }
+
+    fn report(&self, name: &str) {
+        let verdict = match &self.run.status {
+            RunStatus::Completed => format!(
+                "completed under {}, all agree: {}",
+                self.run.accel.as_deref().unwrap_or("?"),
+                self.doc.all_agree()
+            ),
+            other => format!("{other:?}"),
+        };
+        eprintln!(
+            "[faults] {name}: {} after {:.1} s (QEMU start to exit {:.1} s, {} problems, {} warnings)",
+            cut(&verdict, 300),
+            self.took.as_secs_f64(),
+            self.run.boot_wall_ms.unwrap_or(0) as f64 / 1000.0,
+            self.run.problems.len(),
+            self.run.warnings.len()
+        );
+    }
+}
+
+fn cut(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The QEMU processes a run started, found by the result socket path in their
+/// command line, so that none may outlive the run (running, orphaned or zombie).
+#[derive(Default)]
+struct QemuWatch {
+    sockets: Vec<String>,
+    pids: Vec<u32>,
+}
+
+impl QemuWatch {
+    fn see(&mut self, event: &VmEvent) {
+        match event {
+            VmEvent::Starting { command, .. } => {
+                if let Some(path) = command
+                    .split_whitespace()
+                    .find_map(|a| a.split(",path=").nth(1))
+                {
+                    self.sockets.push(path.trim_matches('\'').to_string());
+                }
+            }
+            VmEvent::Console(_) | VmEvent::GuestLine(_) => {
+                if self.pids.len() < self.sockets.len() {
+                    let socket = self.sockets.last().expect("checked");
+                    if let Some(pid) = processes().find(|p| p.cmdline.contains(socket.as_str())) {
+                        self.pids.push(pid.pid);
+                    }
+                }
+            }
+            VmEvent::KvmFallback { .. } => {}
+        }
+    }
+
+    fn none_left(&self) -> Outcome {
+        check!(!self.sockets.is_empty(), "no QEMU was started");
+        for p in processes() {
+            if self.pids.contains(&p.pid) && (p.state == 'Z' || p.comm.contains("qemu")) {
+                return Err(format!(
+                    "QEMU {} outlived its run (state {}, parent {})",
+                    p.pid, p.state, p.ppid
+                )
+                .into());
+            }
+            if let Some(s) = self.sockets.iter().find(|s| p.cmdline.contains(s.as_str())) {
+                return Err(format!("process {} still runs with {s}", p.pid).into());
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    state: char,
+    comm: String,
+    cmdline: String,
+}
+
+fn processes() -> impl Iterator<Item = Proc> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_string();
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            Some(Proc {
+                pid,
+                ppid,
+                state,
+                comm,
+                cmdline,
+            })
+        })
+}
+
+/// The peak resident memory of this process, KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One finished invocation of the bpfmatrix binary.
+struct Cli {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Cli {
+    fn text(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Exit 2 (a setup error), the message contains every needle, and no guest was
+    /// started.
+    fn setup_error(&self, needles: &[&str]) -> Outcome {
+        check!(self.code == Some(2), "expected exit 2:\n{}", self.text());
+        for n in needles {
+            check!(
+                self.stderr.contains(n),
+                "stderr does not say {n:?}:\n{}",
+                self.text()
+            );
+        }
+        for booted in ["QEMU started", "booting "] {
+            check!(
+                !self.stderr.contains(booted),
+                "a guest was started:\n{}",
+                self.text()
+            );
+        }
+        Ok(())
+    }
+
+    fn report(&self, name: &str) {
+        let last = self
+            .stderr
+            .lines()
+            .find(|l| l.contains("falling back to TCG") || l.contains("error:"))
+            .or_else(|| self.stdout.lines().last())
+            .unwrap_or("");
+        eprintln!(
+            "[faults] {name}: exit {:?} after {:.2} s: {}",
+            self.code,
+            self.took.as_secs_f64(),
+            cut(last, 300)
+        );
+    }
+}
+
+/// Runs `bpfmatrix ARGS` with `env` (None removes a variable), in a process group
+/// of its own that is killed if it outlives [`CLI_DEADLINE`].
+fn cli(args: &[&str], env: &[(&str, Option<&str>)]) -> Result<Cli, Failed> {
+    let child = cli_spawn(args, env)?;
+    cli_wait(child)
+}
+
+/// A started bpfmatrix and when it started.
+struct Running(std::process::Child, Instant);
+
+fn cli_spawn(args: &[&str], env: &[(&str, Option<&str>)]) -> Result<Running, Failed> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bpfmatrix"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("NO_COLOR", "1")
+        .process_group(0);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let started = Instant::now();
+    cmd.spawn()
+        .map(|child| Running(child, started))
+        .map_err(|e| format!("cannot start bpfmatrix: {e}").into())
+}
+
+fn cli_wait(Running(mut child, started): Running) -> Result<Cli, Failed> {
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > CLI_DEADLINE {
+            // The whole group: bpfmatrix and the QEMU it started.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+            return Err(format!("bpfmatrix ran longer than {CLI_DEADLINE:?}; killed").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Cli {
+        code: status.code(),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        took: started.elapsed(),
+    })
+}
+
+/// A directory of symlinks to every program on this process's PATH except
+/// `without`: a PATH that lacks exactly one tool.
+fn path_without(dir: &Path, without: &str) -> Result<String, Failed> {
+    let farm = dir.join(format!("path-without-{without}"));
+    std::fs::create_dir_all(&farm).map_err(|e| e.to_string())?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for d in std::env::split_paths(&path) {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name == without || farm.join(&name).exists() {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), farm.join(&name));
+        }
+    }
+    Ok(farm.to_string_lossy().into_owned())
+}
+
+/// Every file called `name` below `dir`.
+fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            found.extend(files_named(&path, name));
+        } else if e.file_name() == name {
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn tempdir() -> Result<tempfile::TempDir, Failed> {
+    tempfile::Builder::new()
+        .prefix("bpfmatrix-faults-")
+        .tempdir()
+        .map_err(|e| e.to_string().into())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Outcome {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+}
+
+fn head(path: &Path, n: usize) -> Result<Vec<u8>, Failed> {
+    let mut bytes = Vec::with_capacity(n);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(n as u64).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    check!(
+        bytes.len() == n,
+        "{} is shorter than {n} bytes",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+/// `bpfmatrix run -k PATH` on a file that is not a bootable kernel: exit 2, the
+/// message names the file and contains the needles, no guest starts. Runs with a
+/// cache of its own so nothing is left in the user's.
+fn refuse_image(name: &str, image: &Path, needles: &[&str]) -> Outcome {
+    let cache = tempdir()?;
+    let image_arg = image.to_string_lossy().into_owned();
+    let out = cli(
+        &[
+            "run",
+            "-k",
+            &image_arg,
+            "-c",
+            "tail_call.chain",
+            "--jit",
+            "jit",
+        ],
+        &[("BPFMATRIX_CACHE", Some(&cache.path().to_string_lossy()))],
+    )?;
+    out.report(name);
+    let mut all = vec![image_arg.as_str()];
+    all.extend_from_slice(needles);
+    out.setup_error(&all)
+}
+
+// ---------------------------------------------------------------------------
+// cli::*: refused before any guest starts.
+// ---------------------------------------------------------------------------
+
+/// Fault 4: half a bzImage.
+fn truncated_bzimage() -> Outcome {
+    let dir = tempdir()?;
+    let image = &kernel()?.image;
+    let len = std::fs::metadata(image).map_err(|e| e.to_string())?.len() as usize;
+    let path = dir.path().join("vmlinuz-truncated");
+    write(&path, &head(image, len / 2)?)?;
+    refuse_image("truncated bzImage", &path, &["truncated"])
+}
+
+/// Fault 4: a vmlinux cut after its PVH note (QEMU would load a partial kernel) and
+/// one cut before it (the note is gone, which must not read as CONFIG_PVH=n).
+fn truncated_vmlinux() -> Outcome {
+    let dir = tempdir()?;
+    let vmlinux = &kernel()?.boot_image;
+    let len = std::fs::metadata(vmlinux).map_err(|e| e.to_string())?.len() as usize;
+    let mut failures = Vec::new();
+    for (what, n) in [("after the notes", len / 2), ("before the notes", 3 << 20)] {
+        let path = dir.path().join(format!("vmlinux-cut-at-{n}"));
+        write(&path, &head(vmlinux, n)?)?;
+        if let Err(e) = refuse_image(
+            &format!("truncated vmlinux ({what})"),
+            &path,
+            &["truncated"],
+        ) {
+            failures.push(format!(
+                "vmlinux cut {what} ({n} of {len} bytes): {}",
+                e.message().unwrap_or("")
+            ));
+        }
+    }
+    check!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
+
+/// Fault 4: files that are no kernel at all.
+fn not_a_kernel() -> Outcome {
+    let dir = tempdir()?;
+    let mut failures = Vec::new();
+    let samples: [(&str, &[u8]); 4] = [
+        ("notes.txt", b"these are my notes, not a kernel\n"),
+        ("empty", b""),
+        ("random.bin", &[0x5a; 4096]),
+        // An ELF header for another machine (aarch64), nothing else.
+        (
+            "aarch64.elf",
+            b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\xb7\0\x01\0\0\0",
+        ),
+    ];
+    for (name, bytes) in samples {
+        let path = dir.path().join(name);
+        write(&path, bytes)?;
+        if let Err(e) = refuse_image(&format!("not a kernel: {name}"), &path, &[]) {
+            failures.push(e.message().unwrap_or("").to_string());
+        }
+    }
+    check!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
+
+/// Fault 4: a Debian package that holds no kernel. (`-k x.deb` may be read as an
+/// image or as a package; either way: exit 2, named, nothing booted.)
+fn deb_without_kernel() -> Outcome {
+    let dir = tempdir()?;
+    let root = dir.path().join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(root.join("usr/share/doc/not-a-kernel")).map_err(|e| e.to_string())?;
+    write(
+        &root.join("DEBIAN/control"),
+        b"Package: not-a-kernel\nVersion: 1.0\nArchitecture: amd64\nMaintainer: bpfmatrix <faults@example.org>\nDescription: a package with no kernel in it\n",
+    )?;
+    write(
+        &root.join("usr/share/doc/not-a-kernel/README"),
+        b"no kernel here\n",
+    )?;
+    let deb = dir.path().join("linux-image-0.0-nokernel_1.0_amd64.deb");
+    let built = Command::new("dpkg-deb")
+        .arg("--build")
+        .arg(&root)
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("dpkg-deb (Debian's dpkg) is needed to build the sample .deb: {e}"))?;
+    check!(built.success(), "dpkg-deb --build failed: {built}");
+    refuse_image(".deb without a kernel", &deb, &[])
+}
+
+/// Fault 5: no qemu-system-x86_64 on PATH.
+fn missing_qemu() -> Outcome {
+    let dir = tempdir()?;
+    let path = path_without(dir.path(), "qemu-system-x86_64")?;
+    let vmlinux = kernel()?.boot_image.to_string_lossy().into_owned();
+    let out = cli(
+        &["run", "-k", &vmlinux, "-c", "tail_call.chain"],
+        &[("PATH", Some(&path))],
+    )?;
+    out.report("no qemu-system-x86_64");
+    out.setup_error(&[
+        "qemu-system-x86_64 not found",
+        "apt-get install qemu-system-x86",
+    ])
+}
+
+/// Fault 5: no clang on PATH (the agent build checks it before anything else).
+fn missing_clang() -> Outcome {
+    let dir = tempdir()?;
+    let path = path_without(dir.path(), "clang")?;
+    let vmlinux = kernel()?.boot_image.to_string_lossy().into_owned();
+    let out = cli(
+        &["run", "-k", &vmlinux, "-c", "tail_call.chain"],
+        &[("PATH", Some(&path))],
+    )?;
+    out.report("no clang");
+    out.setup_error(&["clang not found", "install", "clang"])
+}
+
+/// Fault 5: no apt-get, with a kernel that is not cached.
+fn missing_apt_get() -> Outcome {
+    let dir = tempdir()?;
+    let path = path_without(dir.path(), "apt-get")?;
+    let cache = dir.path().join("empty-cache");
+    std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
+    let out = cli(
+        &["run", "-k", "6.1", "-c", "tail_call.chain"],
+        &[
+            ("PATH", Some(&path)),
+            ("BPFMATRIX_CACHE", Some(&cache.to_string_lossy())),
+        ],
+    )?;
+    out.report("no apt-get, nothing cached");
+    // The kernel cannot be had here: a setup error (2) or an unavailable kernel (1),
+    // either way named, saying what is missing, and nothing booted.
+    check!(
+        matches!(out.code, Some(1) | Some(2)),
+        "expected exit 1 or 2:\n{}",
+        out.text()
+    );
+    let all = format!("{}{}", out.stdout, out.stderr);
+    for n in ["apt-get", "needs apt"] {
+        check!(
+            all.contains(n),
+            "the output does not say {n:?}:\n{}",
+            out.text()
+        );
+    }
+    check!(!out.stderr.contains("QEMU started"), "a guest was started");
+    let complete = files_named(&cache, "kernel.json");
+    check!(
+        complete.is_empty(),
+        "the cache claims a kernel it could not fetch: {complete:?}"
+    );
+    Ok(())
+}
+
+/// Fault 9: `--out` below a regular file (root ignores permissions, so a chmod
+/// would not stop it): exit 2, nothing written, nothing booted.
+fn report_folder_not_creatable() -> Outcome {
+    let dir = tempdir()?;
+    let file = dir.path().join("a-regular-file");
+    write(&file, b"not a folder\n")?;
+    let out_dir = file.join("reports");
+    let out = cli(
+        &[
+            "run",
+            "-k",
+            "6.1",
+            "-c",
+            "tail_call.chain",
+            "--out",
+            &out_dir.to_string_lossy(),
+        ],
+        &[],
+    )?;
+    out.report("report folder cannot be created");
+    out.setup_error(&[
+        &out_dir.to_string_lossy(),
+        "cannot create the report folder",
+    ])?;
+    let content = std::fs::read(&file).map_err(|e| e.to_string())?;
+    check!(content == b"not a folder\n", "the file was changed");
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    check!(entries.len() == 1, "something was written: {entries:?}");
+    check!(
+        out.took < Duration::from_secs(5),
+        "took {:?}: it should fail before any slow step",
+        out.took
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// guest::*: a real kernel, the real agent misbehaving.
+// ---------------------------------------------------------------------------
+
+const ONE: &[CaseId] = &[CaseId::TailCallChain];
+
+/// Fault 1: the guest kernel panics (sysrq-trigger c) right after the hello.
+fn panic() -> Outcome {
+    let g = guest(Some(Fault::Panic), ONE, Accel::Tcg, NORMAL_TIMEOUT)?;
+    g.report("kernel panic");
+    g.failed_with(&["panicked", "Kernel panic - not syncing", "sysrq"])?;
+    check!(
+        g.took < Duration::from_secs(30),
+        "the panic took {:?} to be reported",
+        g.took
+    );
+    no_answers(&g.run, "panicked")
+}
+
+/// Fault 2: the agent sleeps forever after the hello.
+fn hang() -> Outcome {
+    let g = guest(Some(Fault::Hang), ONE, Accel::Tcg, HANG_TIMEOUT)?;
+    g.report("hang");
+    g.failed_with(&["timed out after 15 s", "QEMU killed"])?;
+    check!(
+        g.took >= HANG_TIMEOUT && g.took < HANG_TIMEOUT + Duration::from_secs(10),
+        "the verdict came after {:?}, the deadline is {HANG_TIMEOUT:?}",
+        g.took
+    );
+    check!(
+        g.run.guest_release.is_some(),
+        "the hello before the hang was lost"
+    );
+    check!(!g.qemu.pids.is_empty(), "the QEMU process was never seen");
+    no_answers(&g.run, "timed out")
+}
+
+/// Fault 3: KVM as this machine has it (present, QEMU aborts or the guest hangs;
+/// or working, where the runners have it). Two boots under auto: the fallback is
+/// reported once, both runs complete and say why they left KVM.
+fn kvm_fallback() -> Outcome {
+    let first = guest(None, ONE, Accel::Auto, NORMAL_TIMEOUT)?;
+    first.report("KVM auto, first boot");
+    let second = guest(None, ONE, Accel::Auto, NORMAL_TIMEOUT)?;
+    second.report("KVM auto, second boot");
+    for (which, g) in [("first", &first), ("second", &second)] {
+        check!(
+            g.run.status == RunStatus::Completed && g.doc.all_agree(),
+            "the {which} run did not complete: {:?}\n{:#?}",
+            g.run.status,
+            g.run.problems
+        );
+    }
+    match first.run.accel.as_deref() {
+        Some("kvm") => {
+            eprintln!("[faults] KVM works here: no fallback to check");
+            check!(
+                first.fallbacks.is_empty(),
+                "KVM ran, yet a fallback was reported"
+            );
+        }
+        _ => {
+            check!(
+                first.fallbacks.len() == 1,
+                "the fallback was reported {} times in the first run: {:?}",
+                first.fallbacks.len(),
+                first.fallbacks
+            );
+            check!(
+                second.fallbacks.is_empty(),
+                "the second run reported the fallback again"
+            );
+            for g in [&first, &second] {
+                check!(
+                    g.run.accel.as_deref() == Some("tcg"),
+                    "accel {:?}",
+                    g.run.accel
+                );
+                check!(
+                    g.run.kvm_fallback.is_some(),
+                    "the run does not say why it left KVM"
+                );
+            }
+            eprintln!("[faults] KVM fallback reason: {}", first.fallbacks[0]);
+        }
+    }
+    Ok(())
+}
+
+/// Fault 3, deterministic: a qemu-system-x86_64 wrapper first on PATH adds
+/// `-cpu host,-arch-capabilities` under KVM, with which guests on these machines
+/// hang instead of aborting. The CLI must wait out the KVM deadline, say so once,
+/// finish under TCG and exit 0. The wrapper logs each QEMU's pid (it execs QEMU),
+/// so none may outlive the run.
+fn kvm_hang_fallback() -> Outcome {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        eprintln!("[faults] no usable /dev/kvm: the KVM hang is the no-KVM fallback here");
+    }
+    let dir = tempdir()?;
+    let qemu =
+        which::which("qemu-system-x86_64").map_err(|_| "qemu-system-x86_64 is not on PATH")?;
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "#!/bin/sh\necho $$ >> '{pids}'\ncase \" $* \" in\n  *' -accel kvm '*) exec '{qemu}' \"$@\" -cpu host,-arch-capabilities ;;\nesac\nexec '{qemu}' \"$@\"\n",
+        pids = pids.display(),
+        qemu = qemu.display()
+    );
+    let wrapper_dir = dir.path().join("bin");
+    std::fs::create_dir_all(&wrapper_dir).map_err(|e| e.to_string())?;
+    let wrapper = wrapper_dir.join("qemu-system-x86_64");
+    write(&wrapper, script.as_bytes())?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| e.to_string())?;
+    let path = std::env::join_paths(std::iter::once(wrapper_dir.clone()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .map_err(|e| e.to_string())?;
+    let out = cli(
+        &[
+            "run",
+            "-k",
+            "6.1",
+            "-c",
+            "tail_call.chain",
+            "--jit",
+            "jit",
+            "--accel",
+            "auto",
+        ],
+        &[("PATH", Some(&path.to_string_lossy()))],
+    )?;
+    out.report("KVM hangs (wrapper)");
+    check!(out.code == Some(0), "expected exit 0:\n{}", out.text());
+    let said = out.stderr.matches("falling back to TCG").count();
+    let kvm_ran = out.stderr.contains("QEMU started (kvm)");
+    if kvm_ran && out.stdout.contains("under kvm") {
+        eprintln!("[faults] KVM works here even with the wrapper: no fallback to check");
+    } else {
+        check!(
+            said == 1,
+            "the fallback was said {said} times:\n{}",
+            out.text()
+        );
+        check!(out.stdout.contains("under tcg"), "{}", out.text());
+        if kvm_ran {
+            check!(
+                out.stderr.contains("no line from the guest within"),
+                "the KVM guest did not hang as expected:\n{}",
+                out.text()
+            );
+        }
+    }
+    let logged = std::fs::read_to_string(&pids).unwrap_or_default();
+    let pids: Vec<u32> = logged
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    check!(!pids.is_empty(), "the wrapper never ran");
+    for p in processes() {
+        check!(
+            !pids.contains(&p.pid) || (!p.comm.contains("qemu") && p.state != 'Z'),
+            "QEMU {} outlived the CLI (state {})",
+            p.pid,
+            p.state
+        );
+    }
+    Ok(())
+}
+
+/// Fault 3 with two kernels booting at once (`--parallel 2`): KVM is probed and its
+/// failure announced once, not once per kernel; both kernels complete under TCG.
+fn kvm_fallback_two_kernels_at_once() -> Outcome {
+    let k = kernel()?;
+    let alt = format!("alt={}", k.boot_image.display());
+    let modules = k
+        .modules_dir
+        .as_ref()
+        .ok_or("kernel 6.1 has no modules directory")?
+        .to_string_lossy()
+        .into_owned();
+    let out = cli(
+        &[
+            "run",
+            "-k",
+            "6.1",
+            "-k",
+            &alt,
+            "--modules",
+            &modules,
+            "-c",
+            "tail_call.chain",
+            "--jit",
+            "jit",
+            "--accel",
+            "auto",
+            "--parallel",
+            "2",
+        ],
+        &[],
+    )?;
+    out.report("KVM fallback, two kernels at once");
+    check!(out.code == Some(0), "expected exit 0:\n{}", out.text());
+    for name in ["6.1: guest", "alt: guest"] {
+        check!(
+            out.stdout.contains(name),
+            "{name:?} did not complete:\n{}",
+            out.text()
+        );
+    }
+    let said = out.stderr.matches("falling back to TCG").count();
+    let under_tcg = out.stdout.matches(" under tcg").count();
+    eprintln!(
+        "[faults] two kernels at once: {under_tcg} under TCG, fallback announced {said} times"
+    );
+    check!(
+        said <= 1,
+        "the KVM fallback was announced {said} times for one process:\n{}",
+        out.stderr
+    );
+    check!(
+        under_tcg == 0 || said == 1,
+        "ran under TCG without announcing the fallback:\n{}",
+        out.text()
+    );
+    Ok(())
+}
+
+/// Fault 6: garbage lines, a record cut in half, a record for a case the plan did
+/// not ask for, bytes that are not UTF-8, a message type the protocol lacks.
+fn garbage() -> Outcome {
+    let g = guest(Some(Fault::Garbage), ONE, Accel::Tcg, NORMAL_TIMEOUT)?;
+    g.report("garbage");
+    g.failed_with(&["not a guest message"])?;
+    g.has_problem("this line is not JSON")?;
+    g.has_problem("neither is this")?;
+    g.has_problem("binary")?;
+    g.has_problem("unknown variant `all_passed`")?;
+    g.has_problem("EOF while parsing")?;
+    g.has_problem("tail_call.empty_slot / jit that the plan did not ask for")?;
+    check!(
+        g.run.problems.len() == 6,
+        "expected 6 problems, one per bad line: {:#?}",
+        g.run.problems
+    );
+    check!(
+        g.run.cells.len() == 1 && g.run.cells[0].record.is_some(),
+        "the real record after the garbage was lost: {:#?}",
+        g.run.cells
+    );
+    Ok(())
+}
+
+/// Fault 6: a well-formed message as one line of 1 MiB, then a normal run: cut at
+/// MAX_LINE_BYTES, named, and the host does not hold the rest.
+fn enormous_line() -> Outcome {
+    let before = peak_rss_kib();
+    let g = guest(Some(Fault::EnormousLine), ONE, Accel::Tcg, NORMAL_TIMEOUT)?;
+    let after = peak_rss_kib();
+    g.report("enormous line");
+    eprintln!("[faults] enormous line: host peak RSS {before} -> {after} KiB");
+    let limit = format!("longer than the {MAX_LINE_BYTES} byte limit");
+    g.failed_with(&[&limit])?;
+    check!(
+        g.run.problems.len() == 1,
+        "expected only the long line as a problem: {:#?}",
+        g.run.problems
+    );
+    check!(
+        g.run.problems[0].len() < 1024,
+        "the problem quotes {} bytes of the line",
+        g.run.problems[0].len()
+    );
+    check!(
+        g.run.cells[0].record.is_some(),
+        "the record after the long line was lost"
+    );
+    Ok(())
+}
+
+/// Fault 6: a guest writing well-formed lines without end (24 MiB, more than the
+/// host's MAX_RESULT_BYTES of 16 MiB): QEMU killed, the run failed, the host's
+/// memory bounded. The result port carries about 130 KB/s under TCG, so the 16 MiB
+/// cap takes about two minutes to reach here; within [`FLOOD_TIMEOUT`] the deadline
+/// ends the flood instead (where the port is faster, e.g. under KVM, the cap may).
+fn flood() -> Outcome {
+    let before = peak_rss_kib();
+    let g = guest(Some(Fault::Flood), ONE, Accel::Tcg, FLOOD_TIMEOUT)?;
+    let after = peak_rss_kib();
+    g.report("flood");
+    let terminal = bpfmatrix::report::terminal(&g.doc, false);
+    let json = serde_json::to_string(&g.doc).map_err(|e| e.to_string())?;
+    eprintln!(
+        "[faults] flood: host peak RSS {before} -> {after} KiB; {} warnings kept; terminal report {} bytes, matrix.json {} bytes",
+        g.run.warnings.len(),
+        terminal.len(),
+        json.len()
+    );
+    g.failed_with(&["QEMU killed"])?;
+    let capped = format!("more than {MAX_RESULT_BYTES} bytes");
+    let deadline = format!("timed out after {} s", FLOOD_TIMEOUT.as_secs());
+    let why = if g.reason().contains(&capped) {
+        capped
+    } else {
+        deadline
+    };
+    check!(
+        g.reason().contains(&why),
+        "unexpected reason: {}",
+        g.reason()
+    );
+    let received: usize = g.run.warnings.iter().map(|w| w.len() + 30).sum();
+    eprintln!(
+        "[faults] flood: ended by {why:?}; about {} KiB received, {:.0} KB/s",
+        received / 1024,
+        received as f64 / 1000.0 / g.took.as_secs_f64()
+    );
+    check!(
+        g.run.warnings.len() > 1000,
+        "the flood did not arrive: {} warnings",
+        g.run.warnings.len()
+    );
+    check!(
+        after.saturating_sub(before) < 512 * 1024,
+        "the host grew by {} MiB",
+        after.saturating_sub(before) / 1024
+    );
+    no_answers(&g.run, &why)
+}
+
+/// Fault 6: nothing at all on the result port, then power-off.
+fn silent() -> Outcome {
+    let g = guest(Some(Fault::Silent), ONE, Accel::Tcg, NORMAL_TIMEOUT)?;
+    g.report("silent");
+    g.failed_with(&["never said hello"])?;
+    no_answers(&g.run, "never said hello")
+}
+
+/// Fault 6: the guest dies mid-record: the last record half written with no
+/// newline, no done. The complete record before it stands; the cut one does not.
+fn cut_short() -> Outcome {
+    let cases = [CaseId::TailCallChain, CaseId::TailCallEmptySlot];
+    let g = guest(Some(Fault::CutShort), &cases, Accel::Tcg, NORMAL_TIMEOUT)?;
+    g.report("cut short");
+    g.failed_with(&["not a guest message", "EOF while parsing"])?;
+    g.has_problem("the guest never said it was done")?;
+    let first = g
+        .run
+        .cell(CaseId::TailCallChain, JitMode::Jit)
+        .ok_or("no cell")?;
+    check!(first.record.is_some(), "the complete record was lost");
+    let last = g
+        .run
+        .cell(CaseId::TailCallEmptySlot, JitMode::Jit)
+        .ok_or("no cell")?;
+    check!(
+        last.record.is_none() && matches!(last.verdict, Verdict::NoAnswer { .. }),
+        "the cut record counted: {:?}",
+        last.verdict
+    );
+    Ok(())
+}
+
+/// Fault 8 (the cache's side is tested in kernels/): two CLI runs at once on the
+/// same cache both complete with their report.
+fn two_runs_share_the_cache() -> Outcome {
+    kernel()?; // the cache holds 6.1 before the two start
+    let dir = tempdir()?;
+    let outs: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("report-{i}")))
+        .collect();
+    let children = outs
+        .iter()
+        .map(|o| {
+            cli_spawn(
+                &[
+                    "run",
+                    "-k",
+                    "6.1",
+                    "-c",
+                    "tail_call.chain",
+                    "--out",
+                    &o.to_string_lossy(),
+                ],
+                &[],
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = children
+        .into_iter()
+        .map(cli_wait)
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, (r, o)) in results.iter().zip(&outs).enumerate() {
+        r.report(&format!("concurrent run {i}"));
+        check!(r.code == Some(0), "run {i}:\n{}", r.text());
+        check!(
+            r.stdout.contains("OK: "),
+            "run {i} has no verdict line:\n{}",
+            r.text()
+        );
+        let doc = Document::read(&o.join("matrix.json")).map_err(|e| format!("run {i}: {e:#}"))?;
+        check!(
+            doc.all_agree() && doc.records.len() == 2,
+            "run {i}'s matrix.json: {doc:#?}"
+        );
+        for f in ["matrix.md", "matrix.html"] {
+            check!(o.join(f).is_file(), "run {i} wrote no {f}");
+        }
+    }
+    Ok(())
+}
+
+/// Every cell of a run that died before its records is a no-answer naming why.
+fn no_answers(run: &KernelRun, why: &str) -> Outcome {
+    for c in &run.cells {
+        match &c.verdict {
+            Verdict::NoAnswer { reason } if reason.contains(why) => {}
+            other => {
+                return Err(format!(
+                    "{} / {}: expected no answer ({why}), got {other:?}",
+                    c.case, c.jit
+                )
+                .into())
+            }
+        }
+    }
+    Ok(())
+}

@@ -162,6 +162,12 @@ pub(crate) fn fetch_into(
         std::fs::rename(&got, &deb)?;
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    // apt's binary caches (70 MB a suite) only speed up the apt calls above; the
+    // next fetch's `apt-get update` builds them again in a second or two. The
+    // package lists stay, so that update downloads only what changed.
+    for bin in ["pkgcache.bin", "srcpkgcache.bin"] {
+        let _ = std::fs::remove_file(apt_dir.join("cache").join(bin));
+    }
     drop(_apt_lock);
 
     let mut kernel = kernel_from_debs(kdir, std::slice::from_ref(&deb), &spec.name, progress)?;
@@ -353,6 +359,7 @@ impl PrivateApt {
         name: &str,
     ) -> anyhow::Result<String> {
         let mut cmd = Command::new(tool);
+        crate::die_with_parent(&mut cmd);
         cmd.env("APT_CONFIG", &self.config).env("LC_ALL", "C");
         for (k, v) in &self.options {
             cmd.arg("-o").arg(format!("{k}={v}"));

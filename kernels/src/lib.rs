@@ -85,6 +85,26 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> 
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
+/// Makes the command's process die with this one (Linux's parent-death signal), so
+/// a killed bpfmatrix leaves no apt-get or curl behind still holding apt's lock or
+/// writing into the cache.
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: between fork and exec only async-signal-safe calls are made (prctl,
+    // getppid, kill).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // The parent may have died before the line above.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `path` with `.tmp.<pid>` appended: unique per process, so two concurrent runs
 /// filling the same cache do not write into each other's temporary files.
 pub(crate) fn tmp_sibling(path: &Path) -> PathBuf {

@@ -284,6 +284,7 @@ impl Curl {
             .into());
         }
         let mut cmd = Command::new("curl");
+        crate::die_with_parent(&mut cmd);
         cmd.args([
             "--fail",
             "--location",

@@ -91,7 +91,7 @@ pub fn html(doc: &Document) -> String {
         out += "</li>";
     }
     out += "</ul>\n<table>\n<tr><th>case</th>";
-    let (header, rows) = grid(doc);
+    let (header, rows) = grid(doc, true);
     for h in &header {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }

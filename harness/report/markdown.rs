@@ -25,7 +25,7 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(out, "- {}", cell(&kernel_line(k)));
     }
     out.push('\n');
-    let (header, rows) = grid(doc);
+    let (header, rows) = grid(doc, true);
     let _ = writeln!(out, "| case | {} |", header.join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(header.len()));
     for (case, cells) in &rows {

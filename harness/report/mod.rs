@@ -59,6 +59,40 @@ pub fn cell_summary(r: &Record) -> String {
     }
 }
 
+/// The cell in a few characters, for a terminal that shows many kernels side by
+/// side: the number that matters, or the errno of a refusal.
+pub fn short_summary(r: &Record) -> String {
+    let (Some(outcome), Some(m)) = (r.outcome.as_deref(), &r.measured) else {
+        return "no answer".to_string();
+    };
+    match outcome {
+        "accepted" if !m.verdicts.is_empty() => {
+            let seen: Vec<String> = m
+                .verdicts
+                .iter()
+                .map(|v| {
+                    let saw: Vec<String> = v.fexit_saw.iter().map(i64::to_string).collect();
+                    format!("{}→{}", v.configured, saw.join("/"))
+                })
+                .collect();
+            format!("fexit {}", seen.join(" "))
+        }
+        "accepted" if m.fell_through.is_some() => if m.fell_through == Some(true) {
+            "falls through"
+        } else {
+            "no fall-through"
+        }
+        .to_string(),
+        "accepted" => match (m.tail_calls, m.retval) {
+            (Some(n), _) => format!("{n} tail calls"),
+            (None, Some(rv)) => format!("returns {rv}"),
+            (None, None) => "accepted".to_string(),
+        },
+        "rejected" => format!("rejected {}", r.errno_name.as_deref().unwrap_or("")),
+        other => other.to_string(),
+    }
+}
+
 fn mark(r: &Record) -> &'static str {
     match r.verdict {
         CellVerdict::Agrees => "✓",
@@ -111,9 +145,14 @@ pub fn kernel_line(k: &KernelEntry) -> String {
 /// A row of the matrix: the case and its record in each column.
 pub(crate) type Row<'a> = (String, Vec<Option<&'a Record>>);
 
-/// The column headers and rows of the matrix, for every renderer.
-pub(crate) fn grid(doc: &Document) -> (Vec<String>, Vec<Row<'_>>) {
-    let columns = doc.columns();
+/// The column headers and rows of the matrix, for every renderer; the terminal
+/// leaves out kernels that could not be had (their line above says why).
+pub(crate) fn grid(doc: &Document, unavailable_too: bool) -> (Vec<String>, Vec<Row<'_>>) {
+    let columns: Vec<_> = doc
+        .columns()
+        .into_iter()
+        .filter(|(k, _)| unavailable_too || k.status != Status::Unavailable)
+        .collect();
     let header = columns
         .iter()
         .map(|(k, m)| format!("{} {}", k.name, m))
@@ -150,13 +189,13 @@ pub fn terminal(doc: &Document, color: bool) -> String {
         }
     }
     out.push('\n');
-    let (header, rows) = grid(doc);
+    let (header, rows) = grid(doc, false);
     let texts: Vec<Vec<String>> = rows
         .iter()
         .map(|(case, cells)| {
             std::iter::once(case.clone())
                 .chain(cells.iter().map(|c| match c {
-                    Some(r) => format!("{} {}", mark(r), cell_summary(r)),
+                    Some(r) => format!("{} {}", mark(r), short_summary(r)),
                     None => String::new(),
                 }))
                 .collect()
@@ -348,10 +387,7 @@ pub(crate) mod tests {
     #[test]
     fn an_agreeing_run_reads_ok() {
         let text = terminal(&Document::from_runs(&[run("6.1", 33)]), false);
-        assert!(
-            text.contains("tail_call.chain  ✓ accepted, 33 tail calls"),
-            "{text}"
-        );
+        assert!(text.contains("tail_call.chain  ✓ 33 tail calls"), "{text}");
         assert!(
             text.contains("6.1: guest 6.1.0-56-amd64 under tcg"),
             "{text}"
@@ -365,7 +401,7 @@ pub(crate) mod tests {
     #[test]
     fn a_disagreement_shows_expected_and_got() {
         let text = terminal(&Document::from_runs(&[run("6.1", 32)]), false);
-        assert!(text.contains("✗ accepted, 32 tail calls"), "{text}");
+        assert!(text.contains("✗ 32 tail calls"), "{text}");
         assert!(
             text.contains("  expected: accepted, 33 tail calls"),
             "{text}"

@@ -66,17 +66,28 @@ pub(crate) fn fetch_into(
         .ok()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| DEFAULT_MIRROR.to_owned());
+    fetch_from(spec, kdir, &cache_dir().join("apt"), &mirror, progress)
+}
+
+/// [`fetch_into`] from `mirror`, with apt's private state under `apt_root/<suite>`.
+fn fetch_from(
+    spec: &DebianSpec,
+    kdir: &Path,
+    apt_root: &Path,
+    mirror: &str,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Kernel> {
     // Two kernels from one suite share the private apt state; apt's own lock would
     // make the second fail rather than wait.
-    let apt_dir = cache_dir().join("apt").join(&spec.suite);
+    let apt_dir = apt_root.join(&spec.suite);
     let _apt_lock = crate::cache::lock_dir(&apt_dir, &mut || {
         progress(&format!(
             "waiting for another bpfmatrix using apt for {}",
             spec.suite
         ))
     })?;
-    let apt = PrivateApt::prepare(&apt_dir, &mirror, &spec.suite)?;
-    let host = mirror_host(&mirror);
+    let apt = PrivateApt::prepare(&apt_dir, mirror, &spec.suite)?;
+    let host = mirror_host(mirror);
 
     progress(&format!("apt-get update {} ({mirror})", spec.suite));
     apt.run("apt-get", &["-q", "update"], None, &host, &spec.name)
@@ -610,6 +621,45 @@ pub(crate) mod tests {
         ] {
             assert_eq!(keep(no), None, "{no}");
         }
+    }
+
+    /// Real: apt against a host name that never resolves (.invalid is reserved).
+    #[test]
+    fn an_unreachable_mirror_is_unavailable_within_seconds() {
+        if which::which("apt-get").is_err() || !Path::new(KEYRING).exists() {
+            eprintln!("skipped: no apt-get or no Debian keyring");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let spec = DebianSpec {
+            name: "6.1".into(),
+            suite: "bookworm".into(),
+            package_regex: r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$".into(),
+        };
+        let kdir = dir.path().join("k");
+        std::fs::create_dir_all(&kdir).unwrap();
+        let start = std::time::Instant::now();
+        let err = fetch_from(
+            &spec,
+            &kdir,
+            &dir.path().join("apt"),
+            "http://deb.debian.org.invalid/debian",
+            &mut |_| {},
+        )
+        .unwrap_err();
+        let elapsed = start.elapsed();
+        let Some(Unreachable(why)) = err.downcast_ref::<Unreachable>() else {
+            panic!("{err:#}")
+        };
+        assert!(
+            why.starts_with(
+                "deb.debian.org.invalid cannot be reached from this machine (apt-get: "
+            ),
+            "{why}"
+        );
+        assert!(why.contains("`bpfmatrix fetch 6.1`"), "{why}");
+        assert!(elapsed.as_secs() < 20, "{elapsed:?}");
+        eprintln!("{elapsed:?}: {why}");
     }
 
     #[test]

@@ -209,9 +209,17 @@ fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S
     }
 }
 
-/// Why KVM failed earlier in this process, if it did: later Auto boots skip it
-/// instead of waiting out the deadline again.
-static KVM_VERDICT: Mutex<Option<String>> = Mutex::new(None);
+/// What this process learned about KVM. Auto boots hold the lock while the first
+/// of them tries KVM, so guests booted in parallel wait for that verdict instead of
+/// each paying the KVM deadline and announcing the fallback again.
+#[derive(Clone)]
+enum KvmState {
+    Untried,
+    Works,
+    Broken(String),
+}
+
+static KVM_STATE: Mutex<KvmState> = Mutex::new(KvmState::Untried);
 
 /// Boots `spec` and reports events to `on_event` as they happen. Errors are for
 /// problems on the host (no QEMU, no socket); everything the guest or QEMU does is
@@ -226,41 +234,70 @@ pub fn boot(spec: &BootSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::Resu
             bail!("{what} {} does not exist", path.display());
         }
     }
-    let remembered = KVM_VERDICT.lock().unwrap().clone();
-    match (spec.accel, remembered) {
-        (Accel::Tcg, _) => attempt(&qemu, spec, AccelUsed::Tcg, None, on_event).map(|a| a.outcome),
-        (Accel::Kvm, _) => attempt(&qemu, spec, AccelUsed::Kvm, None, on_event).map(|a| a.outcome),
-        (Accel::Auto, Some(reason)) => {
-            let mut outcome = attempt(&qemu, spec, AccelUsed::Tcg, None, on_event)?.outcome;
-            outcome.kvm_fallback = Some(reason);
-            Ok(outcome)
+    match spec.accel {
+        Accel::Tcg => {
+            return attempt(&qemu, spec, AccelUsed::Tcg, None, on_event).map(|a| a.outcome)
         }
-        (Accel::Auto, None) => {
-            let reason = match kvm_usable() {
-                Err(reason) => reason,
-                Ok(()) => {
-                    let first = attempt(
-                        &qemu,
-                        spec,
-                        AccelUsed::Kvm,
-                        Some(spec.kvm_deadline),
-                        on_event,
-                    )?;
-                    match first.kvm_failure {
-                        None => return Ok(first.outcome),
-                        Some(reason) => reason,
-                    }
-                }
-            };
-            *KVM_VERDICT.lock().unwrap() = Some(reason.clone());
-            on_event(&VmEvent::KvmFallback {
-                reason: reason.clone(),
-            });
-            let mut outcome = attempt(&qemu, spec, AccelUsed::Tcg, None, on_event)?.outcome;
-            outcome.kvm_fallback = Some(reason);
-            Ok(outcome)
+        Accel::Kvm => {
+            return attempt(&qemu, spec, AccelUsed::Kvm, None, on_event).map(|a| a.outcome)
         }
+        Accel::Auto => {}
     }
+    let mut state = KVM_STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let known = state.clone();
+    let tried = match known {
+        KvmState::Broken(reason) => Err(reason),
+        KvmState::Works => {
+            // KVM is known good: no need to hold others back while this guest runs.
+            drop(state);
+            let tried = try_kvm(&qemu, spec, on_event)?;
+            state = KVM_STATE.lock().unwrap_or_else(|e| e.into_inner());
+            tried
+        }
+        // The first Auto boot keeps the lock through its KVM attempt.
+        KvmState::Untried => try_kvm(&qemu, spec, on_event)?,
+    };
+    let reason = match tried {
+        Ok(outcome) => {
+            *state = KvmState::Works;
+            return Ok(outcome);
+        }
+        Err(reason) => reason,
+    };
+    let first_to_learn = !matches!(&*state, KvmState::Broken(_));
+    *state = KvmState::Broken(reason.clone());
+    drop(state);
+    if first_to_learn {
+        on_event(&VmEvent::KvmFallback {
+            reason: reason.clone(),
+        });
+    }
+    let mut outcome = attempt(&qemu, spec, AccelUsed::Tcg, None, on_event)?.outcome;
+    outcome.kvm_fallback = Some(reason);
+    Ok(outcome)
+}
+
+/// One boot under KVM with the deadline for the guest's first line: the outcome,
+/// or why KVM did not work.
+fn try_kvm(
+    qemu: &Path,
+    spec: &BootSpec,
+    on_event: &mut dyn FnMut(&VmEvent),
+) -> anyhow::Result<Result<BootOutcome, String>> {
+    if let Err(reason) = kvm_usable() {
+        return Ok(Err(reason));
+    }
+    let first = attempt(
+        qemu,
+        spec,
+        AccelUsed::Kvm,
+        Some(spec.kvm_deadline),
+        on_event,
+    )?;
+    Ok(match first.kvm_failure {
+        None => Ok(first.outcome),
+        Some(reason) => Err(reason),
+    })
 }
 
 /// Whether /dev/kvm can be opened read-write (the precondition, not proof: on these

@@ -224,7 +224,7 @@ fn run(args: RunArgs) -> Result<bool> {
                     eprintln!("[{name}] unavailable: {why}");
                     gone(KernelRun::unavailable, why)
                 }
-                Err(FetchError::Failed(e)) if matches!(target, Target::Image { .. }) => {
+                Err(FetchError::Failed(e)) if target.is_user_path() => {
                     return Err(e.context(format!("kernel {name}")));
                 }
                 Err(FetchError::Failed(e)) => gone(KernelRun::failed, format!("{e:#}")),

@@ -30,6 +30,15 @@ impl Target {
         }
     }
 
+    /// A kernel the user pointed at on disk (an image or a .deb), not a catalog
+    /// name: what goes wrong with it is bad input, reported before any guest runs.
+    pub fn is_user_path(&self) -> bool {
+        match self {
+            Target::Catalog(e) => matches!(e.source, Source::DebFiles(_)),
+            Target::Image { .. } => true,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Target::Catalog(e) => e.note.clone(),

@@ -265,8 +265,28 @@ pub fn elf_info(path: &Path) -> anyhow::Result<Option<ElfInfo>> {
     };
     let endian = header.endian()?;
     let x86_64 = header.e_machine(endian) == object::elf::EM_X86_64;
+    let truncated = || format!("kernel image {} is truncated", path.display());
+    let headers = header
+        .program_headers(endian, &data)
+        .with_context(|| format!("{}: its program header table is cut off", truncated()))?;
+    // A vmlinux cut short still parses; QEMU would then fail to load it without
+    // naming the file, so the segments are checked against the file's length here.
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let end = headers
+        .iter()
+        .map(|ph| ph.p_offset(endian).saturating_add(ph.p_filesz(endian)))
+        .max()
+        .unwrap_or(0);
+    if end > len {
+        bail!(
+            "{}: its program headers say it ends at byte {end}, the file has {len} bytes",
+            truncated()
+        );
+    }
     let mut pvh = false;
-    for ph in header.program_headers(endian, &data)? {
+    for ph in headers {
         let Ok(Some(mut notes)) = ph.notes(endian, &data) else {
             continue;
         };

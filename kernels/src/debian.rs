@@ -198,6 +198,10 @@ pub(crate) fn kernel_from_debs(
     let root = kdir.join("root");
     let tmp_root = crate::tmp_sibling(&root);
     let _ = std::fs::remove_dir_all(&tmp_root);
+    // Created up front: a package with nothing bpfmatrix unpacks (no kernel in it)
+    // must reach the "holds no boot/vmlinuz" error below, naming the package.
+    std::fs::create_dir_all(&tmp_root)
+        .with_context(|| format!("cannot create {}", tmp_root.display()))?;
     for deb in debs {
         progress(&format!(
             "unpacking {}",
@@ -210,7 +214,7 @@ pub(crate) fn kernel_from_debs(
 
     let names = || {
         debs.iter()
-            .map(|d| d.file_name().unwrap_or_default().to_string_lossy())
+            .map(|d| d.display().to_string())
             .collect::<Vec<_>>()
             .join(" + ")
     };

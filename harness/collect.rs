@@ -8,6 +8,11 @@ use std::collections::BTreeMap;
 
 /// How much of a bad line a problem quotes.
 const QUOTE: usize = 120;
+/// How much of one agent warning is kept.
+const WARNING_CHARS: usize = 1000;
+/// How many problems (and warnings) a run keeps: a flooding guest must not turn
+/// the report into megabytes.
+const MAX_NOTES: usize = 20;
 
 /// The agent's mode switch as it reported it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -119,19 +124,30 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
                     }
                 }
             }
-            GuestMessage::Warning { message } => c.warnings.push(message),
+            GuestMessage::Warning { message } => c.warnings.push(cut(&message, WARNING_CHARS)),
             GuestMessage::Done { uptime_ms } => c.done_ms = Some(uptime_ms),
+        }
+    }
+    for notes in [&mut c.problems, &mut c.warnings] {
+        if notes.len() > MAX_NOTES {
+            let more = notes.len() - MAX_NOTES;
+            notes.truncate(MAX_NOTES);
+            notes.push(format!("… and {more} more"));
         }
     }
     c
 }
 
 fn quote(text: &str) -> String {
-    let mut q: String = text.chars().take(QUOTE).collect();
+    format!("{:?}", cut(text, QUOTE))
+}
+
+fn cut(text: &str, chars: usize) -> String {
+    let mut q: String = text.chars().take(chars).collect();
     if q.len() < text.len() {
         q.push('…');
     }
-    format!("{q:?}")
+    q
 }
 
 #[cfg(test)]
@@ -227,6 +243,21 @@ mod tests {
         );
         assert!(c.problems[3].contains("a second record"));
         assert!(c.problems[4].contains("longer than"));
+    }
+
+    #[test]
+    fn a_flood_of_bad_lines_keeps_a_bounded_report() {
+        let mut texts = vec![hello()];
+        texts.extend((0..5000).map(|i| format!("noise {i}")));
+        texts.push(format!(
+            r#"{{"type":"warning","message":"{}"}}"#,
+            "w".repeat(100_000)
+        ));
+        let c = collect(&plan(), lines(&texts));
+        assert_eq!(c.problems.len(), MAX_NOTES + 1);
+        assert_eq!(c.problems[MAX_NOTES], "… and 4980 more");
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].chars().count() <= WARNING_CHARS + 1);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Settings {
     pub memory_mib: u32,
     /// Test-only misbehaviour of the agent (the fault suite).
     pub fault: Option<Fault>,
+    /// The most a guest may send home before its run is ended as a failure.
+    pub max_result_bytes: u64,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
             timeout: Duration::from_secs(120),
             memory_mib: 512,
             fault: None,
+            max_result_bytes: qemu::MAX_RESULT_BYTES,
         }
     }
 }
@@ -110,6 +113,7 @@ fn try_run(
         accel: settings.accel,
         memory_mib: settings.memory_mib,
         timeout: settings.timeout,
+        max_result_bytes: settings.max_result_bytes,
         ..BootSpec::new(kernel.clone(), initramfs)
     };
     let outcome = qemu::boot(&spec, &mut |event| {

@@ -120,6 +120,9 @@ pub struct BootSpec {
     /// Under [`Accel::Auto`], how long KVM gets to produce the first guest line
     /// before the boot is retried under TCG. A healthy KVM boot speaks in about 1 s.
     pub kvm_deadline: Duration,
+    /// The most the guest may write to the result port before the boot is ended
+    /// as [`BootEnd::TooMuchOutput`] ([`MAX_RESULT_BYTES`] unless a test lowers it).
+    pub max_result_bytes: u64,
 }
 
 impl BootSpec {
@@ -133,6 +136,7 @@ impl BootSpec {
             memory_mib: 512,
             timeout: Duration::from_secs(120),
             kvm_deadline: Duration::from_secs(8),
+            max_result_bytes: MAX_RESULT_BYTES,
         }
     }
 }
@@ -441,6 +445,7 @@ fn attempt(
 
     let mut run = Run {
         accel,
+        max_result_bytes: spec.max_result_bytes,
         start,
         lines: Vec::new(),
         console: VecDeque::new(),
@@ -459,10 +464,9 @@ fn attempt(
                     let tx = tx
                         .take()
                         .expect("sender kept until the result port connects");
+                    let cap = spec.max_result_bytes;
                     result_thread = Some(std::thread::spawn(move || {
-                        read_capped_lines(stream, MAX_LINE_BYTES, MAX_RESULT_BYTES, |msg| {
-                            tx.send(msg).is_ok()
-                        })
+                        read_capped_lines(stream, MAX_LINE_BYTES, cap, |msg| tx.send(msg).is_ok())
                     }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -560,6 +564,7 @@ fn attempt(
 /// The state of one boot attempt as messages arrive.
 struct Run {
     accel: AccelUsed,
+    max_result_bytes: u64,
     start: Instant,
     lines: Vec<GuestLine>,
     console: VecDeque<String>,
@@ -593,7 +598,7 @@ impl Run {
                 None
             }
             Msg::GuestOverflow => Some(BootEnd::TooMuchOutput {
-                limit_bytes: MAX_RESULT_BYTES,
+                limit_bytes: self.max_result_bytes,
             }),
         }
     }

@@ -150,6 +150,7 @@ pub fn boot_vng(spec: &VngSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::R
     if !spec.agent.is_file() {
         bail!("guest agent {} does not exist", spec.agent.display());
     }
+    check_modules(&spec.kernel)?;
     // A directory of our own for the plan; vng's guest sees the host's /tmp
     // through an overlay, so files written here before the boot are visible.
     let dir = tempfile::Builder::new()
@@ -380,6 +381,23 @@ pub fn time_exec_true(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// virtme-ng mounts the host's root over 9p from modules it loads out of the
+/// kernel's modules directory: a kernel whose modules lack fs/9p (e.g. a cache entry
+/// that unpacked only net/) fails at once with exit 255 and no message. Says so.
+pub fn check_modules(kernel: &Kernel) -> anyhow::Result<()> {
+    let Some(dir) = &kernel.modules_dir else {
+        return Ok(());
+    };
+    if !dir.join("kernel/fs/9p").is_dir() {
+        bail!(
+            "kernel {}: {} has no kernel/fs/9p, which virtme-ng needs to mount its root; unpack the kernel's full modules for the vng backend",
+            kernel.name,
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// SIGKILL to a process group.

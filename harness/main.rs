@@ -31,7 +31,8 @@ struct Cli {
 enum Command {
     /// Run the cases on one or more kernels and print the matrix.
     Run(RunArgs),
-    /// List the kernels bpfmatrix knows by name.
+    /// List the kernels bpfmatrix knows by name: cached, available, or unavailable
+    /// here and why (judged without downloading).
     Kernels,
     /// Merge matrix.json files (one per CI job) into one report folder. Exits 1
     /// when any cell disagrees with its expectation or a kernel run failed.
@@ -117,12 +118,8 @@ fn real_main() -> Result<bool> {
         Command::Kernels => {
             for entry in targets::catalog() {
                 let t = Target::Catalog(entry);
-                let state = if targets::is_cached(&t) {
-                    "cached"
-                } else {
-                    "not cached"
-                };
-                println!("{:<6} {:<11} {}", t.name(), state, t.describe());
+                println!("{:<6} {}", t.name(), t.describe());
+                println!("       {}", targets::availability(&t));
             }
             Ok(true)
         }

@@ -103,6 +103,40 @@ pub fn obtain(target: &Target, progress: &mut dyn FnMut(&str)) -> Result<Kernel,
     }
 }
 
+/// Whether the kernel can be had here, judged without downloading anything: in
+/// the cache; or its source's host resolves and the tool that fetches from it is
+/// installed. "available" is a good guess, not a promise; "unavailable" says why.
+pub fn availability(target: &Target) -> String {
+    if is_cached(target) {
+        return "cached".to_string();
+    }
+    let Target::Catalog(entry) = target else {
+        return "on disk".to_string();
+    };
+    let (tool, url) = match &entry.source {
+        Source::Debian(_) => (
+            "apt-get",
+            std::env::var("BPFMATRIX_DEBIAN_MIRROR")
+                .unwrap_or_else(|_| "http://deb.debian.org/debian".to_string()),
+        ),
+        Source::UbuntuMainline(m) => ("curl", m.folder.clone()),
+        Source::DebFiles(_) => return "on disk".to_string(),
+    };
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or_default()
+        .to_string();
+    if which::which(tool).is_err() {
+        return format!("unavailable: {tool} is not installed");
+    }
+    match std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 443)) {
+        Ok(_) => format!("available from {host}"),
+        Err(e) => format!("unavailable: {host} does not resolve ({e})"),
+    }
+}
+
 /// Whether the kernel is in the cache already (no network involved).
 pub fn is_cached(target: &Target) -> bool {
     match target {

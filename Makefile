@@ -5,7 +5,7 @@ CARGO ?= cargo
 REPORT_DIR ?= reports
 DEBIAN_PACKAGES := qemu-system-x86 clang llvm libbpf-dev
 
-.PHONY: matrix test check deps
+.PHONY: matrix test bench check deps
 
 ## Boot every kernel, run every case, print the matrix and write $(REPORT_DIR)/.
 matrix: deps
@@ -15,6 +15,10 @@ matrix: deps
 test: deps
 	$(CARGO) test --features vm
 	$(CARGO) test -p bpfmatrix-agent
+
+## One run of the benchmark: boot floor, bpfmatrix, virtme-ng, ratios; JSON too.
+bench: deps
+	$(CARGO) run --release --bin bpfmatrix -- bench --json $(REPORT_DIR)/bench.json
 
 ## Formatting and lints, as CI checks them.
 check:

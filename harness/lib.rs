@@ -3,6 +3,7 @@
 //! a run and the reports. Kernels come from `bpfmatrix-kernels`, guests are built
 //! and booted by `bpfmatrix-vm`, and what runs inside them lives in `probes/`.
 
+pub mod bench;
 pub mod collect;
 pub mod document;
 pub mod expect;

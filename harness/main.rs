@@ -2,9 +2,10 @@
 //! print the table and write the JSON results.
 
 use anyhow::Result;
+use bpfmatrix::bench;
 use bpfmatrix::document::Document;
 use bpfmatrix::matrix::KernelRun;
-use bpfmatrix::run::{self, Progress, Settings};
+use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
 use bpfmatrix::{output, report};
 use bpfmatrix_kernels::catalog::FetchError;
@@ -48,11 +49,37 @@ enum Command {
         #[arg(long, value_name = "KERNELS", value_delimiter = ',')]
         require: Vec<String>,
     },
+    /// Measure, in one run: the bare boot floor of each kernel, bpfmatrix's boot to
+    /// all verdicts and to QEMU exit, virtme-ng's `--exec true`, their ratios, and
+    /// the whole matrix's wall time; prints a table (and JSON with --json).
+    Bench(BenchArgs),
     /// Download kernels into the cache without running anything.
     Fetch {
         /// Catalog names (default: all).
         kernels: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Kernels to measure (catalog names or paths). Default: every catalog kernel
+    /// that can be had here.
+    #[arg(short, long = "kernel", value_name = "KERNEL")]
+    kernels: Vec<String>,
+    /// Repetitions of each measurement (minimum and median are reported).
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+    /// Skip virtme-ng (otherwise installed from PyPI into the cache when missing).
+    #[arg(long)]
+    no_vng: bool,
+    /// Also time the matrix with an empty cache (downloads every kernel again).
+    #[arg(long)]
+    cold: bool,
+    #[arg(long, default_value = "auto")]
+    accel: Accel,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -74,6 +101,10 @@ struct RunArgs {
     /// auto tries KVM and falls back to TCG when the guest does not speak in time.
     #[arg(long, default_value = "auto")]
     accel: Accel,
+    /// qemu: bpfmatrix's own microVM (fast); vng: the same agent and cases through
+    /// virtme-ng, when it is installed.
+    #[arg(long, value_enum, default_value = "qemu")]
+    backend: Backend,
     /// Seconds a guest may take from QEMU start to exit before it is killed.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -143,6 +174,7 @@ fn real_main() -> Result<bool> {
             Ok(all)
         }
         Command::Run(args) => run(args),
+        Command::Bench(args) => bench(args),
         Command::Merge {
             inputs,
             out,
@@ -194,6 +226,7 @@ fn run(args: RunArgs) -> Result<bool> {
         },
         jit_modes: args.jit.map_or(JitMode::ALL.to_vec(), |m| vec![m]),
         accel: args.accel,
+        backend: args.backend,
         timeout: Duration::from_secs(args.timeout),
         ..Settings::default()
     };
@@ -235,7 +268,10 @@ fn run(args: RunArgs) -> Result<bool> {
         .collect();
     let mut booted = Vec::new().into_iter();
     if !kernels.is_empty() {
-        bpfmatrix_vm::qemu::find_qemu()?;
+        match settings.backend {
+            Backend::Qemu => drop(bpfmatrix_vm::qemu::find_qemu()?),
+            Backend::Vng => drop(bpfmatrix_vm::vng::find_vng()?),
+        }
         let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
         let parallel = args.parallel.unwrap_or_else(run::default_parallelism);
         let verbose = args.verbose;
@@ -257,6 +293,57 @@ fn run(args: RunArgs) -> Result<bool> {
         }
     }
     Ok(doc.all_agree())
+}
+
+fn bench(args: BenchArgs) -> Result<bool> {
+    let names = if args.kernels.is_empty() {
+        targets::catalog().into_iter().map(|e| e.name).collect()
+    } else {
+        args.kernels.clone()
+    };
+    let mut kernels = Vec::new();
+    for name in &names {
+        let target = targets::resolve(name, None)?;
+        match targets::obtain(&target, &mut |m| eprintln!("[{name}] {m}")) {
+            Ok(kernel) => kernels.push(kernel),
+            Err(FetchError::Unavailable(why)) => eprintln!("[{name}] not measured: {why}"),
+            Err(FetchError::Failed(e)) => return Err(e.context(format!("kernel {name}"))),
+        }
+    }
+    anyhow::ensure!(!kernels.is_empty(), "no kernel can be had here to measure");
+    let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
+    let mut matrix_args: Vec<std::ffi::OsString> = vec!["run".into()];
+    for k in &kernels {
+        matrix_args.push("-k".into());
+        let by_name = targets::catalog().iter().any(|e| e.name == k.name);
+        matrix_args.push(if by_name {
+            k.name.clone().into()
+        } else {
+            format!("{}={}", k.name, k.image.display()).into()
+        });
+    }
+    let opts = bench::BenchOptions {
+        repetitions: args.repetitions,
+        settings: Settings {
+            accel: args.accel,
+            ..Settings::default()
+        },
+        vng: !args.no_vng,
+        cold: args.cold,
+        matrix: Some(bench::MatrixCommand {
+            program: std::env::current_exe()?,
+            args: matrix_args,
+            kernels: kernels.iter().map(|k| k.name.clone()).collect(),
+        }),
+    };
+    let report = bench::bench(&kernels, &agent, &opts, &|l| eprintln!("bench: {l}"))?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(true)
 }
 
 fn show(p: Progress, verbose: bool) {

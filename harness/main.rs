@@ -339,6 +339,9 @@ fn bench(args: BenchArgs) -> Result<bool> {
     let report = bench::bench(&kernels, &agent, &opts, &|l| eprintln!("bench: {l}"))?;
     print!("{}", report.table());
     if let Some(path) = &args.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());

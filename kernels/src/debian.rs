@@ -462,12 +462,28 @@ pub(crate) fn version_cmp(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// The parts of lib/modules/<release>/ that are unpacked: net/ for clsact (the
+/// guest's sch_ingress and cls_bpf), and what virtme-ng loads to mount the host's
+/// root over 9p (9p, netfs/fscache, overlayfs, virtio, its console).
+const KEPT_MODULES: &[&str] = &[
+    "kernel/net",
+    "kernel/fs/9p",
+    "kernel/fs/netfs",
+    "kernel/fs/fscache",
+    "kernel/fs/overlayfs",
+    "kernel/drivers/virtio",
+    "kernel/drivers/char/virtio_console.ko",
+    "kernel/drivers/char/virtio_console.ko.xz",
+    "kernel/drivers/char/virtio_console.ko.zst",
+];
+
 /// Where a file of the package goes under the unpack root, if the guest can need it:
 /// boot/vmlinuz-*, boot/config-*, and of the modules tree (found under
 /// /usr/lib/modules in merged-/usr packages, kept as lib/modules here) only
-/// modules.builtin*, modules.order and kernel/net/: the guest loads sch_ingress and
-/// cls_bpf (kernel/net/sched), and keeping all of net/ keeps what they could depend
-/// on. That is about 6% of the tree (the whole is 400-600 MB unpacked).
+/// modules.builtin*, modules.order and the subtrees in [`KEPT_MODULES`]: the guest
+/// loads sch_ingress and cls_bpf (kernel/net/sched), and keeping all of net/ keeps
+/// what they could depend on; the virtme-ng backend needs 9p, virtio and overlayfs.
+/// That is under 10% of the tree (the whole is 400-600 MB unpacked).
 /// [`crate::resolve_modules`] names a module that lies outside what was kept.
 fn wanted(path: &Path) -> Option<PathBuf> {
     if !path
@@ -494,9 +510,12 @@ fn wanted(path: &Path) -> Option<PathBuf> {
             Some((_, inside)) => {
                 (!inside.contains('/')
                     && (inside.starts_with("modules.builtin") || inside == "modules.order"))
-                    || inside == "kernel"
-                    || inside == "kernel/net"
-                    || inside.starts_with("kernel/net/")
+                    || KEPT_MODULES.iter().any(|kept| {
+                        // The subtree itself, what is in it, and the folders above it.
+                        inside == *kept
+                            || inside.starts_with(&format!("{kept}/"))
+                            || kept.starts_with(&format!("{inside}/"))
+                    })
             }
         }
     } else {
@@ -593,7 +612,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn only_boot_files_and_the_net_modules_are_wanted() {
+    fn only_boot_files_and_the_modules_guests_load_are_wanted() {
         let keep = |p: &str| wanted(Path::new(p)).map(|p| p.display().to_string());
         assert_eq!(
             keep("./boot/vmlinuz-6.1.0-56-amd64").as_deref(),
@@ -611,6 +630,9 @@ pub(crate) mod tests {
             "./lib/modules/4.16.0-041600-generic/modules.builtin.modinfo",
             "./lib/modules/4.16.0-041600-generic/modules.order",
             "./lib/modules/4.16.0-041600-generic/",
+            "./lib/modules/6.1.0-56-amd64/kernel/fs/9p/9p.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/fs/",
+            "./lib/modules/6.1.0-56-amd64/kernel/drivers/char/virtio_console.ko",
         ] {
             assert!(keep(yes).is_some(), "{yes}");
         }
@@ -619,7 +641,8 @@ pub(crate) mod tests {
             "./usr/share/doc/x",
             "../boot/vmlinuz-evil",
             "./lib/modules/6.1.0-56-amd64/kernel/drivers/net/virtio_net.ko",
-            "./lib/modules/6.1.0-56-amd64/kernel/fs/9p/9p.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/fs/ext4/ext4.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/drivers/char/tpm/tpm.ko",
             "./lib/modules/6.1.0-56-amd64/kernel/network.ko",
             "./lib/modules/6.1.0-56-amd64/modules.dep",
         ] {

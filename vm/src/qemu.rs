@@ -689,8 +689,8 @@ fn read_capped_lines(
 }
 
 /// Quotes an argument for the shell, for the human-readable command in
-/// [`VmEvent::Starting`].
-fn shell_quote(arg: &str) -> String {
+/// [`VmEvent::Starting`] (and the command virtme-ng runs in its guest).
+pub(crate) fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
             .bytes()

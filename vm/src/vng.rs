@@ -16,7 +16,9 @@
 //! [`install_vng`] puts virtme-ng into a virtualenv in the cache when it is not on
 //! PATH (the benchmark uses it; the backend only [`find_vng`]s).
 
-use crate::qemu::{AccelUsed, BootEnd, BootOutcome, GuestLine, VmEvent, MAX_RESULT_BYTES};
+use crate::qemu::{
+    shell_quote, AccelUsed, BootEnd, BootOutcome, GuestLine, VmEvent, MAX_RESULT_BYTES,
+};
 use anyhow::{bail, Context};
 use bpfmatrix_kernels::{Kernel, ModuleFile};
 use bpfmatrix_probes::{Plan, MAX_LINE_BYTES};
@@ -421,18 +423,6 @@ fn path_with(dir: Option<&Path>) -> std::ffi::OsString {
         paths.extend(std::env::split_paths(&old));
     }
     std::env::join_paths(paths).unwrap_or_default()
-}
-
-fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-    if plain {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ h1 { font-size: 20px; } .verdict { font-weight: 600; margin: 8px 0 16px; }
 ul.kernels { padding-left: 18px; } ul.kernels li { margin: 2px 0; }
 table { border-collapse: separate; border-spacing: 4px; }
 th { text-align: left; font-weight: 600; padding: 4px 8px; white-space: nowrap; }
-td { vertical-align: top; padding: 6px 8px; border-radius: 6px; min-width: 150px; max-width: 260px; }
+td { vertical-align: top; padding: 6px 8px; border-radius: 6px; min-width: 110px; max-width: 220px; }
 td.case { font-family: ui-monospace, monospace; background: #f6f8fa; }
 td.accepted { background: #dafbe1; } td.rejected { background: #fff1c2; }
 td.unsupported { background: #eaeef2; } td.error { background: #ffd8d3; }
@@ -100,6 +100,14 @@ pub fn html(doc: &Document) -> String {
         let _ = write!(out, "<tr><td class=\"case\">{}</td>", esc(case));
         for c in cells {
             match c {
+                // The reason is in the kernel's line above; cells stay short.
+                Some(r)
+                    if doc
+                        .kernel(&r.kernel)
+                        .is_some_and(|k| k.status == Status::Unavailable) =>
+                {
+                    out += "<td class=\"none\">unavailable</td>"
+                }
                 Some(r) => out += &td(r),
                 None => out += "<td class=\"none\"></td>",
             }

@@ -113,9 +113,12 @@ fn try_run(
     progress(Progress::Step {
         kernel: name,
         what: format!(
-            "booting {} with {:?} ({} cases x {} JIT modes)",
+            "booting {} with {} ({} cases x {} JIT modes)",
             kernel.boot_image.display(),
-            settings.backend,
+            match settings.backend {
+                Backend::Qemu => "QEMU",
+                Backend::Vng => "virtme-ng",
+            },
             plan.cases.len(),
             plan.jit_modes.len()
         ),

@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 REPORT_DIR ?= reports
-DEBIAN_PACKAGES := qemu-system-x86 clang llvm libbpf-dev
+DEBIAN_PACKAGES := qemu-system-x86 clang llvm libbpf-dev kmod
 
 .PHONY: matrix test bench check deps
 

@@ -353,7 +353,7 @@ fn show(p: Progress, verbose: bool) {
     match p {
         Progress::Step { kernel, what } => eprintln!("[{kernel}] {what}"),
         Progress::Vm { kernel, event } => match event {
-            VmEvent::Starting { accel, .. } => eprintln!("[{kernel}] QEMU started ({accel})"),
+            VmEvent::Starting { accel, .. } => eprintln!("[{kernel}] guest started ({accel})"),
             VmEvent::KvmFallback { reason } => {
                 eprintln!("[{kernel}] KVM did not work, falling back to TCG: {reason}")
             }

@@ -15,7 +15,7 @@
 use bpfmatrix::document::{self, Document};
 use bpfmatrix::matrix::{KernelRun, RunStatus, Verdict};
 use bpfmatrix::report;
-use bpfmatrix::run::{self, Progress, Settings};
+use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
 use bpfmatrix_kernels::catalog::FetchError;
 use bpfmatrix_probes::{CaseId, JitMode};
@@ -85,7 +85,47 @@ fn main() {
             }
         }
     }
+    trials.push(vng_trial(agent.clone()));
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// The virtme-ng backend, kept working: the same agent and plan on kernel 6.1
+/// through `vng --run`, every cell agreeing as with the QEMU backend. virtme-ng is
+/// installed from PyPI into the cache when it is not on PATH.
+fn vng_trial(agent: Shared<PathBuf>) -> Trial {
+    Trial::ignorable_test("vng::6.1::all_cases", move || {
+        let target = targets::resolve("6.1", None).map_err(|e| format!("{e:#}"))?;
+        let kernel = match targets::obtain(&target, &mut |m| eprintln!("[vng 6.1] {m}")) {
+            Ok(kernel) => kernel,
+            Err(FetchError::Unavailable(why)) => {
+                return Ok(Completion::ignored_with(format!(
+                    "kernel unavailable here: {why}"
+                )))
+            }
+            Err(e) => return Err(format!("cannot obtain kernel 6.1: {e}").into()),
+        };
+        bpfmatrix_vm::vng::install_vng(&mut |m| eprintln!("[vng] {m}"))
+            .map_err(|e| format!("cannot install virtme-ng: {e:#}"))?;
+        let agent = agent
+            .get_or_init(|| {
+                bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| format!("cannot build the guest agent: {e}"))?;
+        let settings = Settings {
+            backend: Backend::Vng,
+            ..Settings::default()
+        };
+        let run = run::run_kernel(&kernel, agent, &settings, &mut |_| {});
+        let doc = Document::from_runs(std::slice::from_ref(&run));
+        eprintln!("[vng 6.1] {}", report::kernel_line(&doc.kernels[0]));
+        if doc.all_agree() {
+            Ok(Completion::Completed)
+        } else {
+            Err(report::terminal(&doc, false).into())
+        }
+    })
 }
 
 /// Obtains the kernel and boots it once; the run is shared by the kernel's trials.

@@ -18,6 +18,7 @@ use bpfmatrix::report;
 use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
 use bpfmatrix_kernels::catalog::FetchError;
+use bpfmatrix_kernels::Kernel;
 use bpfmatrix_probes::{CaseId, JitMode};
 use bpfmatrix_vm::qemu::{Accel, VmEvent};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
@@ -76,9 +77,7 @@ fn main() {
                             Booted::Run(run) => {
                                 judge(run, case, jit).map(|()| Completion::Completed)
                             }
-                            Booted::Unavailable(why) => Ok(Completion::ignored_with(format!(
-                                "kernel unavailable here: {why}"
-                            ))),
+                            Booted::Unavailable(why) => Ok(Completion::ignored_with(why)),
                         }
                     },
                 ));
@@ -95,24 +94,13 @@ fn main() {
 fn vng_trial(agent: Shared<PathBuf>) -> Trial {
     Trial::ignorable_test("vng::6.1::all_cases", move || {
         let target = targets::resolve("6.1", None).map_err(|e| format!("{e:#}"))?;
-        let kernel = match targets::obtain(&target, &mut |m| eprintln!("[vng 6.1] {m}")) {
+        let kernel = match obtain(&target)? {
             Ok(kernel) => kernel,
-            Err(FetchError::Unavailable(why)) => {
-                return Ok(Completion::ignored_with(format!(
-                    "kernel unavailable here: {why}"
-                )))
-            }
-            Err(e) => return Err(format!("cannot obtain kernel 6.1: {e}").into()),
+            Err(why) => return Ok(Completion::ignored_with(why)),
         };
         bpfmatrix_vm::vng::install_vng(&mut |m| eprintln!("[vng] {m}"))
             .map_err(|e| format!("cannot install virtme-ng: {e:#}"))?;
-        let agent = agent
-            .get_or_init(|| {
-                bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .as_ref()
-            .map_err(|e| format!("cannot build the guest agent: {e}"))?;
+        let agent = built(&agent)?;
         let settings = Settings {
             backend: Backend::Vng,
             ..Settings::default()
@@ -128,24 +116,39 @@ fn vng_trial(agent: Shared<PathBuf>) -> Trial {
     })
 }
 
-/// Obtains the kernel and boots it once; the run is shared by the kernel's trials.
-fn boot(target: &Target, agent: &Shared<PathBuf>, settings: &Settings) -> Result<Booted, String> {
-    let name = target.name().to_string();
-    let kernel = match targets::obtain(target, &mut |m| eprintln!("[{name}] {m}")) {
-        Ok(kernel) => kernel,
+/// The kernel, or (inner Err) why it cannot be had on this machine; the outer Err
+/// is a failure to obtain it (a corrupt download...), which fails the trials.
+fn obtain(target: &Target) -> Result<Result<Kernel, String>, String> {
+    let name = target.name();
+    match targets::obtain(target, &mut |m| eprintln!("[{name}] {m}")) {
+        Ok(kernel) => Ok(Ok(kernel)),
         Err(FetchError::Unavailable(why)) => {
             eprintln!("[{name}] unavailable: {why}");
-            return Ok(Booted::Unavailable(why));
+            Ok(Err(format!("kernel unavailable here: {why}")))
         }
-        Err(e) => return Err(format!("cannot obtain kernel {name}: {e}")),
-    };
-    let agent = agent
+        Err(e) => Err(format!("cannot obtain kernel {name}: {e}")),
+    }
+}
+
+/// The guest agent, built once for all trials.
+fn built(agent: &Shared<PathBuf>) -> Result<&PathBuf, String> {
+    agent
         .get_or_init(|| {
             bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))
                 .map_err(|e| format!("{e:#}"))
         })
         .as_ref()
-        .map_err(|e| format!("cannot build the guest agent: {e}"))?;
+        .map_err(|e| format!("cannot build the guest agent: {e}"))
+}
+
+/// Obtains the kernel and boots it once; the run is shared by the kernel's trials.
+fn boot(target: &Target, agent: &Shared<PathBuf>, settings: &Settings) -> Result<Booted, String> {
+    let name = target.name().to_string();
+    let kernel = match obtain(target)? {
+        Ok(kernel) => kernel,
+        Err(why) => return Ok(Booted::Unavailable(why)),
+    };
+    let agent = built(agent)?;
     let run = run::run_kernel(&kernel, agent, settings, &mut |p| match p {
         Progress::Step { kernel, what } => eprintln!("[{kernel}] {what}"),
         Progress::Vm {

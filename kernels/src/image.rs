@@ -187,21 +187,4 @@ mod tests {
             );
         });
     }
-
-    /// Extracts a real kernel's vmlinux. Run by hand with
-    /// `BPFMATRIX_TEST_BZIMAGE=/path/to/vmlinuz cargo test -p bpfmatrix-kernels real_bzimage`.
-    #[test]
-    fn real_bzimage_boots_through_pvh() {
-        let Some(image) = std::env::var_os("BPFMATRIX_TEST_BZIMAGE") else {
-            eprintln!("skipped: set BPFMATRIX_TEST_BZIMAGE to a Debian vmlinuz");
-            return;
-        };
-        let cache = tempfile::tempdir().unwrap();
-        let kernel = from_image_in(cache.path(), "real", Path::new(&image), None).unwrap();
-        assert_eq!(kernel.boot_protocol, BootProtocol::Pvh, "{kernel:#?}");
-        assert!(kernel.release.is_some(), "{kernel:#?}");
-        // The extracted vmlinux is itself a valid kernel image.
-        let again = from_image_in(cache.path(), "again", &kernel.boot_image, None).unwrap();
-        assert_eq!(again.boot_image, kernel.boot_image);
-    }
 }

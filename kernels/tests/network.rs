@@ -1,11 +1,11 @@
 //! Fetches every catalog kernel over the network, cold then warm, into the cache
-//! (`$BPFMATRIX_CACHE` to use a fresh one). Does nothing unless
-//! `BPFMATRIX_NETWORK_TESTS=1`; then a Debian kernel that does not arrive fails the
-//! test, and an Ubuntu mainline kernel must either arrive or be reported unavailable
-//! with a reason within seconds (kernel.ubuntu.com is unreachable from some
-//! machines), never fail otherwise.
+//! (`$BPFMATRIX_CACHE` to use a fresh one). A Debian kernel that does not arrive
+//! fails the test, and an Ubuntu mainline kernel must either arrive or be reported
+//! unavailable with a reason within seconds (kernel.ubuntu.com is unreachable from
+//! some machines), never fail otherwise. Ignored by default (it downloads about
+//! 230 MB; the vm suite fetches the same kernels through the harness anyway):
 //!
-//! `BPFMATRIX_NETWORK_TESTS=1 cargo test -p bpfmatrix-kernels --test network -- --nocapture`
+//! `cargo test -p bpfmatrix-kernels --test network -- --ignored --nocapture`
 //! (`BPFMATRIX_NETWORK_KERNELS=5.10,6.12` limits the kernels.)
 
 use bpfmatrix_kernels::{catalog, fetch, resolve_modules, FetchError, Source};
@@ -26,11 +26,8 @@ fn du(path: &Path) -> u64 {
 }
 
 #[test]
+#[ignore = "downloads every catalog kernel (about 230 MB); run with --ignored"]
 fn every_catalog_kernel_arrives_or_is_unavailable() {
-    if std::env::var("BPFMATRIX_NETWORK_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set BPFMATRIX_NETWORK_TESTS=1 to fetch the catalog's kernels");
-        return;
-    }
     let only = std::env::var("BPFMATRIX_NETWORK_KERNELS").ok();
     let mut failures = Vec::new();
     for entry in catalog() {

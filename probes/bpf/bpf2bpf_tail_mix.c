@@ -9,6 +9,10 @@
  *   big_frame_entry as mix_entry, but keeps a 320-byte frame live across the
  *                   call into the tail-calling subprogram (agent puts it in
  *                   jmp_table[1]).
+ *   frame224_entry  the same with 224 bytes (7 x 32: under the 256-byte limit
+ *                   after the verifier rounds frames up to 32), jmp_table[2].
+ *   frame240_entry  the same with 240 bytes, which the verifier rounds up to
+ *                   256: at the limit, jmp_table[3].
  *
  * counters[0] counts executions of mix_sub (tail calls taken = count - 1).
  */
@@ -18,6 +22,8 @@
 
 #define MIX_SLOT 0
 #define BIG_SLOT 1
+#define F224_SLOT 2
+#define F240_SLOT 3
 #define RUNS 0
 
 struct {
@@ -64,19 +70,24 @@ int mix_entry(struct __sk_buff *skb)
 	return mix_sub(skb, MIX_SLOT) == 1 ? TC_ACT_OK : 3;
 }
 
-SEC("classifier")
-int big_frame_entry(struct __sk_buff *skb)
-{
-	/* 40 x 8 = 320 bytes, every slot written through volatile so the
-	 * compiler can neither drop nor shrink the frame. */
-	volatile __u64 frame[40];
-	int ret;
+/* A caller whose frame holds WORDS x 8 bytes live across the call into the
+ * tail-calling subprogram; every slot is written through volatile so the
+ * compiler can neither drop nor shrink the frame. */
+#define FRAME_ENTRY(name, WORDS, SLOT)                        \
+	SEC("classifier")                                     \
+	int name(struct __sk_buff *skb)                       \
+	{                                                     \
+		volatile __u64 frame[WORDS];                  \
+		int ret;                                      \
+		_Pragma("unroll")                             \
+		for (int i = 0; i < WORDS; i++)               \
+			frame[i] = skb->len + i;              \
+		ret = mix_sub(skb, SLOT);                     \
+		return ret + (int)frame[0] + (int)frame[WORDS - 1]; \
+	}
 
-#pragma unroll
-	for (int i = 0; i < 40; i++)
-		frame[i] = skb->len + i;
-	ret = mix_sub(skb, BIG_SLOT);
-	return ret + (int)frame[0] + (int)frame[39];
-}
+FRAME_ENTRY(big_frame_entry, 40, BIG_SLOT)
+FRAME_ENTRY(frame224_entry, 28, F224_SLOT)
+FRAME_ENTRY(frame240_entry, 30, F240_SLOT)
 
 char LICENSE[] SEC("license") = "GPL";

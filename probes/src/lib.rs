@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message or plan changes shape; the host refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Where the host puts the plan inside the initramfs.
 pub const PLAN_PATH: &str = "/bpfmatrix/plan.json";
@@ -80,9 +80,15 @@ pub enum CaseId {
     /// A `__noinline` subprogram makes the tail call (bpf2bpf mixed with tail calls).
     #[serde(rename = "bpf2bpf.tail_call_in_subprog")]
     Bpf2bpfTailCallInSubprog,
-    /// As above, but the caller's frame is at least 256 bytes.
+    /// As above, but the caller's frame is 320 bytes: over the 256-byte limit.
     #[serde(rename = "bpf2bpf.big_caller_frame")]
     Bpf2bpfBigCallerFrame,
+    /// A 224-byte caller frame (7 x 32): just under the limit.
+    #[serde(rename = "bpf2bpf.caller_frame_224")]
+    Bpf2bpfCallerFrame224,
+    /// A 240-byte caller frame, which the verifier rounds up to 256: at the limit.
+    #[serde(rename = "bpf2bpf.caller_frame_240")]
+    Bpf2bpfCallerFrame240,
     /// fentry + fexit attached to a tc program, triggered by BPF_PROG_TEST_RUN.
     #[serde(rename = "fentry_fexit_tc.test_run")]
     FentryTcTestRun,
@@ -93,12 +99,14 @@ pub enum CaseId {
 }
 
 impl CaseId {
-    pub const ALL: [CaseId; 7] = [
+    pub const ALL: [CaseId; 9] = [
         CaseId::TailCallChain,
         CaseId::TailCallEmptySlot,
         CaseId::Bpf2bpfControl,
         CaseId::Bpf2bpfTailCallInSubprog,
         CaseId::Bpf2bpfBigCallerFrame,
+        CaseId::Bpf2bpfCallerFrame224,
+        CaseId::Bpf2bpfCallerFrame240,
         CaseId::FentryTcTestRun,
         CaseId::FentryTcLoopback,
     ];
@@ -111,6 +119,8 @@ impl CaseId {
             CaseId::Bpf2bpfControl => "bpf2bpf.control",
             CaseId::Bpf2bpfTailCallInSubprog => "bpf2bpf.tail_call_in_subprog",
             CaseId::Bpf2bpfBigCallerFrame => "bpf2bpf.big_caller_frame",
+            CaseId::Bpf2bpfCallerFrame224 => "bpf2bpf.caller_frame_224",
+            CaseId::Bpf2bpfCallerFrame240 => "bpf2bpf.caller_frame_240",
             CaseId::FentryTcTestRun => "fentry_fexit_tc.test_run",
             CaseId::FentryTcLoopback => "fentry_fexit_tc.loopback",
         }
@@ -122,8 +132,21 @@ impl CaseId {
             CaseId::TailCallChain | CaseId::TailCallEmptySlot => "tail_call",
             CaseId::Bpf2bpfControl
             | CaseId::Bpf2bpfTailCallInSubprog
-            | CaseId::Bpf2bpfBigCallerFrame => "bpf2bpf_tail_mix",
+            | CaseId::Bpf2bpfBigCallerFrame
+            | CaseId::Bpf2bpfCallerFrame224
+            | CaseId::Bpf2bpfCallerFrame240 => "bpf2bpf_tail_mix",
             CaseId::FentryTcTestRun | CaseId::FentryTcLoopback => "fentry_tc",
+        }
+    }
+
+    /// The bytes the case's caller keeps on its stack above the tail-calling
+    /// subprogram (probes/bpf/bpf2bpf_tail_mix.c), for the caller-frame cases.
+    pub fn caller_frame_bytes(self) -> Option<u32> {
+        match self {
+            CaseId::Bpf2bpfBigCallerFrame => Some(320),
+            CaseId::Bpf2bpfCallerFrame224 => Some(224),
+            CaseId::Bpf2bpfCallerFrame240 => Some(240),
+            _ => None,
         }
     }
 

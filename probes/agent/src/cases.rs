@@ -166,6 +166,8 @@ impl<'a> Runner<'a> {
             CaseId::Bpf2bpfControl => self.bpf2bpf_control(measured),
             CaseId::Bpf2bpfTailCallInSubprog => self.mix_chain("mix_entry", 0, measured),
             CaseId::Bpf2bpfBigCallerFrame => self.mix_chain("big_frame_entry", 1, measured),
+            CaseId::Bpf2bpfCallerFrame224 => self.mix_chain("frame224_entry", 2, measured),
+            CaseId::Bpf2bpfCallerFrame240 => self.mix_chain("frame240_entry", 3, measured),
             CaseId::FentryTcTestRun => self.fentry_tc_test_run(measured),
             CaseId::FentryTcLoopback => self.fentry_tc_loopback(measured),
         };

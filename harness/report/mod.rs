@@ -175,11 +175,16 @@ pub(crate) fn grid(doc: &Document, unavailable_too: bool) -> (Vec<String>, Vec<R
 /// not agree spelled out, then the verdict line.
 pub fn terminal(doc: &Document, color: bool) -> String {
     let mut out = String::new();
+    let mut fallbacks_said = Vec::new();
     for k in &doc.kernels {
         out += &kernel_line(k);
         out.push('\n');
         if let Some(why) = &k.kvm_fallback {
-            let _ = writeln!(out, "  KVM fell back to TCG: {why}");
+            // Kernels of one run share the host's KVM verdict: say it once.
+            if !fallbacks_said.contains(&why) {
+                let _ = writeln!(out, "  KVM fell back to TCG: {why}");
+                fallbacks_said.push(why);
+            }
         }
         for w in &k.warnings {
             let _ = writeln!(out, "  guest warning: {w}");

@@ -14,7 +14,7 @@
 //! one run are what count. [`BenchReport`] serialises to JSON and renders as a table
 //! ([`BenchReport::table`]).
 
-use crate::matrix::{KernelRun, RunStatus};
+use crate::matrix::KernelRun;
 use crate::run::{self, Progress, Settings};
 use anyhow::{Context, Result};
 use bpfmatrix_kernels::Kernel;
@@ -326,8 +326,8 @@ pub fn bench(
                 kernel.name
             ));
             let (run, timeline) = timed_run(kernel, agent, settings);
-            let ok = matches!(run.status, RunStatus::Completed) && run.all_agree();
-            if !ok {
+            // all_agree() also requires the run to have completed.
+            if !run.all_agree() {
                 kb.all_verdicts_agree = false;
                 kb.problems.push(format!(
                     "bpfmatrix run {rep}: {:?}, all cells agree: {}",

@@ -11,6 +11,7 @@ pub use markdown::markdown;
 
 use crate::document::{CellVerdict, Document, KernelEntry, Record, Status};
 use crate::expect::last_line;
+use bpfmatrix_probes::Measured;
 use std::fmt::Write;
 
 /// A short text for a cell: what the kernel did and the number that matters.
@@ -38,15 +39,7 @@ pub fn cell_summary(r: &Record) -> String {
                     };
                 }
                 if !m.verdicts.is_empty() {
-                    let seen: Vec<String> = m
-                        .verdicts
-                        .iter()
-                        .map(|v| {
-                            let saw: Vec<String> = v.fexit_saw.iter().map(i64::to_string).collect();
-                            format!("{}→{}", v.configured, saw.join("/"))
-                        })
-                        .collect();
-                    let _ = write!(s, ", fexit {}", seen.join(" "));
+                    let _ = write!(s, ", {}", fexit_seen(m));
                 }
             }
             s
@@ -66,17 +59,7 @@ pub fn short_summary(r: &Record) -> String {
         return "no answer".to_string();
     };
     match outcome {
-        "accepted" if !m.verdicts.is_empty() => {
-            let seen: Vec<String> = m
-                .verdicts
-                .iter()
-                .map(|v| {
-                    let saw: Vec<String> = v.fexit_saw.iter().map(i64::to_string).collect();
-                    format!("{}→{}", v.configured, saw.join("/"))
-                })
-                .collect();
-            format!("fexit {}", seen.join(" "))
-        }
+        "accepted" if !m.verdicts.is_empty() => fexit_seen(m),
         "accepted" if m.fell_through.is_some() => if m.fell_through == Some(true) {
             "falls through"
         } else {
@@ -91,6 +74,19 @@ pub fn short_summary(r: &Record) -> String {
         "rejected" => format!("rejected {}", r.errno_name.as_deref().unwrap_or("")),
         other => other.to_string(),
     }
+}
+
+/// Each configured verdict and what fexit saw for it: "fexit 0→0 2→2".
+fn fexit_seen(m: &Measured) -> String {
+    let seen: Vec<String> = m
+        .verdicts
+        .iter()
+        .map(|v| {
+            let saw: Vec<String> = v.fexit_saw.iter().map(i64::to_string).collect();
+            format!("{}→{}", v.configured, saw.join("/"))
+        })
+        .collect();
+    format!("fexit {}", seen.join(" "))
 }
 
 fn mark(r: &Record) -> &'static str {

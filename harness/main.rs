@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use bpfmatrix::bench;
-use bpfmatrix::document::Document;
+use bpfmatrix::document::{Coverage, Document};
 use bpfmatrix::matrix::KernelRun;
 use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
@@ -36,7 +36,9 @@ enum Command {
     /// here and why (judged without downloading).
     Kernels,
     /// Merge matrix.json files (one per CI job) into one report folder. Exits 1
-    /// when any cell disagrees with its expectation or a kernel run failed.
+    /// when any cell disagrees with its expectation, a kernel run failed, or a
+    /// required kernel is not covered (each such kernel is named with what it
+    /// lacks); 2 when the input or the options are wrong.
     Merge {
         /// The matrix.json files to merge.
         #[arg(required = true)]
@@ -44,10 +46,21 @@ enum Command {
         /// Where to write the merged matrix.json, matrix.md and matrix.html.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Kernels that must be in the merge (comma-separated): a missing one is
-        /// a failed run ("no report from its job"), so a crashed job cannot pass.
+        /// Kernels that must be covered (comma-separated). Each must have a report
+        /// (a missing one is a failed run: its job crashed), must have been
+        /// obtained, and must have a guest record for every case in both JIT modes;
+        /// otherwise the merge exits 1 naming the kernel and what is missing. The
+        /// check is made from the records, not from any stored verdict.
         #[arg(long, value_name = "KERNELS", value_delimiter = ',')]
         require: Vec<String>,
+        /// Required kernels that may be unavailable here (comma-separated): one whose
+        /// report says it could not be obtained then passes the coverage check, and
+        /// the reports still show it as unavailable, never as passed. It allows
+        /// unavailable, not incomplete: a listed kernel that was obtained must still
+        /// have every cell, and one with no report at all still fails. Every name
+        /// must also be in --require, or it is a usage error (exit 2).
+        #[arg(long, value_name = "KERNELS", value_delimiter = ',')]
+        allow_unavailable: Vec<String>,
     },
     /// Measure, in one run: the bare boot floor of each kernel, bpfmatrix's boot to
     /// all verdicts and to QEMU exit, virtme-ng's `--exec true`, their ratios, and
@@ -179,26 +192,14 @@ fn real_main() -> Result<bool> {
             inputs,
             out,
             require,
+            allow_unavailable,
         } => {
-            let mut docs = inputs
+            let coverage = Coverage::new(require, allow_unavailable)?;
+            let docs = inputs
                 .iter()
                 .map(|p| Document::read(p))
                 .collect::<Result<Vec<_>>>()?;
-            let missing: Vec<KernelRun> = require
-                .iter()
-                .filter(|k| !docs.iter().any(|d| d.kernel(k).is_some()))
-                .map(|k| {
-                    KernelRun::failed(
-                        k,
-                        "required by the merge",
-                        "no report from this kernel's job".into(),
-                        &CaseId::ALL,
-                        &JitMode::ALL,
-                    )
-                })
-                .collect();
-            docs.push(Document::from_runs(&missing));
-            let doc = Document::merge(docs)?;
+            let doc = Document::merge_covering(docs, coverage)?;
             print!("{}", report::terminal(&doc, color()));
             for path in output::write_reports(&doc, &out)? {
                 eprintln!("wrote {}", path.display());
@@ -366,4 +367,45 @@ fn show(p: Progress, verbose: bool) {
 
 fn color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merge_lists(args: &[&str]) -> (Vec<String>, Vec<String>) {
+        let argv = ["bpfmatrix", "merge", "a.json", "--out", "o"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
+        let Command::Merge {
+            require,
+            allow_unavailable,
+            ..
+        } = cli.command
+        else {
+            panic!("not the merge command");
+        };
+        (require, allow_unavailable)
+    }
+
+    #[test]
+    fn merge_takes_comma_separated_require_and_allow_unavailable() {
+        let (require, allow) = merge_lists(&[
+            "--require",
+            "4.16,5.4,6.1",
+            "--allow-unavailable",
+            "4.16,5.4",
+        ]);
+        assert_eq!(require, ["4.16", "5.4", "6.1"]);
+        assert_eq!(allow, ["4.16", "5.4"]);
+        let coverage = Coverage::new(require, allow).unwrap();
+        assert!(coverage.allows_unavailable("5.4") && !coverage.allows_unavailable("6.1"));
+        // An empty list, as a script passes it, allows nothing.
+        let (require, allow) = merge_lists(&["--require", "6.1", "--allow-unavailable", ""]);
+        assert!(Coverage::new(require, allow)
+            .unwrap()
+            .allow_unavailable
+            .is_empty());
+        let (require, allow) = merge_lists(&["--allow-unavailable", "4.16"]);
+        assert!(Coverage::new(require, allow).is_err());
+    }
 }

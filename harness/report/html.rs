@@ -2,7 +2,7 @@
 //! coloured by the kernel's outcome, the verifier's words and the measured numbers
 //! in each cell, disagreements outlined.
 
-use super::{cell_summary, explain, grid, kernel_line, verdict_line};
+use super::{cell_summary, coverage_lines, explain, grid, kernel_line, verdict_line, MISSING};
 use crate::document::{CellVerdict, Document, Record, Status};
 use crate::expect::last_line;
 use std::fmt::Write;
@@ -18,7 +18,7 @@ const STYLE: &str = "
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }
 h1 { font-size: 20px; } .verdict { font-weight: 600; margin: 8px 0 16px; }
 .ok { color: #1a7f37; } .bad { color: #cf222e; }
-ul.kernels { padding-left: 18px; } ul.kernels li { margin: 2px 0; }
+ul.kernels, ul.coverage { padding-left: 18px; } ul.kernels li, ul.coverage li { margin: 2px 0; }
 table { border-collapse: separate; border-spacing: 4px; }
 th { text-align: left; font-weight: 600; padding: 4px 8px; white-space: nowrap; }
 td { vertical-align: top; padding: 6px 8px; border-radius: 6px; min-width: 110px; max-width: 220px; }
@@ -76,6 +76,14 @@ pub fn html(doc: &Document) -> String {
         "<div class=\"verdict {class}\">{}</div>",
         esc(&verdict_line(doc))
     );
+    let coverage = coverage_lines(doc);
+    if !coverage.is_empty() {
+        out += "<ul class=\"coverage\">";
+        for line in coverage {
+            let _ = write!(out, "<li>{}</li>", esc(&line));
+        }
+        out += "</ul>\n";
+    }
     out += "<ul class=\"kernels\">";
     for k in &doc.kernels {
         let _ = write!(out, "<li>{}", esc(&kernel_line(k)));
@@ -109,7 +117,9 @@ pub fn html(doc: &Document) -> String {
                     out += "<td class=\"none\">unavailable</td>"
                 }
                 Some(r) => out += &td(r),
-                None => out += "<td class=\"none\"></td>",
+                None => {
+                    let _ = write!(out, "<td class=\"none\">{MISSING}</td>");
+                }
             }
         }
         out += "</tr>\n";

@@ -1,6 +1,6 @@
 //! The Markdown matrix: reads well on GitHub and in `$GITHUB_STEP_SUMMARY`.
 
-use super::{cell_summary, grid, kernel_line, verdict_line};
+use super::{cell_summary, coverage_lines, grid, kernel_line, verdict_line, MISSING};
 use crate::document::{CellVerdict, Document, Status};
 use crate::expect::last_line;
 use std::fmt::Write;
@@ -25,6 +25,14 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(out, "- {}", cell(&kernel_line(k)));
     }
     out.push('\n');
+    let coverage = coverage_lines(doc);
+    if !coverage.is_empty() {
+        out += "### Coverage\n\n";
+        for line in coverage {
+            let _ = writeln!(out, "- {}", cell(&line));
+        }
+        out.push('\n');
+    }
     let tested = |name: &str| {
         doc.kernel(name)
             .is_some_and(|k| k.status != Status::Unavailable)
@@ -38,7 +46,7 @@ pub fn markdown(doc: &Document) -> String {
             .map(|c| match c {
                 Some(r) if !tested(&r.kernel) => "unavailable".to_string(),
                 Some(r) => format!("{} {}", emoji(r.verdict), cell(&cell_summary(r))),
-                None => String::new(),
+                None => format!("{} {MISSING}", emoji(CellVerdict::NoAnswer)),
             })
             .collect();
         let _ = writeln!(out, "| `{case}` | {} |", texts.join(" | "));

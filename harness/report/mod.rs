@@ -9,9 +9,9 @@ mod markdown;
 pub use html::html;
 pub use markdown::markdown;
 
-use crate::document::{CellVerdict, Document, KernelEntry, Record, Status};
+use crate::document::{CellVerdict, Document, Gap, KernelEntry, Record, Status};
 use crate::expect::last_line;
-use bpfmatrix_probes::Measured;
+use bpfmatrix_probes::{CaseId, JitMode, Measured};
 use std::fmt::Write;
 
 /// A short text for a cell: what the kernel did and the number that matters.
@@ -138,6 +138,9 @@ pub fn kernel_line(k: &KernelEntry) -> String {
     s
 }
 
+/// What a table shows where a kernel has no record for a cell at all.
+pub(crate) const MISSING: &str = "missing";
+
 /// A row of the matrix: the case and its record in each column.
 pub(crate) type Row<'a> = (String, Vec<Option<&'a Record>>);
 
@@ -197,7 +200,7 @@ pub fn terminal(doc: &Document, color: bool) -> String {
             std::iter::once(case.clone())
                 .chain(cells.iter().map(|c| match c {
                     Some(r) => format!("{} {}", mark(r), short_summary(r)),
-                    None => String::new(),
+                    None => format!("? {MISSING}"),
                 }))
                 .collect()
         })
@@ -259,6 +262,13 @@ pub fn terminal(doc: &Document, color: bool) -> String {
             let _ = write!(out, "\n{} {} {}:\n{}", r.kernel, r.jit, r.case, explain(r));
         }
     }
+    let coverage = coverage_lines(doc);
+    if !coverage.is_empty() {
+        out.push('\n');
+    }
+    for line in coverage {
+        let _ = writeln!(out, "{line}");
+    }
     out.push('\n');
     out += &verdict_line(doc);
     out.push('\n');
@@ -300,8 +310,46 @@ pub fn explain(r: &Record) -> String {
     s
 }
 
+/// What the merge required and, for each required kernel that is not covered,
+/// why; nothing for a document no merge required anything of.
+pub fn coverage_lines(doc: &Document) -> Vec<String> {
+    let Some(coverage) = &doc.coverage else {
+        return vec![];
+    };
+    let mut first = format!(
+        "required: {} (every case in both JIT modes: {} cells each)",
+        coverage.require.join(", "),
+        CaseId::ALL.len() * JitMode::ALL.len()
+    );
+    if !coverage.allow_unavailable.is_empty() {
+        let _ = write!(
+            first,
+            "; allowed to be unavailable: {}",
+            coverage.allow_unavailable.join(", ")
+        );
+    }
+    let gaps = doc.coverage_gaps();
+    if gaps.is_empty() {
+        first += "; every required kernel is covered";
+    }
+    std::iter::once(first)
+        .chain(gaps.iter().map(ToString::to_string))
+        .collect()
+}
+
 /// One line a person (or a CI log) reads at a glance.
 pub fn verdict_line(doc: &Document) -> String {
+    let gaps = doc.coverage_gaps();
+    let coverage = if gaps.is_empty() {
+        String::new()
+    } else {
+        let short: Vec<String> = gaps.iter().map(Gap::short).collect();
+        format!("; required but not covered: {}", short.join(", "))
+    };
+    verdict_cells(doc) + &coverage
+}
+
+fn verdict_cells(doc: &Document) -> String {
     let tested = |r: &&Record| {
         doc.kernel(&r.kernel)
             .is_some_and(|k| k.status != Status::Unavailable)

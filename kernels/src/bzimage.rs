@@ -1,6 +1,7 @@
-//! Reads the x86 boot header of a bzImage and pulls the uncompressed vmlinux out of
-//! its payload, so QEMU can boot the kernel through PVH instead of making the guest
-//! decompress itself under TCG.
+//! Reads what kernel image files say about themselves: a bzImage's x86 boot header
+//! (and the uncompressed vmlinux in its payload, so QEMU can boot the kernel through
+//! PVH instead of making the guest decompress itself under TCG), and a vmlinux's ELF
+//! notes and version banner.
 
 use anyhow::{bail, Context};
 use std::fs::File;
@@ -299,13 +300,82 @@ pub fn elf_info(path: &Path) -> anyhow::Result<Option<ElfInfo>> {
     Ok(Some(ElfInfo { x86_64, pvh }))
 }
 
+/// The release in a vmlinux's `linux_banner` ("Linux version 4.16.13 (user@host)
+/// (gcc ...) #1 SMP ..." → "4.16.13"), `None` if there is none. The banner lives in
+/// .rodata, which is read alone when the section headers say where it is; a file
+/// without them is searched whole.
+pub fn vmlinux_release(path: &Path) -> anyhow::Result<Option<String>> {
+    use object::elf::FileHeader64;
+    use object::read::elf::FileHeader;
+    use object::Endianness;
+
+    let banner = regex::bytes::Regex::new(r"Linux version ([0-9]+\.[0-9]+[^\s\x00]*)").unwrap();
+    let first = |bytes: &[u8]| {
+        banner
+            .captures(bytes)
+            .map(|c| String::from_utf8_lossy(&c[1]).into_owned())
+    };
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let data = object::ReadCache::new(file);
+    if let Ok(header) = FileHeader64::<Endianness>::parse(&data) {
+        let rodata = header.endian().ok().and_then(|endian| {
+            let sections = header.sections(endian, &data).ok()?;
+            let (_, section) = sections.section_by_name(endian, b".rodata")?;
+            object::read::elf::SectionHeader::data(section, endian, &data).ok()
+        });
+        if let Some(found) = rodata.and_then(first) {
+            return Ok(Some(found));
+        }
+    }
+    // Whole-file search, in chunks that overlap by more than a banner's length.
+    const CHUNK: usize = 8 << 20;
+    const OVERLAP: usize = 512;
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut buf = Vec::with_capacity(CHUNK + OVERLAP);
+    loop {
+        let keep = buf.len().min(OVERLAP);
+        buf.drain(..buf.len() - keep);
+        let read = (&mut file)
+            .take(CHUNK as u64)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if let Some(found) = first(&buf) {
+            // A match running into the chunk's end may be cut short: read on.
+            let whole = banner
+                .captures(&buf)
+                .is_some_and(|c| c.get(0).unwrap().end() < buf.len());
+            if whole || read == 0 {
+                return Ok(Some(found));
+            }
+        }
+        if read == 0 {
+            return Ok(None);
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
     /// A minimal bzImage: a setup header pointing at `payload` right after the setup
-    /// sectors, and a version string.
+    /// sectors, and the version string "6.1.0-99-test ...".
     pub(crate) fn synthetic_bzimage(
+        payload: &[u8],
+        setup_sects: u8,
+        claimed_len: Option<u32>,
+    ) -> Vec<u8> {
+        synthetic_bzimage_of(
+            "6.1.0-99-test (builder@example) #1 SMP",
+            payload,
+            setup_sects,
+            claimed_len,
+        )
+    }
+
+    /// [`synthetic_bzimage`] with the version string `version`.
+    pub(crate) fn synthetic_bzimage_of(
+        version: &str,
         payload: &[u8],
         setup_sects: u8,
         claimed_len: Option<u32>,
@@ -319,14 +389,98 @@ pub(crate) mod tests {
         image[0x1f1] = setup_sects;
         image[0x202..0x206].copy_from_slice(b"HdrS");
         image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-        let version = b"6.1.0-99-test (builder@example) #1 SMP\0";
-        image[0x400..0x400 + version.len()].copy_from_slice(version);
+        let version = format!("{version}\0");
+        image[0x400..0x400 + version.len()].copy_from_slice(version.as_bytes());
         image[0x20e..0x210].copy_from_slice(&(0x400u16 - 0x200).to_le_bytes());
         image[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
         let len = claimed_len.unwrap_or(payload.len() as u32);
         image[0x24c..0x250].copy_from_slice(&len.to_le_bytes());
         image.extend_from_slice(payload);
         image
+    }
+
+    /// A minimal x86_64 ELF vmlinux: a PT_NOTE segment holding the PVH entry note
+    /// (if `pvh`), `linux_banner` for `release` (if given) in .rodata, and section
+    /// headers naming .rodata (if `sections`; without them the banner is found by
+    /// searching the file).
+    pub(crate) fn synthetic_vmlinux(release: Option<&str>, pvh: bool, sections: bool) -> Vec<u8> {
+        let put16 = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
+        let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+        let put64 = |v: &mut Vec<u8>, x: u64| v.extend_from_slice(&x.to_le_bytes());
+        let phnum: u16 = pvh.into();
+        let note_at = 64 + 56 * u64::from(phnum);
+        let mut note = Vec::new();
+        put32(&mut note, 4); // namesz
+        put32(&mut note, 4); // descsz
+        put32(&mut note, XEN_ELFNOTE_PHYS32_ENTRY);
+        note.extend_from_slice(b"Xen\0");
+        put32(&mut note, 0x0100_0000);
+        let rodata_at = note_at + note.len() as u64 + 64;
+        let mut rodata = b"\0other strings\0%s version %s (builder@example)\0".to_vec();
+        if let Some(release) = release {
+            rodata.extend_from_slice(
+                format!("Linux version {release} (builder@example) (gcc version 12.2.0) #1 SMP PREEMPT_DYNAMIC\n\0")
+                    .as_bytes(),
+            );
+        }
+        rodata.extend_from_slice(b"more\0");
+        let shstrtab = b"\0.rodata\0.shstrtab\0";
+        let shstrtab_at = rodata_at + rodata.len() as u64;
+        let shoff = shstrtab_at + shstrtab.len() as u64;
+        let shnum: u16 = if sections { 3 } else { 0 };
+
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        put16(&mut elf, 2); // ET_EXEC
+        put16(&mut elf, object::elf::EM_X86_64);
+        put32(&mut elf, 1);
+        put64(&mut elf, 0x0100_0000); // e_entry
+        put64(&mut elf, if pvh { 64 } else { 0 }); // e_phoff
+        put64(&mut elf, if sections { shoff } else { 0 });
+        put32(&mut elf, 0); // e_flags
+        put16(&mut elf, 64);
+        put16(&mut elf, 56);
+        put16(&mut elf, phnum);
+        put16(&mut elf, 64);
+        put16(&mut elf, shnum);
+        put16(&mut elf, if sections { 2 } else { 0 });
+        if pvh {
+            put32(&mut elf, object::elf::PT_NOTE);
+            put32(&mut elf, 4); // PF_R
+            put64(&mut elf, note_at);
+            put64(&mut elf, 0);
+            put64(&mut elf, 0);
+            put64(&mut elf, note.len() as u64);
+            put64(&mut elf, note.len() as u64);
+            put64(&mut elf, 4);
+        }
+        assert_eq!(elf.len() as u64, note_at);
+        elf.extend_from_slice(&note);
+        elf.resize(rodata_at as usize, 0x90);
+        elf.extend_from_slice(&rodata);
+        elf.extend_from_slice(shstrtab);
+        if sections {
+            let mut section = |name: u32, kind: u32, offset: u64, size: u64| {
+                put32(&mut elf, name);
+                put32(&mut elf, kind);
+                put64(&mut elf, 0); // flags
+                put64(&mut elf, 0); // addr
+                put64(&mut elf, offset);
+                put64(&mut elf, size);
+                put32(&mut elf, 0); // link
+                put32(&mut elf, 0); // info
+                put64(&mut elf, 1); // addralign
+                put64(&mut elf, 0); // entsize
+            };
+            section(0, object::elf::SHT_NULL, 0, 0);
+            section(1, object::elf::SHT_PROGBITS, rodata_at, rodata.len() as u64);
+            section(
+                9,
+                object::elf::SHT_STRTAB,
+                shstrtab_at,
+                shstrtab.len() as u64,
+            );
+        }
+        elf
     }
 
     pub(crate) fn xz(data: &[u8]) -> Vec<u8> {
@@ -430,6 +584,59 @@ pub(crate) mod tests {
             "{msg}"
         );
         assert!(!out.exists(), "no half-written vmlinux is left behind");
+    }
+
+    #[test]
+    fn a_vmlinux_tells_its_pvh_note_and_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinux");
+        for sections in [true, false] {
+            std::fs::write(
+                &path,
+                synthetic_vmlinux(Some("4.16.13-custom"), true, sections),
+            )
+            .unwrap();
+            assert_eq!(
+                elf_info(&path).unwrap(),
+                Some(ElfInfo {
+                    x86_64: true,
+                    pvh: true
+                })
+            );
+            assert_eq!(
+                vmlinux_release(&path).unwrap().as_deref(),
+                Some("4.16.13-custom"),
+                "sections: {sections}"
+            );
+        }
+        std::fs::write(&path, synthetic_vmlinux(None, false, true)).unwrap();
+        assert_eq!(
+            elf_info(&path).unwrap(),
+            Some(ElfInfo {
+                x86_64: true,
+                pvh: false
+            })
+        );
+        assert_eq!(vmlinux_release(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn a_banner_across_a_chunk_boundary_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        for cut in [0usize, 3, 14, 17, 20] {
+            // Put the banner so the first 8 MiB chunk ends `cut` bytes into it.
+            let mut bytes = vec![0u8; (8 << 20) - cut];
+            bytes.extend_from_slice(
+                b"Linux version 5.10.0-35-amd64 (debian-kernel@lists.debian.org)\0",
+            );
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(
+                vmlinux_release(&path).unwrap().as_deref(),
+                Some("5.10.0-35-amd64"),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //!   The lock is released by the kernel when a process dies, so a killed fetch never
 //!   blocks the next one; the next one, holding the lock, removes whatever the killed
 //!   one left behind.
+//! - An entry written under an older boot rule is read under today's: a kernel once
+//!   booted through PVH whose PVH note turns out to be Xen's (before 5.0) boots its
+//!   bzImage, which the entry holds anyway, with nothing fetched again.
 
-use crate::Kernel;
+use crate::{BootProtocol, Kernel};
 use anyhow::{bail, Context};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -40,7 +43,19 @@ pub(crate) fn kernel_dir(cache: &Path, name: &str) -> anyhow::Result<PathBuf> {
 /// still there. Never touches the network.
 pub(crate) fn completed(kdir: &Path) -> Option<Kernel> {
     let text = std::fs::read_to_string(kdir.join(MARKER)).ok()?;
-    let kernel: Kernel = serde_json::from_str(&text).ok()?;
+    let mut kernel: Kernel = serde_json::from_str(&text).ok()?;
+    // Entries from before PVH was kept to 5.0 and CONFIG_PVH=y: Ubuntu's 4.16 was
+    // recorded as PVH and dies booting that way. `image` is its bzImage.
+    if kernel.boot_protocol == BootProtocol::Pvh && kernel.boot_image != kernel.image {
+        let config = kernel.release.as_ref().and_then(|r| {
+            crate::image::read_config(&kdir.join("root/boot").join(format!("config-{r}")))
+        });
+        let choice = crate::protocol::choose(kernel.release.as_deref(), config.as_deref());
+        if choice.protocol != BootProtocol::Pvh {
+            kernel.boot_image = kernel.image.clone();
+            kernel.boot_protocol = BootProtocol::BzImage;
+        }
+    }
     let present = kernel.boot_image.exists()
         && kernel.image.exists()
         && kernel.modules_dir.as_ref().is_none_or(|d| d.is_dir());
@@ -146,6 +161,45 @@ mod tests {
     }
 
     #[test]
+    fn an_old_entry_booting_a_4_x_kernel_through_pvh_boots_its_bzimage() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("root/boot")).unwrap();
+        let image = d.join("root/boot/vmlinuz-4.16.0-041600-generic");
+        let vmlinux = d.join("vmlinux");
+        std::fs::write(&image, b"bzImage").unwrap();
+        std::fs::write(&vmlinux, b"\x7fELF").unwrap();
+        let old = Kernel {
+            name: "4.16".into(),
+            release: Some("4.16.0-041600-generic".into()),
+            image: image.clone(),
+            boot_image: vmlinux.clone(),
+            boot_protocol: BootProtocol::Pvh,
+            modules_dir: None,
+            source: "ubuntu mainline".into(),
+        };
+        complete(d, &old).unwrap();
+        let now = completed(d).unwrap();
+        assert_eq!(now.boot_protocol, BootProtocol::BzImage);
+        assert_eq!(now.boot_image, image);
+        // A backported CONFIG_PVH in the package's config keeps it on PVH.
+        std::fs::write(
+            d.join("root/boot/config-4.16.0-041600-generic"),
+            "CONFIG_PVH=y\n",
+        )
+        .unwrap();
+        assert_eq!(completed(d), Some(old.clone()));
+        // A 5.x entry stays as it was.
+        let new = Kernel {
+            release: Some("5.4.0-050400-generic".into()),
+            ..old
+        };
+        std::fs::remove_file(d.join("root/boot/config-4.16.0-041600-generic")).unwrap();
+        complete(d, &new).unwrap();
+        assert_eq!(completed(d), Some(new));
+    }
+
+    #[test]
     fn a_marker_whose_files_are_gone_is_not_a_completed_entry() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -156,7 +210,7 @@ mod tests {
             release: None,
             image: image.clone(),
             boot_image: image.clone(),
-            boot_protocol: crate::BootProtocol::BzImage,
+            boot_protocol: BootProtocol::BzImage,
             modules_dir: None,
             source: "test".into(),
         };

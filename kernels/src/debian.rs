@@ -1,14 +1,14 @@
 //! Fetches a Debian kernel package with apt through a private configuration inside
 //! the cache (its own sources list, state and package cache; the system's apt
 //! sources and state are never read or touched), unpacks the parts a guest needs and
-//! extracts the vmlinux for PVH boot. apt verifies the Release signature against
+//! describes how the kernel in it boots. apt verifies the Release signature against
 //! Debian's archive keyring and every package's checksum, so nothing unverified is
 //! booted.
 
 use crate::bzimage::BzImageHeader;
 use crate::catalog::{FetchError, Source, Unreachable};
-use crate::image::{pvh_image_from_bzimage, sha256_file};
-use crate::{cache_dir, Kernel};
+use crate::image::{boot_bzimage, read_config, sha256_file};
+use crate::{cache_dir, BootProtocol, Kernel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -187,8 +187,12 @@ fn fetch_from(
 }
 
 /// Unpacks the guest's parts of `debs` into `kdir/root` (through a temporary
-/// folder), finds the kernel image, extracts its vmlinux for PVH, and describes the
-/// result. `source` is left empty for the caller.
+/// folder), finds the kernel image, decides how it boots (extracting its vmlinux
+/// into `kdir` when it boots through PVH; the package's boot/config-<release>
+/// counts), and describes the result. The image and its modules may come in one
+/// package (Ubuntu's 4.x mainline builds) or in two (later ones: linux-image-* and
+/// linux-modules-*): all are unpacked into the same tree. `source` is left empty
+/// for the caller.
 pub(crate) fn kernel_from_debs(
     kdir: &Path,
     debs: &[PathBuf],
@@ -235,15 +239,22 @@ pub(crate) fn kernel_from_debs(
         })?;
     let release = image.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_owned();
 
-    progress(&format!("extracting vmlinux from {}", image.display()));
     let mut head = Vec::new();
     File::open(&image)?
         .take(BzImageHeader::READ_LEN as u64)
         .read_to_end(&mut head)?;
-    let (boot_image, boot_protocol) = match BzImageHeader::parse(&head)? {
-        Some(header) => pvh_image_from_bzimage(&image, &header, kdir)?,
-        None => bail!("{} in {} has no bzImage header", image.display(), names()),
+    let Some(header) = BzImageHeader::parse(&head)? else {
+        bail!("{} in {} has no bzImage header", image.display(), names());
     };
+    // The kernel's own version string first; the file name is the packager's.
+    let version = header.release().unwrap_or_else(|| release.clone());
+    let config = read_config(&root.join("boot").join(format!("config-{release}")));
+    let boot = boot_bzimage(&image, Some(&version), config.as_deref(), kdir)?;
+    progress(&match boot.choice.protocol {
+        BootProtocol::Pvh => format!("booting the vmlinux through PVH: {}", boot.choice.why),
+        BootProtocol::BzImage => format!("booting the bzImage: {}", boot.choice.why),
+    });
+    let (boot_image, boot_protocol) = (boot.image, boot.choice.protocol);
     let modules_dir = root.join("lib/modules").join(&release);
     Ok(Kernel {
         name: name.to_owned(),

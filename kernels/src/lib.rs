@@ -3,9 +3,10 @@
 //! configuration, Ubuntu mainline builds fetched with curl; [`catalog::fetch`]), a
 //! Debian package by pattern ([`fetch_debian`]), or an image the user points at
 //! ([`from_image`]). Either way the result is a [`Kernel`]: the image QEMU
-//! boots (an uncompressed vmlinux through PVH when the kernel supports it, since that
-//! skips the in-guest decompression that dominates a TCG boot), its release, and its
-//! modules directory, from which [`resolve_modules`] picks `.ko` files for the guest.
+//! boots (an uncompressed vmlinux through PVH where its PVH entry is the generic one,
+//! Linux 5.0 on or CONFIG_PVH=y, since that skips the in-guest decompression that
+//! dominates a TCG boot; else the bzImage), its release, and its modules directory,
+//! from which [`resolve_modules`] picks `.ko` files for the guest.
 //!
 //! Everything downloaded or derived lives under [`cache_dir`].
 
@@ -16,6 +17,7 @@ mod debian;
 mod image;
 mod mainline;
 mod modules;
+mod protocol;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -50,9 +52,13 @@ pub fn cache_dir() -> PathBuf {
 #[serde(rename_all = "snake_case")]
 pub enum BootProtocol {
     /// An uncompressed ELF vmlinux with a PVH entry note (`XEN_ELFNOTE_PHYS32_ENTRY`):
-    /// QEMU jumps straight into it, no in-guest decompression.
+    /// QEMU jumps straight into it, no in-guest decompression. Chosen only for Linux
+    /// 5.0 and newer or a config with CONFIG_PVH=y: before 5.0 the note is
+    /// CONFIG_XEN_PVH's, an entry only a Xen guest survives.
     Pvh,
     /// A classic bzImage: the guest decompresses itself first (seconds under TCG).
+    /// Every kernel older than 5.0 boots this way, and any whose vmlinux lacks the
+    /// PVH note.
     BzImage,
 }
 
@@ -67,6 +73,8 @@ pub struct Kernel {
     pub image: PathBuf,
     /// The image QEMU boots (the extracted vmlinux for PVH, else `image`).
     pub boot_image: PathBuf,
+    /// Why this one: a fetch says so in its progress lines ("booting the bzImage:
+    /// Linux 4.16 is older than 5.0, ..."); the rule is in [`BootProtocol`].
     pub boot_protocol: BootProtocol,
     /// `.../lib/modules/<release>` when modules are available.
     pub modules_dir: Option<PathBuf>,

@@ -5,7 +5,8 @@
 
 use anyhow::{bail, Context, Result};
 use bpfmatrix_probes::{
-    control_retval, CaseId, CaseRecord, JitMode, Outcome, Trigger, TEST_FRAME_LEN,
+    control_retval, CaseId, CaseRecord, JitMode, Outcome, Trigger, EMPTY_SLOT_RETVAL,
+    TEST_FRAME_LEN,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -13,6 +14,13 @@ use std::sync::OnceLock;
 
 pub const EINVAL: i32 = 22;
 pub const EACCES: i32 = 13;
+pub const E2BIG: i32 = 7;
+
+/// The oldest kernel expectations are derived for: the first with bpf2bpf calls,
+/// and the oldest the mission covers (4.16.13 is the oldest kernel run). Older
+/// kernels refuse earlier and in other ways nobody here has checked; their cells
+/// are left unjudged rather than guessed.
+pub const OLDEST_JUDGED: KernelVersion = KernelVersion(4, 16);
 
 /// The verifier's own words, as the kernel prints them (printf formats cut at the
 /// first `%`). Source: kernel/bpf/verifier.c, quoted in the project's notes.
@@ -72,9 +80,15 @@ pub struct CallerStack {
 }
 
 #[derive(Deserialize, Debug)]
+pub struct SyscallTailZero {
+    pub commit: String,
+}
+
+#[derive(Deserialize, Debug)]
 pub struct FeatureTable {
     pub feature: Vec<Feature>,
     pub tail_call_limit: TailCallLimit,
+    pub syscall_tail_zero: SyscallTailZero,
     pub caller_stack: CallerStack,
     #[serde(default, rename = "override")]
     pub overrides: Vec<Override>,
@@ -91,6 +105,8 @@ pub struct Override {
     pub outcome: Option<OverrideOutcome>,
     pub errno: Option<i32>,
     pub message: Option<String>,
+    /// The refused step; the case's own program load when not given.
+    pub step: Option<String>,
     pub reason: String,
 }
 
@@ -98,7 +114,6 @@ pub struct Override {
 #[serde(rename_all = "snake_case")]
 pub enum OverrideOutcome {
     Accepted,
-    Refused,
     Rejected,
 }
 
@@ -111,10 +126,10 @@ impl Override {
 
     fn apply(&self, base: Expected) -> Expected {
         let outcome = match (self.outcome, base.outcome) {
-            (Some(OverrideOutcome::Refused), _) => ExpectedOutcome::Refused,
             (Some(OverrideOutcome::Rejected), _) => ExpectedOutcome::Rejected {
+                step: self.step.clone().unwrap_or_else(|| self.case.load_step()),
                 errno: self.errno.unwrap_or(EINVAL),
-                message: self.message.clone().unwrap_or_default(),
+                message: self.message.clone(),
             },
             (Some(OverrideOutcome::Accepted), ExpectedOutcome::Accepted(c))
             | (None, ExpectedOutcome::Accepted(c)) => ExpectedOutcome::Accepted(Checks {
@@ -191,13 +206,13 @@ pub struct Checks {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExpectedOutcome {
     Accepted(Checks),
-    /// Refused with this errno, the verifier log containing `message`.
+    /// `step` refused with this errno; the verifier log contains `message`, or,
+    /// when there is none, is empty (the kernel refused before its verifier ran).
     Rejected {
+        step: String,
         errno: i32,
-        message: String,
+        message: Option<String>,
     },
-    /// The kernel predates the feature: any refusal (rejected or unsupported) is right.
-    Refused,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -209,13 +224,24 @@ pub struct Expected {
 
 /// The expected cell for the kernel whose `uname -r` is `release`: the mainline
 /// rule for its version, unless an override in the feature table names it.
+/// `frame` is the caller frame the compiled object really has (the record's
+/// `caller_frame_bytes`); without it the case's intended frame is assumed.
 pub fn expected_for_release(
     table: &FeatureTable,
     case: CaseId,
     jit: JitMode,
     release: &str,
+    frame: Option<u32>,
 ) -> Result<Expected> {
-    let base = expected_in(table, case, jit, KernelVersion::parse(release)?);
+    let v = KernelVersion::parse(release)?;
+    if v < OLDEST_JUDGED {
+        bail!(
+            "no expectations for kernels before {OLDEST_JUDGED} ({}): bpf2bpf calls start there ({})",
+            release,
+            table.get("bpf2bpf_calls").commit
+        );
+    }
+    let base = expected_in(table, case, jit, v, frame);
     Ok(
         match table
             .overrides
@@ -228,32 +254,34 @@ pub fn expected_for_release(
     )
 }
 
-/// The expected cell for `case` on a mainline kernel of version `v` in JIT mode `jit`.
+/// The expected cell for `case` on a mainline kernel of version `v` (at least
+/// [`OLDEST_JUDGED`]) in JIT mode `jit`, with the case's intended caller frame.
 pub fn expected(case: CaseId, jit: JitMode, v: KernelVersion) -> Expected {
-    expected_in(features(), case, jit, v)
+    expected_in(features(), case, jit, v, None)
 }
 
-fn expected_in(t: &FeatureTable, case: CaseId, jit: JitMode, v: KernelVersion) -> Expected {
+fn expected_in(
+    t: &FeatureTable,
+    case: CaseId,
+    jit: JitMode,
+    v: KernelVersion,
+    frame: Option<u32>,
+) -> Expected {
     let limit = t.tail_call_limit.value;
     let accepted = |checks: Checks, because: String| Expected {
         outcome: ExpectedOutcome::Accepted(checks),
         because,
     };
-    let refused = |id: &str| Expected {
-        outcome: ExpectedOutcome::Refused,
-        because: format!("needs {}", t.cite(id)),
-    };
-    let rejected = |errno, message: &str, because: String| Expected {
+    let rejected = |errno, message: Option<&str>, because: String| Expected {
         outcome: ExpectedOutcome::Rejected {
+            step: case.load_step(),
             errno,
-            message: message.to_string(),
+            message: message.map(str::to_string),
         },
         because,
     };
+    let mix = case.object() == "bpf2bpf_tail_mix" && case != CaseId::Bpf2bpfControl;
     match case {
-        CaseId::TailCallChain | CaseId::TailCallEmptySlot if !t.has("tail_calls", v) => {
-            refused("tail_calls")
-        }
         CaseId::TailCallChain => accepted(
             Checks {
                 tail_calls: Some(limit),
@@ -268,13 +296,11 @@ fn expected_in(t: &FeatureTable, case: CaseId, jit: JitMode, v: KernelVersion) -
         CaseId::TailCallEmptySlot => accepted(
             Checks {
                 fell_through: Some(true),
+                retval: Some(EMPTY_SLOT_RETVAL),
                 ..Checks::default()
             },
             t.cite("tail_calls"),
         ),
-        _ if case.object() == "bpf2bpf_tail_mix" && !t.has("bpf2bpf_calls", v) => {
-            refused("bpf2bpf_calls")
-        }
         CaseId::Bpf2bpfControl => accepted(
             Checks {
                 retval: Some(control_retval(TEST_FRAME_LEN as u32)),
@@ -282,16 +308,20 @@ fn expected_in(t: &FeatureTable, case: CaseId, jit: JitMode, v: KernelVersion) -
             },
             t.cite("bpf2bpf_calls"),
         ),
-        _ if case.object() == "bpf2bpf_tail_mix" && !t.has("tail_call_in_subprog", v) => rejected(
+        _ if mix && !t.has("tail_call_in_subprog", v) => rejected(
             EINVAL,
-            msg::MIX_BEFORE_5_10,
-            format!("before 5.10: needs {}", t.cite("tail_call_in_subprog")),
+            Some(msg::MIX_BEFORE_5_10),
+            format!(
+                "before {}: the verifier refuses bpf_tail_call in any program with subprograms; {}",
+                t.get("tail_call_in_subprog").first,
+                t.cite("tail_call_in_subprog")
+            ),
         ),
         // The non-JITed check runs before the stack-depth check, so every mix case
         // gets it with the interpreter.
-        _ if case.object() == "bpf2bpf_tail_mix" && jit == JitMode::Interpreter => rejected(
+        _ if mix && jit == JitMode::Interpreter => rejected(
             EINVAL,
-            msg::MIX_NON_JITED,
+            Some(msg::MIX_NON_JITED),
             format!("interpreter: {}", t.cite("tail_call_in_subprog")),
         ),
         CaseId::Bpf2bpfTailCallInSubprog
@@ -299,14 +329,15 @@ fn expected_in(t: &FeatureTable, case: CaseId, jit: JitMode, v: KernelVersion) -
         | CaseId::Bpf2bpfCallerFrame224
         | CaseId::Bpf2bpfCallerFrame240 => {
             let s = &t.caller_stack;
-            let frame = case.caller_frame_bytes().unwrap_or(0);
+            // mix_entry's own frame is below the 32-byte rounding unit.
+            let frame = frame.or(case.caller_frame_bytes()).unwrap_or(0);
             // Only JIT mode gets here (the interpreter is refused above).
             let round = if t.has("jit_stack_round_16", v) {
                 16
             } else {
                 s.round
             };
-            let rounded = frame.div_ceil(round) * round;
+            let rounded = frame.max(1).div_ceil(round) * round;
             if rounded < s.limit {
                 accepted(
                     Checks {
@@ -325,24 +356,33 @@ fn expected_in(t: &FeatureTable, case: CaseId, jit: JitMode, v: KernelVersion) -
                     "a {frame}-byte caller frame rounded to {round} is {rounded} bytes, at or over the {}-byte limit ({})",
                     s.limit, s.commit
                 );
-                // The 240-byte case exists to show the rounding: its number is
-                // checked. Elsewhere the number depends on the probe's shape, so
-                // only the words are (as the kernel facts advise).
+                // A frame that is not a multiple of the rounding shows the rounding:
+                // its number is checked. Elsewhere the number depends on the probe's
+                // shape, so only the words are (as the kernel facts advise).
                 let message = if !frame.is_multiple_of(round) {
                     format!("{} {rounded} bytes. Too large", msg::CALLER_STACK_TOO_LARGE)
                 } else {
                     msg::CALLER_STACK_TOO_LARGE.to_string()
                 };
-                rejected(EACCES, &message, because)
+                rejected(EACCES, Some(&message), because)
             }
         }
         CaseId::FentryTcTestRun | CaseId::FentryTcLoopback if !t.has("fentry_on_bpf_prog", v) => {
-            refused("fentry_on_bpf_prog")
+            rejected(
+                E2BIG,
+                None,
+                format!(
+                    "before {}: the kernel's bpf_attr ends before attach_prog_fd, and the bpf syscall refuses non-zero bytes past its end with E2BIG before the verifier runs ({}); {}",
+                    t.get("fentry_on_bpf_prog").first,
+                    t.syscall_tail_zero.commit,
+                    t.cite("fentry_on_bpf_prog")
+                ),
+            )
         }
         CaseId::FentryTcTestRun | CaseId::FentryTcLoopback if jit == JitMode::Interpreter => {
             rejected(
                 EINVAL,
-                msg::ONLY_JITED_TARGETS,
+                Some(msg::ONLY_JITED_TARGETS),
                 format!(
                     "interpreter: the trampoline needs a JITed target; {}",
                     t.cite("fentry_on_bpf_prog")
@@ -372,6 +412,8 @@ const TC_ACT_OK: i32 = 0;
 
 /// Compares a guest record with its expectation. `Ok(())` when they agree; else a
 /// list of disagreements, each naming what was expected and what the kernel did.
+/// Beyond the outcome, every record must prove its JIT mode, and a caller-frame
+/// case must have been built with the frame it is about.
 pub fn check(expected: &Expected, record: &CaseRecord) -> Result<(), Vec<String>> {
     let mut wrong = Vec::new();
     match (&expected.outcome, &record.outcome) {
@@ -379,33 +421,100 @@ pub fn check(expected: &Expected, record: &CaseRecord) -> Result<(), Vec<String>
             check_measured(checks, record, &mut wrong)
         }
         (
-            ExpectedOutcome::Rejected { errno, message },
+            ExpectedOutcome::Rejected {
+                step,
+                errno,
+                message,
+            },
             Outcome::Rejected {
+                step: got_step,
                 errno: got_errno,
                 verifier_tail,
-                ..
             },
         ) => {
-            if errno != got_errno {
-                wrong.push(format!("errno: expected {errno}, got {got_errno}"));
-            }
-            if !verifier_tail.contains(message.as_str()) {
+            if step != got_step {
                 wrong.push(format!(
-                    "verifier message: expected it to contain \"{message}\""
+                    "refused step: expected \"{step}\", got \"{got_step}\""
                 ));
             }
+            if errno != got_errno {
+                wrong.push(format!(
+                    "errno: expected {}, got {}",
+                    errno_name(*errno),
+                    errno_name(*got_errno)
+                ));
+            }
+            match message {
+                Some(m) if !verifier_tail.contains(m.as_str()) => {
+                    wrong.push(format!("verifier message: expected it to contain \"{m}\""))
+                }
+                None if !verifier_tail.trim().is_empty() => wrong.push(format!(
+                    "verifier message: expected none (refused before the verifier ran), got \"{}\"",
+                    last_line(verifier_tail)
+                )),
+                _ => {}
+            }
         }
-        (ExpectedOutcome::Refused, Outcome::Rejected { .. } | Outcome::Unsupported { .. }) => {}
         (want, _) => wrong.push(format!(
             "outcome: expected {}, got {}",
             describe_expected(want),
             describe_outcome(&record.outcome)
         )),
     }
+    check_jit_proof(record, &mut wrong);
+    check_frame(record, &mut wrong);
     if wrong.is_empty() {
         Ok(())
     } else {
         Err(wrong)
+    }
+}
+
+/// The JIT mode is what the kernel shows, not what was asked for: the sysctl read
+/// back, and every loaded program's JITed size (above 0 with the JIT, 0 without).
+fn check_jit_proof(record: &CaseRecord, wrong: &mut Vec<String>) {
+    let m = &record.measured;
+    let jit = record.jit;
+    if m.bpf_jit_enable.as_deref() != Some(jit.sysctl_value()) {
+        wrong.push(format!(
+            "JIT mode: bpf_jit_enable read back {}, expected {} for {jit}",
+            m.bpf_jit_enable.as_deref().unwrap_or("nothing"),
+            jit.sysctl_value()
+        ));
+    }
+    if record.outcome == Outcome::Accepted && m.jited_bytes.is_empty() {
+        wrong.push(format!(
+            "JIT mode: no program's bpf_prog_info was read, so {jit} is unproven"
+        ));
+    }
+    for (prog, &len) in &m.jited_bytes {
+        match jit {
+            JitMode::Jit if len == 0 => wrong.push(format!(
+                "JIT mode: {prog} was not JITed (jited_prog_len 0) with the JIT on"
+            )),
+            JitMode::Interpreter if len > 0 => wrong.push(format!(
+                "JIT mode: {prog} was JITed ({len} bytes) with the JIT off"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// A caller-frame case is about one frame size; the compiled object must have it.
+fn check_frame(record: &CaseRecord, wrong: &mut Vec<String>) {
+    let Some(intended) = record.case.caller_frame_bytes() else {
+        return;
+    };
+    match record.measured.caller_frame_bytes {
+        Some(built) if built == intended => {}
+        Some(built) => wrong.push(format!(
+            "caller frame: the compiled {} uses {built} stack bytes, the case is about {intended} (a different clang?)",
+            record.case.program()
+        )),
+        None => wrong.push(format!(
+            "caller frame: the agent did not report {}'s frame size",
+            record.case.program()
+        )),
     }
 }
 
@@ -430,7 +539,7 @@ fn check_measured(checks: &Checks, record: &CaseRecord, wrong: &mut Vec<String>)
     if let Some(want) = checks.retval {
         if m.retval != Some(want) {
             wrong.push(format!(
-                "return value: expected {want} (computed by the subprogram), got {}",
+                "return value: expected {want}, got {}",
                 opt(m.retval)
             ));
         }
@@ -503,10 +612,19 @@ pub fn describe_expected(e: &ExpectedOutcome) -> String {
             }
             s
         }
-        ExpectedOutcome::Rejected { errno, message } => {
-            format!("rejected, {}, \"{message}\"", errno_name(*errno))
-        }
-        ExpectedOutcome::Refused => "refused (the kernel predates the feature)".to_string(),
+        ExpectedOutcome::Rejected {
+            step,
+            errno,
+            message: Some(m),
+        } => format!("rejected at {step}, {}, \"{m}\"", errno_name(*errno)),
+        ExpectedOutcome::Rejected {
+            step,
+            errno,
+            message: None,
+        } => format!(
+            "rejected at {step}, {}, before the verifier ran",
+            errno_name(*errno)
+        ),
     }
 }
 
@@ -540,8 +658,8 @@ pub fn errno_name(errno: i32) -> String {
     match errno {
         EINVAL => "EINVAL".to_string(),
         EACCES => "EACCES".to_string(),
+        E2BIG => "E2BIG".to_string(),
         1 => "EPERM".to_string(),
-        7 => "E2BIG".to_string(),
         95 => "EOPNOTSUPP".to_string(),
         524 => "ENOTSUPP".to_string(),
         n => format!("errno {n}"),
@@ -552,9 +670,24 @@ pub fn errno_name(errno: i32) -> String {
 mod tests {
     use super::*;
     use bpfmatrix_probes::{Measured, VerdictObservation};
+    use std::collections::BTreeMap;
 
     fn v(s: &str) -> KernelVersion {
         KernelVersion::parse(s).unwrap()
+    }
+
+    /// What a guest that proved its JIT mode reports, with `jited` as the one
+    /// loaded program's JITed size.
+    fn proven(jit: JitMode, measured: Measured) -> Measured {
+        let len = match jit {
+            JitMode::Jit => 120,
+            JitMode::Interpreter => 0,
+        };
+        Measured {
+            bpf_jit_enable: Some(jit.sysctl_value().to_string()),
+            jited_bytes: BTreeMap::from([("prog".to_string(), len)]),
+            ..measured
+        }
     }
 
     fn record(case: CaseId, jit: JitMode, outcome: Outcome, measured: Measured) -> CaseRecord {
@@ -562,9 +695,33 @@ mod tests {
             case,
             jit,
             outcome,
-            measured,
+            measured: proven(jit, measured),
             duration_ms: 1,
         }
+    }
+
+    fn rejected(case: CaseId, errno: i32, message: Option<&str>) -> ExpectedOutcome {
+        ExpectedOutcome::Rejected {
+            step: case.load_step(),
+            errno,
+            message: message.map(str::to_string),
+        }
+    }
+
+    fn refusal(case: CaseId, jit: JitMode, errno: i32, tail: &str) -> CaseRecord {
+        record(
+            case,
+            jit,
+            Outcome::Rejected {
+                step: case.load_step(),
+                errno,
+                verifier_tail: tail.into(),
+            },
+            Measured {
+                caller_frame_bytes: case.caller_frame_bytes(),
+                ..Measured::default()
+            },
+        )
     }
 
     #[test]
@@ -572,7 +729,7 @@ mod tests {
         assert_eq!(v("6.1.0-56-amd64"), KernelVersion(6, 1));
         assert_eq!(v("5.10.0-46-cloud-amd64"), KernelVersion(5, 10));
         assert_eq!(v("6.12.107+deb13-amd64"), KernelVersion(6, 12));
-        assert_eq!(v("4.16"), KernelVersion(4, 16));
+        assert_eq!(v("4.16.0-041600-generic"), KernelVersion(4, 16));
         assert!(v("5.4") < v("5.10"));
         assert!(KernelVersion::parse("vmlinuz").is_err());
     }
@@ -584,18 +741,42 @@ mod tests {
         assert_eq!(t.get("fentry_on_bpf_prog").first, KernelVersion(5, 5));
         assert_eq!(t.tail_call_limit.value, 33);
         assert!(t.feature.iter().all(|f| f.commit.len() == 12));
+        assert_eq!(t.syscall_tail_zero.commit.len(), 12);
+    }
+
+    #[test]
+    fn kernels_before_4_16_get_no_expectation_rather_than_a_guess() {
+        let e = expected_for_release(
+            features(),
+            CaseId::TailCallChain,
+            JitMode::Jit,
+            "4.15.0-20-generic",
+            None,
+        );
+        let why = format!("{:#}", e.unwrap_err());
+        assert!(why.contains("before 4.16"), "{why}");
+        assert!(expected_for_release(
+            features(),
+            CaseId::TailCallChain,
+            JitMode::Jit,
+            "4.16.13",
+            None
+        )
+        .is_ok());
     }
 
     #[test]
     fn mixing_depends_on_version_and_jit() {
         let mix = CaseId::Bpf2bpfTailCallInSubprog;
-        assert_eq!(
-            expected(mix, JitMode::Jit, v("5.4")).outcome,
-            ExpectedOutcome::Rejected {
-                errno: EINVAL,
-                message: msg::MIX_BEFORE_5_10.into()
+        for old in ["4.16", "5.4", "5.9"] {
+            for jit in JitMode::ALL {
+                assert_eq!(
+                    expected(mix, jit, v(old)).outcome,
+                    rejected(mix, EINVAL, Some(msg::MIX_BEFORE_5_10)),
+                    "{old} {jit}"
+                );
             }
-        );
+        }
         assert!(matches!(
             expected(mix, JitMode::Jit, v("5.10")).outcome,
             ExpectedOutcome::Accepted(Checks {
@@ -605,17 +786,12 @@ mod tests {
         ));
         assert_eq!(
             expected(mix, JitMode::Interpreter, v("6.12")).outcome,
-            ExpectedOutcome::Rejected {
-                errno: EINVAL,
-                message: msg::MIX_NON_JITED.into()
-            }
+            rejected(mix, EINVAL, Some(msg::MIX_NON_JITED))
         );
+        let big = CaseId::Bpf2bpfBigCallerFrame;
         assert_eq!(
-            expected(CaseId::Bpf2bpfBigCallerFrame, JitMode::Jit, v("6.1")).outcome,
-            ExpectedOutcome::Rejected {
-                errno: EACCES,
-                message: msg::CALLER_STACK_TOO_LARGE.into()
-            }
+            expected(big, JitMode::Jit, v("6.1")).outcome,
+            rejected(big, EACCES, Some(msg::CALLER_STACK_TOO_LARGE))
         );
     }
 
@@ -629,55 +805,118 @@ mod tests {
                 ..
             })
         ));
+        let f240 = CaseId::Bpf2bpfCallerFrame240;
         assert_eq!(
-            at(CaseId::Bpf2bpfCallerFrame240),
-            ExpectedOutcome::Rejected {
-                errno: EACCES,
-                message: format!("{} 256 bytes. Too large", msg::CALLER_STACK_TOO_LARGE)
-            }
-        );
-        assert_eq!(
-            expected(
-                CaseId::Bpf2bpfCallerFrame224,
-                JitMode::Interpreter,
-                v("6.1")
+            at(f240),
+            rejected(
+                f240,
+                EACCES,
+                Some(&format!(
+                    "{} 256 bytes. Too large",
+                    msg::CALLER_STACK_TOO_LARGE
+                ))
             )
-            .outcome,
-            ExpectedOutcome::Rejected {
-                errno: EINVAL,
-                message: msg::MIX_NON_JITED.into()
-            }
         );
+        // From 6.9 JITed frames round to 16: 240 stays 240, under the limit.
+        assert!(matches!(
+            expected(f240, JitMode::Jit, v("6.9")).outcome,
+            ExpectedOutcome::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn the_expectation_follows_the_frame_the_object_really_has() {
+        // A clang that laid frame224_entry out in 232 bytes would cross the limit
+        // on 6.1 (232 rounds to 256): the expectation says so, and the check
+        // names the drift from the case's 224 bytes.
+        let case = CaseId::Bpf2bpfCallerFrame224;
+        let e = expected_for_release(features(), case, JitMode::Jit, "6.1.0-1-amd64", Some(232))
+            .unwrap();
         assert_eq!(
-            expected(CaseId::Bpf2bpfCallerFrame224, JitMode::Jit, v("5.4")).outcome,
-            ExpectedOutcome::Rejected {
-                errno: EINVAL,
-                message: msg::MIX_BEFORE_5_10.into()
-            }
+            e.outcome,
+            rejected(
+                case,
+                EACCES,
+                Some(&format!(
+                    "{} 256 bytes. Too large",
+                    msg::CALLER_STACK_TOO_LARGE
+                ))
+            )
+        );
+        let mut rec = refusal(
+            case,
+            JitMode::Jit,
+            EACCES,
+            "tail_calls are not allowed when call stack of previous frames is 256 bytes. Too large",
+        );
+        rec.measured.caller_frame_bytes = Some(232);
+        let errs = check(&e, &rec).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("uses 232 stack bytes, the case is about 224"),
+            "{errs:?}"
         );
     }
 
     #[test]
     fn fentry_needs_5_5_and_the_jit() {
         let c = CaseId::FentryTcTestRun;
-        assert_eq!(
-            expected(c, JitMode::Jit, v("4.16")).outcome,
-            ExpectedOutcome::Refused
-        );
+        for old in ["4.16", "5.4"] {
+            for jit in JitMode::ALL {
+                assert_eq!(expected(c, jit, v(old)).outcome, rejected(c, E2BIG, None));
+            }
+        }
         assert_eq!(
             expected(c, JitMode::Interpreter, v("6.1")).outcome,
-            ExpectedOutcome::Rejected {
-                errno: EINVAL,
-                message: msg::ONLY_JITED_TARGETS.into()
-            }
+            rejected(c, EINVAL, Some(msg::ONLY_JITED_TARGETS))
         );
+        assert!(matches!(
+            expected(c, JitMode::Jit, v("5.5")).outcome,
+            ExpectedOutcome::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn a_refusal_before_the_verifier_must_come_without_words() {
+        let c = CaseId::FentryTcLoopback;
+        let e = expected(c, JitMode::Jit, v("5.4"));
+        assert_eq!(check(&e, &refusal(c, JitMode::Jit, E2BIG, "")), Ok(()));
+        let errs = check(
+            &e,
+            &refusal(c, JitMode::Jit, E2BIG, "R1 invalid mem access"),
+        )
+        .unwrap_err();
+        assert!(errs[0].contains("expected none"), "{errs:?}");
+        let errs = check(&e, &refusal(c, JitMode::Jit, EINVAL, "")).unwrap_err();
+        assert_eq!(errs, vec!["errno: expected E2BIG, got EINVAL".to_string()]);
+        // The tc program refused instead of the tracer: another question answered.
+        let mut other = refusal(c, JitMode::Jit, E2BIG, "");
+        other.outcome = Outcome::Rejected {
+            step: "load tc_verdict".into(),
+            errno: E2BIG,
+            verifier_tail: String::new(),
+        };
+        let errs = check(&e, &other).unwrap_err();
+        assert!(errs[0].starts_with("refused step"), "{errs:?}");
+        // Unsupported is no longer a right answer for a kernel that predates it.
+        let unsupported = record(
+            c,
+            JitMode::Jit,
+            Outcome::Unsupported {
+                reason: "no kernel BTF".into(),
+            },
+            Measured::default(),
+        );
+        assert!(check(&e, &unsupported).is_err());
+    }
+
+    fn override_table(extra: &str) -> FeatureTable {
+        toml::from_str(&format!("{}\n{extra}", include_str!("features.toml"))).unwrap()
     }
 
     #[test]
     fn an_override_changes_only_the_kernels_and_cell_it_names() {
-        let table: FeatureTable = toml::from_str(&format!(
-            "{}\n{}",
-            include_str!("features.toml"),
+        let table = override_table(
             r#"
 [[override]]
 release_prefix = "5.4.0-1"
@@ -685,12 +924,17 @@ case = "tail_call.chain"
 jit = "interpreter"
 tail_calls = 32
 reason = "stable backport"
-"#
-        ))
-        .unwrap();
+"#,
+        );
         let chain = CaseId::TailCallChain;
-        let e =
-            expected_for_release(&table, chain, JitMode::Interpreter, "5.4.0-100-generic").unwrap();
+        let e = expected_for_release(
+            &table,
+            chain,
+            JitMode::Interpreter,
+            "5.4.0-100-generic",
+            None,
+        )
+        .unwrap();
         assert!(matches!(
             e.outcome,
             ExpectedOutcome::Accepted(Checks {
@@ -708,7 +952,7 @@ reason = "stable backport"
             (JitMode::Jit, "5.4.0-100-generic"),
             (JitMode::Interpreter, "5.4.0-050400-generic"),
         ] {
-            let e = expected_for_release(&table, chain, jit, release).unwrap();
+            let e = expected_for_release(&table, chain, jit, release, None).unwrap();
             assert_eq!(e, expected(chain, jit, KernelVersion(5, 4)));
         }
         let bad = toml::from_str::<FeatureTable>(&format!(
@@ -716,7 +960,95 @@ reason = "stable backport"
             include_str!("features.toml")
         ));
         assert!(bad.is_err(), "unknown override fields are refused");
+        let refused = toml::from_str::<FeatureTable>(&format!(
+            "{}\n[[override]]\nrelease_prefix = \"x\"\ncase = \"tail_call.chain\"\noutcome = \"refused\"\nreason = \"r\"\n",
+            include_str!("features.toml")
+        ));
+        assert!(refused.is_err(), "'any refusal' is not an outcome any more");
         assert!(features().overrides.is_empty());
+    }
+
+    #[test]
+    fn changing_a_refusals_errno_fails_exactly_that_cell() {
+        // Every 5.4 record as the kernel's facts say, judged once with the table
+        // as shipped (all agree) and once with the interpreter's mixing errno
+        // changed to EACCES (only that cell disagrees).
+        let table = override_table(
+            r#"
+[[override]]
+release_prefix = "5.4"
+case = "bpf2bpf.tail_call_in_subprog"
+jit = "interpreter"
+outcome = "rejected"
+errno = 13
+message = "tail_calls are not allowed in programs with bpf-to-bpf calls"
+reason = "a deliberately wrong errno"
+"#,
+        );
+        let release = "5.4.286";
+        let mut failing = Vec::new();
+        for jit in JitMode::ALL {
+            for case in CaseId::ALL {
+                let shipped = expected_for_release(features(), case, jit, release, None).unwrap();
+                let rec = match &shipped.outcome {
+                    ExpectedOutcome::Rejected {
+                        step,
+                        errno,
+                        message,
+                    } => CaseRecord {
+                        outcome: Outcome::Rejected {
+                            step: step.clone(),
+                            errno: *errno,
+                            verifier_tail: message.clone().unwrap_or_default(),
+                        },
+                        ..refusal(case, jit, 0, "")
+                    },
+                    ExpectedOutcome::Accepted(_) => continue,
+                };
+                assert_eq!(check(&shipped, &rec), Ok(()), "{case} {jit}");
+                let changed = expected_for_release(&table, case, jit, release, None).unwrap();
+                if check(&changed, &rec).is_err() {
+                    failing.push((case, jit));
+                }
+            }
+        }
+        assert_eq!(
+            failing,
+            vec![(CaseId::Bpf2bpfTailCallInSubprog, JitMode::Interpreter)]
+        );
+    }
+
+    #[test]
+    fn the_jit_mode_must_be_proven_by_the_kernel() {
+        let e = expected(CaseId::TailCallChain, JitMode::Jit, v("5.10"));
+        let good = record(
+            CaseId::TailCallChain,
+            JitMode::Jit,
+            Outcome::Accepted,
+            Measured {
+                tail_calls: Some(33),
+                ..Measured::default()
+            },
+        );
+        assert_eq!(check(&e, &good), Ok(()));
+        let mut interpreted = good.clone();
+        interpreted
+            .measured
+            .jited_bytes
+            .insert("chain_body".into(), 0);
+        let errs = check(&e, &interpreted).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "JIT mode: chain_body was not JITed (jited_prog_len 0) with the JIT on".to_string()
+            ]
+        );
+        let mut readback = good.clone();
+        readback.measured.bpf_jit_enable = Some("0".into());
+        assert!(check(&e, &readback).unwrap_err()[0].contains("read back 0"));
+        let mut unproven = good;
+        unproven.measured.jited_bytes.clear();
+        assert!(check(&e, &unproven).unwrap_err()[0].contains("unproven"));
     }
 
     #[test]
@@ -732,13 +1064,8 @@ reason = "stable backport"
             },
         );
         assert_eq!(check(&e, &good), Ok(()));
-        let bad = CaseRecord {
-            measured: Measured {
-                tail_calls: Some(32),
-                ..Measured::default()
-            },
-            ..good
-        };
+        let mut bad = good.clone();
+        bad.measured.tail_calls = Some(32);
         assert_eq!(
             check(&e, &bad),
             Err(vec!["tail calls: expected 33, got 32".to_string()])
@@ -746,40 +1073,52 @@ reason = "stable backport"
     }
 
     #[test]
-    fn a_rejection_must_carry_the_errno_and_the_words() {
-        let e = expected(CaseId::Bpf2bpfBigCallerFrame, JitMode::Jit, v("6.1"));
-        let rec = |errno, tail: &str| {
+    fn an_empty_slot_must_fall_through_to_its_own_return_value() {
+        let e = expected(CaseId::TailCallEmptySlot, JitMode::Jit, v("6.1"));
+        let rec = |retval| {
             record(
-                CaseId::Bpf2bpfBigCallerFrame,
+                CaseId::TailCallEmptySlot,
                 JitMode::Jit,
-                Outcome::Rejected {
-                    step: "load".into(),
-                    errno,
-                    verifier_tail: tail.into(),
+                Outcome::Accepted,
+                Measured {
+                    fell_through: Some(true),
+                    retval: Some(retval),
+                    ..Measured::default()
                 },
-                Measured::default(),
             )
         };
+        assert_eq!(check(&e, &rec(EMPTY_SLOT_RETVAL)), Ok(()));
+        assert!(check(&e, &rec(0)).is_err());
+    }
+
+    #[test]
+    fn a_rejection_must_carry_the_errno_and_the_words() {
+        let case = CaseId::Bpf2bpfBigCallerFrame;
+        let e = expected(case, JitMode::Jit, v("6.1"));
         let words = "tail_calls are not allowed when call stack of previous frames is 352 bytes. Too large\nverification time 60 usec";
-        assert_eq!(check(&e, &rec(EACCES, words)), Ok(()));
-        assert_eq!(check(&e, &rec(EINVAL, words)).unwrap_err().len(), 1);
         assert_eq!(
-            check(&e, &rec(EACCES, "invalid insn")).unwrap_err(),
+            check(&e, &refusal(case, JitMode::Jit, EACCES, words)),
+            Ok(())
+        );
+        assert_eq!(
+            check(&e, &refusal(case, JitMode::Jit, EINVAL, words))
+                .unwrap_err()
+                .len(),
+            1
+        );
+        assert_eq!(
+            check(&e, &refusal(case, JitMode::Jit, EACCES, "invalid insn")).unwrap_err(),
             vec![format!(
                 "verifier message: expected it to contain \"{}\"",
                 msg::CALLER_STACK_TOO_LARGE
             )]
         );
-        let accepted = record(
-            CaseId::Bpf2bpfBigCallerFrame,
-            JitMode::Jit,
-            Outcome::Accepted,
-            Measured::default(),
-        );
+        let mut accepted = refusal(case, JitMode::Jit, 0, "");
+        accepted.outcome = Outcome::Accepted;
         assert_eq!(
             check(&e, &accepted).unwrap_err(),
             vec![format!(
-                "outcome: expected rejected, EACCES, \"{}\", got accepted",
+                "outcome: expected rejected at load big_frame_entry, EACCES, \"{}\", got accepted",
                 msg::CALLER_STACK_TOO_LARGE
             )]
         );

@@ -154,17 +154,26 @@ impl KernelRun {
         let mut cells = Vec::new();
         for &jit in modes {
             for &case in cases {
-                let expected = release.as_deref().and_then(|r| {
-                    expect::expected_for_release(expect::features(), case, jit, r).ok()
-                });
                 let record = collected.records.remove(&(case, jit));
+                let frame = record.as_ref().and_then(|r| r.measured.caller_frame_bytes);
+                let expected = release.as_deref().map(|r| {
+                    expect::expected_for_release(expect::features(), case, jit, r, frame)
+                        .map_err(|e| format!("{e:#}"))
+                });
+                let (expected, no_expectation) = match expected {
+                    Some(Ok(e)) => (Some(e), None),
+                    Some(Err(why)) => (None, Some(why)),
+                    None => (None, None),
+                };
                 let verdict = match (&record, &expected) {
                     (Some(r), Some(e)) => match expect::check(e, r) {
                         Ok(()) => Verdict::Agrees,
                         Err(differences) => Verdict::Disagrees { differences },
                     },
                     (Some(_), None) => Verdict::NoAnswer {
-                        reason: "no kernel version to derive an expectation from".into(),
+                        reason: no_expectation.clone().unwrap_or_else(|| {
+                            "no kernel version to derive an expectation from".into()
+                        }),
                     },
                     (None, _) => Verdict::NoAnswer {
                         reason: missing.clone(),
@@ -247,6 +256,12 @@ mod tests {
             outcome: Outcome::Accepted,
             measured: Measured {
                 tail_calls: Some(n),
+                bpf_jit_enable: Some(jit.sysctl_value().into()),
+                jited_bytes: [(
+                    "chain_body".to_string(),
+                    if jit == JitMode::Jit { 64 } else { 0 },
+                )]
+                .into(),
                 ..Measured::default()
             },
             duration_ms: 2,

@@ -403,12 +403,19 @@ pub(crate) mod tests {
     use bpfmatrix_probes::{CaseId, CaseRecord, JitMode, Measured, Outcome};
 
     pub(crate) fn run(kernel: &str, n: u32) -> KernelRun {
+        let jit = JitMode::Jit;
         let record = CaseRecord {
             case: CaseId::TailCallChain,
             jit: JitMode::Jit,
             outcome: Outcome::Accepted,
             measured: Measured {
                 tail_calls: Some(n),
+                bpf_jit_enable: Some(jit.sysctl_value().into()),
+                jited_bytes: [(
+                    "chain_body".to_string(),
+                    if jit == JitMode::Jit { 64 } else { 0 },
+                )]
+                .into(),
                 ..Measured::default()
             },
             duration_ms: 1,

@@ -7,10 +7,11 @@
 //! needs these types.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Bumped whenever a message or plan changes shape; the host refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Where the host puts the plan inside the initramfs.
 pub const PLAN_PATH: &str = "/bpfmatrix/plan.json";
@@ -28,6 +29,10 @@ pub const TEST_FRAME_LEN: usize = 64;
 pub const fn control_retval(len: u32) -> u32 {
     len * 3 + 7
 }
+
+/// What `tail_call.empty_slot`'s program returns once it has run past its failed
+/// tail call (probes/bpf/tail_call.c, FELL_THROUGH_RETVAL).
+pub const EMPTY_SLOT_RETVAL: u32 = 0x5a;
 
 /// How a case's programs are executed: by the x86_64 JIT or by the interpreter
 /// (`net.core.bpf_jit_enable` = 1 or 0 while the programs are loaded).
@@ -139,8 +144,31 @@ impl CaseId {
         }
     }
 
-    /// The bytes the case's caller keeps on its stack above the tail-calling
-    /// subprogram (probes/bpf/bpf2bpf_tail_mix.c), for the caller-frame cases.
+    /// The program whose load is the case's question: a refusal of this program is
+    /// the case's verdict (a refusal of any other step is a finding of its own).
+    pub fn program(self) -> &'static str {
+        match self {
+            CaseId::TailCallChain => "chain_entry",
+            CaseId::TailCallEmptySlot => "empty_slot",
+            CaseId::Bpf2bpfControl => "control_entry",
+            CaseId::Bpf2bpfTailCallInSubprog => "mix_entry",
+            CaseId::Bpf2bpfBigCallerFrame => "big_frame_entry",
+            CaseId::Bpf2bpfCallerFrame224 => "frame224_entry",
+            CaseId::Bpf2bpfCallerFrame240 => "frame240_entry",
+            // The tc program is plain; the tracer attached to it is the question.
+            CaseId::FentryTcTestRun | CaseId::FentryTcLoopback => "fentry_tc",
+        }
+    }
+
+    /// The step name the agent reports when the kernel refuses to load [`Self::program`].
+    pub fn load_step(self) -> String {
+        format!("load {}", self.program())
+    }
+
+    /// The caller frame the case is about (probes/bpf/bpf2bpf_tail_mix.c), for the
+    /// caller-frame cases. This is the case's intent, used to name it and to notice
+    /// a compiler that laid the frame out differently; expectations use the frame
+    /// the compiled object really has ([`Measured::caller_frame_bytes`]).
     pub fn caller_frame_bytes(self) -> Option<u32> {
         match self {
             CaseId::Bpf2bpfBigCallerFrame => Some(320),
@@ -240,8 +268,8 @@ pub enum GuestMessage {
         /// Guest uptime when the agent started, in milliseconds.
         uptime_ms: u64,
     },
-    /// The agent switched `bpf_jit_enable` (or could not: then the mode's cases
-    /// are reported as `Unsupported` with the reason).
+    /// The agent switched `bpf_jit_enable` (or could not: then every case of the
+    /// mode is an `Error` naming why, since no verdict of that mode can be trusted).
     JitMode {
         mode: JitMode,
         /// What `/proc/sys/net/core/bpf_jit_enable` read back after the write.
@@ -345,6 +373,18 @@ pub struct Measured {
     pub retval: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<VerdictObservation>,
+    /// The caller-frame cases: the stack bytes the caller's frame uses, read from
+    /// the compiled object's instructions (the deepest r10-relative access), so the
+    /// expectation follows what clang really built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_frame_bytes: Option<u32>,
+    /// What `/proc/sys/net/core/bpf_jit_enable` read back when the case ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_jit_enable: Option<String>,
+    /// `jited_prog_len` from bpf_prog_info of every program the case loaded, by
+    /// name: the proof of the JIT mode (above 0 when JITed, 0 when interpreted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jited_bytes: BTreeMap<String, u32>,
 }
 
 #[cfg(test)]

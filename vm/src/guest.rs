@@ -42,6 +42,11 @@ pub fn build_guest_initramfs(
         .char_dev("/dev/ttyS0", 4, 64, 0o600)
         .char_dev("/dev/ttyS1", 4, 65, 0o600)
         .char_dev("/dev/null", 1, 3, 0o666)
+        // Rust's std seeds its hash maps at once. Before 5.6 getrandom has no
+        // GRND_INSECURE and the CRNG is not ready this early, so std falls back
+        // to /dev/urandom; without the node the agent panics (seen on 4.16).
+        .char_dev("/dev/urandom", 1, 9, 0o666)
+        .char_dev("/dev/random", 1, 8, 0o666)
         .dir("/proc", 0o555)
         .dir("/sys", 0o555)
         .dir("/tmp", 0o1777)

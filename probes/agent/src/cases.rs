@@ -160,6 +160,19 @@ impl<'a> Runner<'a> {
 
     /// Runs `case`, filling `measured` as far as it gets.
     pub fn run(&mut self, case: CaseId, measured: &mut Measured) -> Outcome {
+        if case.caller_frame_bytes().is_some() {
+            match objects::by_name(case.object())
+                .ok_or_else(|| anyhow::anyhow!("no embedded object {}", case.object()))
+                .and_then(|o| objects::stack_depth(o, case.program()))
+            {
+                Ok(depth) => measured.caller_frame_bytes = Some(depth),
+                Err(e) => {
+                    return Outcome::Error {
+                        message: format!("reading {}'s frame: {e:#}", case.program()),
+                    }
+                }
+            }
+        }
         let result = match case {
             CaseId::TailCallChain => self.tail_call_chain(measured),
             CaseId::TailCallEmptySlot => self.tail_call_empty_slot(measured),
@@ -187,8 +200,8 @@ impl<'a> Runner<'a> {
 
     fn tail_call_chain(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::TailCallChain)?;
-        load_cls(&mut bpf, "chain_entry")?;
-        load_cls(&mut bpf, "chain_body")?;
+        load_cls(&mut bpf, "chain_entry", m)?;
+        load_cls(&mut bpf, "chain_body", m)?;
         // Owned here so the array (and the chain) lives until the run is over.
         let mut jmp = prog_array(&mut bpf)?;
         set_slot(&bpf, &mut jmp, 0, "chain_body")?;
@@ -202,7 +215,7 @@ impl<'a> Runner<'a> {
 
     fn tail_call_empty_slot(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::TailCallEmptySlot)?;
-        load_cls(&mut bpf, "empty_slot")?;
+        load_cls(&mut bpf, "empty_slot", m)?;
         let ret = test_run(&bpf, "empty_slot")?;
         m.retval = Some(ret);
         m.fell_through = Some(counter(&bpf, 1)? > 0);
@@ -212,7 +225,7 @@ impl<'a> Runner<'a> {
 
     fn bpf2bpf_control(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::Bpf2bpfControl)?;
-        load_cls(&mut bpf, "control_entry")?;
+        load_cls(&mut bpf, "control_entry", m)?;
         m.retval = Some(test_run(&bpf, "control_entry")?);
         Ok(())
     }
@@ -221,7 +234,7 @@ impl<'a> Runner<'a> {
     /// where `prog` itself is put: a self chain through a subprogram.
     fn mix_chain(&mut self, prog: &str, slot: u32, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::Bpf2bpfTailCallInSubprog)?;
-        load_cls(&mut bpf, prog)?;
+        load_cls(&mut bpf, prog, m)?;
         let mut jmp = prog_array(&mut bpf)?;
         set_slot(&bpf, &mut jmp, slot, prog)?;
         let ret = test_run(&bpf, prog)?;
@@ -233,23 +246,26 @@ impl<'a> Runner<'a> {
     }
 
     /// Loads and attaches fentry_tc and fexit_tc to the loaded tc_verdict.
-    fn attach_tracers(&self, bpf: &Ebpf) -> Result<Vec<OwnedFd>, Fail> {
-        let btf = self.kernel_btf.ok_or_else(|| {
-            Fail::Unsupported(
-                "no kernel BTF (/sys/kernel/btf/vmlinux): fentry/fexit need it".into(),
-            )
-        })?;
+    ///
+    /// The kernel is always asked, whatever this guest lacks, so its own answer is
+    /// the cell: a kernel before 5.5 refuses the load (its bpf_attr has no
+    /// attach_prog_fd), one without BTF for tc_verdict refuses the target. Only
+    /// when the kernel accepts a tracer that could not be CO-RE relocated (no
+    /// kernel BTF) is the case `Unsupported`, since its skb read would be wrong.
+    fn attach_tracers(&self, bpf: &Ebpf, m: &mut Measured) -> Result<Vec<OwnedFd>, Fail> {
         let tc = classifier(bpf, "tc_verdict")?;
         let info = tc
             .info()
             .map_err(|e| Fail::Error(format!("tc_verdict info: {e}")))?;
-        let btf_id = info.btf_id().ok_or_else(|| {
-            Fail::Unsupported(
-                "tc_verdict was loaded without BTF, so fentry/fexit cannot target it".into(),
-            )
-        })?;
-        let blob = prog_tracing::kernel_btf_blob(btf_id)?;
-        let func_id = prog_tracing::func_btf_id(&blob, "tc_verdict")?;
+        // No program BTF (a kernel before 5.0, or aya found BTF unusable): ask
+        // with no target id, and let the kernel say what it makes of that.
+        let func_id = match info.btf_id() {
+            Some(btf_id) => {
+                let blob = prog_tracing::kernel_btf_blob(btf_id)?;
+                prog_tracing::func_btf_id(&blob, "tc_verdict")?
+            }
+            None => 0,
+        };
         let mut map_fds = HashMap::new();
         for (name, map) in bpf.maps() {
             if let Some(fd) = map_fd(map) {
@@ -258,7 +274,7 @@ impl<'a> Runner<'a> {
         }
         let names = ["fentry_tc", "fexit_tc"];
         let (license, insns) =
-            prog_tracing::prepare_programs(objects::FENTRY_TC, btf, &map_fds, &names)?;
+            prog_tracing::prepare_programs(objects::FENTRY_TC, self.kernel_btf, &map_fds, &names)?;
         let tc_fd = tc
             .fd()
             .map_err(|e| Fail::Error(format!("tc_verdict fd: {e}")))?;
@@ -284,6 +300,14 @@ impl<'a> Runner<'a> {
                     TAIL_MAX_BYTES,
                 ),
             })?;
+            if self.kernel_btf.is_none() {
+                return Err(Fail::Unsupported(format!(
+                    "the kernel accepted {name}, but it has no BTF (/sys/kernel/btf/vmlinux) to CO-RE relocate its sk_buff read against"
+                )));
+            }
+            let jited = prog_tracing::jited_prog_len(prog.as_fd())
+                .map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e:#}")))?;
+            m.jited_bytes.insert(name.to_string(), jited);
             let link =
                 prog_tracing::raw_tracepoint_open(prog.as_fd()).map_err(|e| Fail::Rejected {
                     step: format!("attach {name}"),
@@ -298,10 +322,10 @@ impl<'a> Runner<'a> {
 
     fn fentry_tc_test_run(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::FentryTcTestRun)?;
-        load_cls(&mut bpf, "tc_verdict")?;
+        load_cls(&mut bpf, "tc_verdict", m)?;
         // A refused tracer is the case's verdict, but the tc program still runs
         // so the record shows what it returned without tracers.
-        let (tracers, refusal) = match self.attach_tracers(&bpf) {
+        let (tracers, refusal) = match self.attach_tracers(&bpf, m) {
             Ok(t) => (t, None),
             Err(f @ Fail::Rejected { .. }) => (Vec::new(), Some(f)),
             Err(f) => return Err(f),
@@ -350,7 +374,7 @@ impl<'a> Runner<'a> {
 
     fn loopback_inner(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::FentryTcLoopback)?;
-        load_cls(&mut bpf, "tc_verdict")?;
+        load_cls(&mut bpf, "tc_verdict", m)?;
         set_verdict(&mut bpf, TC_ACT_OK)?;
         let tc: &mut SchedClassifier = bpf
             .program_mut("tc_verdict")
@@ -364,7 +388,7 @@ impl<'a> Runner<'a> {
                 errno: program_errno(&e),
                 verifier_tail: e.to_string(),
             })?;
-        let (tracers, refusal) = match self.attach_tracers(&bpf) {
+        let (tracers, refusal) = match self.attach_tracers(&bpf, m) {
             Ok(t) => (t, None),
             Err(f @ Fail::Rejected { .. }) => (Vec::new(), Some(f)),
             Err(f) => return Err(f),
@@ -510,15 +534,22 @@ fn classifier<'b>(bpf: &'b Ebpf, name: &str) -> Result<&'b SchedClassifier, Fail
         .map_err(|e: ProgramError| Fail::Error(format!("{name}: {e}")))
 }
 
-/// Loads a classifier; a kernel refusal becomes `Rejected` with the verifier's words.
-fn load_cls(bpf: &mut Ebpf, name: &str) -> CaseResult {
+/// Loads a classifier and notes its JITed size; a kernel refusal becomes
+/// `Rejected` with the verifier's words.
+fn load_cls(bpf: &mut Ebpf, name: &str, m: &mut Measured) -> CaseResult {
     let prog: &mut SchedClassifier = bpf
         .program_mut(name)
         .ok_or_else(|| Fail::Error(format!("no program {name} in the object")))?
         .try_into()
         .map_err(|e: ProgramError| Fail::Error(format!("{name}: {e}")))?;
     match prog.load() {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            let info = prog
+                .info()
+                .map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e}")))?;
+            m.jited_bytes.insert(name.to_string(), info.size_jitted());
+            Ok(())
+        }
         Err(ProgramError::LoadError {
             io_error,
             verifier_log,

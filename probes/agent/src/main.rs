@@ -199,25 +199,40 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>
     for &mode in &plan.jit_modes {
         let switched = sys::write_file(JIT_SYSCTL, mode.sysctl_value());
         let readback = sys::read_trimmed(JIT_SYSCTL);
-        let error = switched.as_ref().err().map(|e| format!("{e:#}"));
+        // The mode is proven by reading it back, not assumed from the write: a
+        // kernel built with BPF_JIT_ALWAYS_ON refuses 0, one without a JIT has no
+        // sysctl at all.
+        let error = match (&switched, &readback) {
+            (Err(e), _) => Some(format!(
+                "{e:#} (bpf_jit_enable reads back {})",
+                readback.as_deref().unwrap_or("nothing")
+            )),
+            (Ok(()), Some(r)) if r == mode.sysctl_value() => None,
+            (Ok(()), r) => Some(format!(
+                "wrote {} to {JIT_SYSCTL}, it reads back {}",
+                mode.sysctl_value(),
+                r.as_deref().unwrap_or("nothing")
+            )),
+        };
         reporter.send(&GuestMessage::JitMode {
             mode,
-            sysctl_readback: readback,
+            sysctl_readback: readback.clone(),
             error: error.clone(),
         });
         for &case in &plan.cases {
-            let record = match &error {
+            let mut record = match &error {
                 Some(e) => CaseRecord {
                     case,
                     jit: mode,
-                    outcome: Outcome::Unsupported {
-                        reason: format!("cannot switch to {mode}: {e}"),
+                    outcome: Outcome::Error {
+                        message: format!("cannot switch to {mode}: {e}"),
                     },
                     measured: Measured::default(),
                     duration_ms: 0,
                 },
                 None => run_one(runner, case, mode),
             };
+            record.measured.bpf_jit_enable = readback.clone();
             eprintln!(
                 "bpfmatrix-agent: {case} [{mode}] {} ({} ms)",
                 record.outcome.kind(),

@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use anyhow::{anyhow, bail, Context, Result};
 use aya_obj::btf::{Btf, BtfKind};
 use aya_obj::generated::{
-    bpf_attach_type, bpf_attr, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_type,
+    bpf_attach_type, bpf_attr, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_info, bpf_prog_type,
 };
 use aya_obj::Object;
 
@@ -148,6 +148,20 @@ pub fn kernel_btf_blob(btf_id: u32) -> Result<Vec<u8>> {
     Ok(blob)
 }
 
+/// `jited_prog_len` of a loaded program (bpf_prog_info, 4.13+): 0 when the
+/// interpreter runs it.
+pub fn jited_prog_len(prog_fd: BorrowedFd<'_>) -> Result<u32> {
+    // SAFETY: bpf_prog_info is plain old data; zeroed is "nothing asked for".
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    // SAFETY: zeroed attr; the info member points at a live bpf_prog_info.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.info.bpf_fd = prog_fd.as_raw_fd() as u32;
+    attr.info.info = &mut info as *mut bpf_prog_info as u64;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("BPF_OBJ_GET_INFO_BY_FD (prog)")?;
+    Ok(info.jited_prog_len)
+}
+
 fn btf_info(fd: RawFd, info: &mut bpf_btf_info) -> Result<()> {
     // SAFETY: zeroed attr; the info member points at a live bpf_btf_info.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
@@ -167,18 +181,21 @@ pub fn func_btf_id(blob: &[u8], func: &str) -> Result<u32> {
 }
 
 /// Instructions of `programs` from `object`, ready to load: CO-RE relocated
-/// against the kernel BTF, map references pointing at already created maps
+/// against the kernel BTF (left as compiled when the kernel has none: such
+/// instructions are only fit to hear the kernel's refusal), map references pointing at already created maps
 /// (`map_fds` by name, so the tracers share maps with the traced program),
 /// subprogram calls linked.
 pub fn prepare_programs(
     object: &[u8],
-    kernel_btf: &Btf,
+    kernel_btf: Option<&Btf>,
     map_fds: &HashMap<String, RawFd>,
     programs: &[&str],
 ) -> Result<(CString, HashMap<String, Vec<bpf_insn>>)> {
     let mut obj = Object::parse(object).map_err(|e| anyhow!("parsing object: {e}"))?;
-    obj.relocate_btf(kernel_btf)
-        .map_err(|e| anyhow!("CO-RE relocation against the kernel BTF: {e}"))?;
+    if let Some(kernel_btf) = kernel_btf {
+        obj.relocate_btf(kernel_btf)
+            .map_err(|e| anyhow!("CO-RE relocation against the kernel BTF: {e}"))?;
+    }
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
     let maps = std::mem::take(&mut obj.maps);
     let mut with_fds = Vec::new();

@@ -183,6 +183,14 @@ fn try_run(
                 .collect::<Vec<_>>()
                 .join(" | ")
         )),
+        BootEnd::Silent {
+            after,
+            last_console,
+        } => Some(format!(
+            "the guest died early: its console went silent before the agent spoke ({:.0} s after QEMU started, QEMU killed); last console line: {}",
+            after.as_secs_f64(),
+            last_console.as_deref().unwrap_or("none at all")
+        )),
         BootEnd::TimedOut { after } => Some(format!(
             "the guest timed out after {:.0} s (QEMU killed)",
             after.as_secs_f64()

@@ -73,6 +73,7 @@ fn main() {
         Trial::test("guest::enormous_line", enormous_line),
         Trial::test("guest::flood", flood),
         Trial::test("guest::silent", silent),
+        Trial::test("guest::dies_early", dies_early),
         Trial::test("guest::cut_short", cut_short),
         Trial::test("guest::two_runs_share_the_cache", two_runs_share_the_cache),
     ];
@@ -1109,6 +1110,27 @@ fn silent() -> Outcome {
     g.report("silent");
     g.failed_with(&["never said hello"])?;
     no_answers(&g.run, "never said hello")
+}
+
+/// Fault 6: the guest dies before its agent says a word and its console falls
+/// silent (as a kernel that cannot take its entry point does): seen within
+/// seconds, not after the whole boot timeout.
+fn dies_early() -> Outcome {
+    let g = guest(
+        Some(Fault::DeadBeforeHello),
+        ONE,
+        Accel::Tcg,
+        NORMAL_TIMEOUT,
+    )?;
+    g.report("dies early");
+    g.failed_with(&["died early", "went silent", "QEMU killed"])?;
+    check!(
+        g.took < Duration::from_secs(15),
+        "the early death took {:?} to be reported (the boot timeout is {NORMAL_TIMEOUT:?})",
+        g.took
+    );
+    check!(!g.qemu.pids.is_empty(), "the QEMU process was never seen");
+    no_answers(&g.run, "died early")
 }
 
 /// Fault 6: the guest dies mid-record: the last record half written with no

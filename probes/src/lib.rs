@@ -213,10 +213,13 @@ pub enum Fault {
     /// Run the plan, but send the last record only half written, without its
     /// newline and without `Done`, then power off: a guest dying mid-line.
     CutShort,
+    /// Stop dead before a word on either port, as a kernel that dies early does:
+    /// PID 1 sleeps forever and the console falls silent.
+    DeadBeforeHello,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::Panic,
         Fault::Hang,
         Fault::Garbage,
@@ -224,6 +227,7 @@ impl Fault {
         Fault::Flood,
         Fault::Silent,
         Fault::CutShort,
+        Fault::DeadBeforeHello,
     ];
 }
 
@@ -417,7 +421,8 @@ mod tests {
                 "\"enormous_line\"",
                 "\"flood\"",
                 "\"silent\"",
-                "\"cut_short\""
+                "\"cut_short\"",
+                "\"dead_before_hello\""
             ]
         );
         for f in Fault::ALL {

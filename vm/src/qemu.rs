@@ -123,10 +123,18 @@ pub struct BootSpec {
     /// The most the guest may write to the result port before the boot is ended
     /// as [`BootEnd::TooMuchOutput`] ([`MAX_RESULT_BYTES`] unless a test lowers it).
     pub max_result_bytes: u64,
+    /// Until the agent's first line, the longest the console may stay silent
+    /// before the guest is taken for dead ([`BootEnd::Silent`]). A booting kernel
+    /// prints every few hundred milliseconds even under TCG; one that died early
+    /// (a PVH entry it cannot take, a triple fault QEMU does not report, a hang
+    /// before the console) prints nothing more, and waiting out `timeout` for it
+    /// would cost minutes.
+    pub silence_deadline: Duration,
 }
 
 impl BootSpec {
-    /// A spec with the defaults: Auto accelerator, 512 MiB, 120 s, KVM deadline 8 s.
+    /// A spec with the defaults: Auto accelerator, 512 MiB, 120 s, KVM deadline 8 s,
+    /// silence deadline 10 s.
     pub fn new(kernel: Kernel, initramfs: PathBuf) -> BootSpec {
         BootSpec {
             kernel,
@@ -137,6 +145,7 @@ impl BootSpec {
             timeout: Duration::from_secs(120),
             kvm_deadline: Duration::from_secs(8),
             max_result_bytes: MAX_RESULT_BYTES,
+            silence_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -172,6 +181,15 @@ pub enum BootEnd {
     PoweredOff,
     /// The kernel panicked; the console from the panic line on.
     Panicked { lines: Vec<String> },
+    /// Before the agent's first line, the guest went silent (no console output
+    /// for [`BootSpec::silence_deadline`]) and QEMU was killed: a kernel that died
+    /// early without a panic message, or never started. `last_console` is the
+    /// last console line seen, if any.
+    Silent {
+        #[serde(serialize_with = "secs")]
+        after: Duration,
+        last_console: Option<String>,
+    },
     /// The overall timeout expired and QEMU was killed.
     TimedOut {
         #[serde(serialize_with = "secs")]
@@ -451,6 +469,7 @@ fn attempt(
         console: VecDeque::new(),
         first_line_after: None,
         panic: None,
+        last_sign: start,
     };
     let mut result_thread: Option<JoinHandle<()>> = None;
     let mut tx = Some(tx);
@@ -543,6 +562,15 @@ fn attempt(
                 });
             }
         }
+        if run.lines.is_empty()
+            && run.panic.is_none()
+            && run.last_sign.elapsed() >= spec.silence_deadline
+        {
+            break BootEnd::Silent {
+                after: elapsed,
+                last_console: run.console.back().cloned(),
+            };
+        }
         if elapsed >= spec.timeout {
             break BootEnd::TimedOut { after: elapsed };
         }
@@ -571,6 +599,9 @@ struct Run {
     first_line_after: Option<Duration>,
     /// Set by a panic line: until when to keep reading, and the lines so far.
     panic: Option<(Instant, Vec<String>)>,
+    /// When the guest last showed life (a console or result line; QEMU's start
+    /// before the first).
+    last_sign: Instant,
 }
 
 impl Run {
@@ -578,6 +609,7 @@ impl Run {
     fn handle(&mut self, msg: Msg, on_event: &mut dyn FnMut(&VmEvent)) -> Option<BootEnd> {
         match msg {
             Msg::Console(line) => {
+                self.last_sign = Instant::now();
                 if let Some((_, lines)) = &mut self.panic {
                     lines.push(line.clone());
                 } else if line.contains(PANIC_MARKER) {
@@ -591,6 +623,7 @@ impl Run {
                 None
             }
             Msg::Guest(line) => {
+                self.last_sign = Instant::now();
                 self.first_line_after
                     .get_or_insert_with(|| self.start.elapsed());
                 on_event(&VmEvent::GuestLine(line.clone()));

@@ -94,6 +94,11 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
     let plan: Result<Plan, String> = std::fs::read(&plan_path)
         .map_err(|e| format!("read {plan_path}: {e}"))
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parse {plan_path}: {e}")));
+    if matches!(&plan, Ok(p) if p.fault == Some(Fault::DeadBeforeHello)) {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     if matches!(&plan, Ok(p) if p.fault == Some(Fault::Silent)) {
         eprintln!("bpfmatrix-agent: fault injection: silent, powering off without a word");
         return;
@@ -156,7 +161,7 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
         Some(Fault::Garbage) => write_garbage(reporter, &plan),
         Some(Fault::EnormousLine) => write_enormous_line(reporter),
         Some(Fault::Flood) => flood(reporter),
-        Some(Fault::Silent) | Some(Fault::CutShort) | None => {}
+        Some(Fault::Silent) | Some(Fault::CutShort) | Some(Fault::DeadBeforeHello) | None => {}
     }
     if let Err(e) = sys::raise_memlock() {
         reporter.warn(format!("{e:#}"));

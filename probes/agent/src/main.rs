@@ -209,8 +209,14 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>
         // sysctl at all.
         let error = match (&switched, &readback) {
             (Err(e), _) => Some(format!(
-                "{e:#} (bpf_jit_enable reads back {})",
-                readback.as_deref().unwrap_or("nothing")
+                "{e:#} (bpf_jit_enable reads back {}){}",
+                readback.as_deref().unwrap_or("nothing"),
+                match (mode, readback.as_deref()) {
+                    (JitMode::Interpreter, Some("1")) =>
+                        "; a kernel built with CONFIG_BPF_JIT_ALWAYS_ON=y has no interpreter",
+                    (_, None) => "; a kernel built without CONFIG_BPF_JIT has no such sysctl",
+                    _ => "",
+                }
             )),
             (Ok(()), Some(r)) if r == mode.sysctl_value() => None,
             (Ok(()), r) => Some(format!(

@@ -270,7 +270,9 @@ pub fn bench(
     let reps = opts.repetitions.max(1);
     let settings = &opts.settings;
     let (vng, vng_problem) = if opts.vng {
-        match bpfmatrix_vm::vng::install_vng(&mut |l| progress(l)) {
+        match bpfmatrix_vm::vng::install_vng(&mut |l| progress(l))
+            .and_then(|p| bpfmatrix_vm::vng::check_host().map(|()| p))
+        {
             Ok(p) => (Some(p), None),
             Err(e) => (None, Some(format!("virtme-ng not measured: {e:#}"))),
         }
@@ -358,7 +360,13 @@ pub fn bench(
                     kernel.name
                 ));
                 let accel = kb.accel.unwrap_or(AccelUsed::Tcg);
-                match bpfmatrix_vm::vng::time_exec_true(vng, kernel, accel, settings.timeout) {
+                match bpfmatrix_vm::vng::time_exec_true(
+                    vng,
+                    kernel,
+                    accel,
+                    settings.memory_mib,
+                    settings.timeout,
+                ) {
                     Ok(wall) => kb.vng_exec_true.push(wall),
                     Err(e) => kb.problems.push(format!("vng run {rep}: {e:#}")),
                 }

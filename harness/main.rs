@@ -354,7 +354,13 @@ fn show(p: Progress, verbose: bool) {
     match p {
         Progress::Step { kernel, what } => eprintln!("[{kernel}] {what}"),
         Progress::Vm { kernel, event } => match event {
-            VmEvent::Starting { accel, .. } => eprintln!("[{kernel}] guest started ({accel})"),
+            VmEvent::Starting { runner, accel, .. } => {
+                eprintln!("[{kernel}] {runner} started ({accel})")
+            }
+            VmEvent::GuestSpoke { accel, after } => eprintln!(
+                "[{kernel}] guest spoke after {:.1} s ({accel})",
+                after.as_secs_f64()
+            ),
             VmEvent::KvmFallback { reason } => {
                 eprintln!("[{kernel}] KVM did not work, falling back to TCG: {reason}")
             }

@@ -114,7 +114,12 @@ fn try_run(
         kernel: name,
         what: format!(
             "booting {} with {} ({} cases x {} JIT modes)",
-            kernel.boot_image.display(),
+            // virtme-ng gets the image as packaged (beside its modules), QEMU the
+            // one it boots fastest.
+            match settings.backend {
+                Backend::Qemu => kernel.boot_image.display(),
+                Backend::Vng => kernel.image.display(),
+            },
             match settings.backend {
                 Backend::Qemu => "QEMU",
                 Backend::Vng => "virtme-ng",
@@ -172,6 +177,10 @@ fn try_run(
             truncated: l.truncated,
         }),
     );
+    let killed = match settings.backend {
+        Backend::Qemu => "QEMU killed",
+        Backend::Vng => "vng and its QEMU killed",
+    };
     let boot_failure = match &outcome.end {
         BootEnd::PoweredOff => None,
         BootEnd::Panicked { lines } => Some(format!(
@@ -192,15 +201,16 @@ fn try_run(
             last_console.as_deref().unwrap_or("none at all")
         )),
         BootEnd::TimedOut { after } => Some(format!(
-            "the guest timed out after {:.0} s (QEMU killed)",
+            "the guest timed out after {:.0} s ({killed})",
             after.as_secs_f64()
         )),
         BootEnd::TooMuchOutput { limit_bytes } => Some(format!(
-            "the guest sent more than {limit_bytes} bytes of results (QEMU killed)"
+            "the guest sent more than {limit_bytes} bytes of results ({killed})"
         )),
-        BootEnd::QemuFailed { status, stderr } => {
-            Some(format!("QEMU failed ({status}): {}", stderr.trim()))
-        }
+        BootEnd::QemuFailed { status, stderr } => Some(match settings.backend {
+            Backend::Qemu => format!("QEMU failed ({status}): {}", stderr.trim()),
+            Backend::Vng => format!("vng failed ({status}): {}", vng::last_words(stderr.lines())),
+        }),
     };
     let mut run = KernelRun::judge(
         name,

@@ -306,7 +306,7 @@ impl QemuWatch {
                     }
                 }
             }
-            VmEvent::KvmFallback { .. } => {}
+            VmEvent::KvmFallback { .. } | VmEvent::GuestSpoke { .. } => {}
         }
     }
 
@@ -401,7 +401,7 @@ impl Cli {
                 self.text()
             );
         }
-        for booted in ["guest started", "booting "] {
+        for booted in ["QEMU started", "virtme-ng started", "booting "] {
             check!(
                 !self.stderr.contains(booted),
                 "a guest was started:\n{}",
@@ -724,7 +724,7 @@ fn missing_apt_get() -> Outcome {
             out.text()
         );
     }
-    check!(!out.stderr.contains("guest started"), "a guest was started");
+    check!(!out.stderr.contains("QEMU started"), "a guest was started");
     let complete = files_named(&cache, "kernel.json");
     check!(
         complete.is_empty(),
@@ -915,7 +915,7 @@ fn kvm_hang_fallback() -> Outcome {
     out.report("KVM hangs (wrapper)");
     check!(out.code == Some(0), "expected exit 0:\n{}", out.text());
     let said = out.stderr.matches("falling back to TCG").count();
-    let kvm_ran = out.stderr.contains("guest started (kvm)");
+    let kvm_ran = out.stderr.contains("QEMU started (kvm)");
     if kvm_ran && out.stdout.contains("under kvm") {
         eprintln!("[faults] KVM works here even with the wrapper: no fallback to check");
     } else {

@@ -150,12 +150,41 @@ impl BootSpec {
     }
 }
 
+/// What a boot started: QEMU itself, or virtme-ng's `vng` (which starts QEMU).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Runner {
+    Qemu,
+    Vng,
+}
+
+impl fmt::Display for Runner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Runner::Qemu => "QEMU",
+            Runner::Vng => "virtme-ng",
+        })
+    }
+}
+
 /// What a boot reports while it runs, in order.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum VmEvent {
-    /// QEMU is being started (once per attempt).
-    Starting { accel: AccelUsed, command: String },
+    /// QEMU (or vng) is being started (once per attempt). Nothing has run in the
+    /// guest yet: QEMU may still abort, or the kernel die before the agent speaks.
+    Starting {
+        runner: Runner,
+        accel: AccelUsed,
+        command: String,
+    },
+    /// The guest's first result line (the agent's hello) arrived, `after` QEMU's
+    /// (or vng's) start: the guest is really running (once per attempt).
+    GuestSpoke {
+        accel: AccelUsed,
+        #[serde(serialize_with = "secs")]
+        after: Duration,
+    },
     /// KVM did not work; the boot is being retried under TCG (and later boots of this
     /// process go straight to TCG).
     KvmFallback { reason: String },
@@ -438,7 +467,11 @@ fn attempt(
         .map(|a| shell_quote(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ");
-    on_event(&VmEvent::Starting { accel, command });
+    on_event(&VmEvent::Starting {
+        runner: Runner::Qemu,
+        accel,
+        command,
+    });
 
     let start = Instant::now();
     let child = Command::new(qemu)
@@ -624,8 +657,14 @@ impl Run {
             }
             Msg::Guest(line) => {
                 self.last_sign = Instant::now();
-                self.first_line_after
-                    .get_or_insert_with(|| self.start.elapsed());
+                if self.first_line_after.is_none() {
+                    let after = self.start.elapsed();
+                    self.first_line_after = Some(after);
+                    on_event(&VmEvent::GuestSpoke {
+                        accel: self.accel,
+                        after,
+                    });
+                }
                 on_event(&VmEvent::GuestLine(line.clone()));
                 self.lines.push(line);
                 None

@@ -2,25 +2,37 @@
 //! `vng --run KERNEL --exec 'AGENT --plan PLAN'`, for users who already live in
 //! virtme-ng, and reports through the same [`BootOutcome`] as [`crate::qemu::boot`].
 //!
-//! virtme-ng (1.42 from PyPI) boots the kernel's bzImage with a small initramfs that
-//! loads the 9p and virtio modules (it finds them next to the image: for
-//! `<root>/boot/vmlinuz-R` it uses `<root>/lib/modules/R`), mounts the host's root
-//! read-only over 9p and runs the command as root. So the agent binary, the plan and
-//! the clsact modules are read straight from their host paths; the agent is not PID 1
-//! there, so it mounts nothing and exits instead of powering off (see the agent's
-//! `hosted` module). Its stdout reaches vng's stdout through a virtio-serial port,
-//! without kernel messages (vng sends the console to /dev/null unless verbose), so
-//! the plan's result port is `/dev/stdout` and vng's stdout lines are the result
-//! lines; vng's stderr (the agent's stderr and vng's own complaints) is the console.
+//! virtme-ng (1.42 from PyPI) boots the kernel image with a small initramfs that
+//! loads the 9p and virtio modules, mounts the host's root read-only over 9p and
+//! runs the command as root. It finds the modules next to the image: for
+//! `<root>/boot/vmlinuz-R` it uses `<root>/lib/modules/R`, R being the release the
+//! image itself reports (`file`'s reading of the bzImage header). So each run lays
+//! out such a root of its own ([`lay_out_root`]: two symlinks, to the cached image
+//! and modules), whatever the cache's layout or the kernel's origin. The agent
+//! binary, the plan and the clsact modules are read straight from their host paths;
+//! the agent is not PID 1 there, so it mounts nothing and exits instead of powering
+//! off (see the agent's `hosted` module). Its stdout reaches vng's stdout through a
+//! virtio-serial port, without kernel messages (vng sends the console to /dev/null
+//! unless verbose), so the plan's result port is `/dev/stdout` and vng's stdout
+//! lines are the result lines; vng's stderr (the agent's stderr and vng's own
+//! complaints) is the console.
+//!
+//! What virtme-ng needs on the host besides itself, verified against 1.42's sources
+//! ([`check_host`] says which is missing, and what to install): a statically linked
+//! busybox for its initramfs (it refuses a dynamic one), `file` (it reads the
+//! image's release and busybox's linkage with it) and udev: its guest runs the host's
+//! `systemd-udevd` to create `/dev/virtio-ports/virtme.*`, the command's stdin,
+//! stdout, stderr and exit-code ports. Without udevd the command runs on the
+//! console, which is /dev/null, and vng exits 255 having said nothing.
 //!
 //! [`install_vng`] puts virtme-ng into a virtualenv in the cache when it is not on
-//! PATH (the benchmark uses it; the backend only [`find_vng`]s).
+//! PATH (the benchmark and the test trial use it; the backend only [`find_vng`]s).
 
 use crate::qemu::{
-    shell_quote, AccelUsed, BootEnd, BootOutcome, GuestLine, VmEvent, MAX_RESULT_BYTES,
+    shell_quote, AccelUsed, BootEnd, BootOutcome, GuestLine, Runner, VmEvent, MAX_RESULT_BYTES,
 };
 use anyhow::{bail, Context};
-use bpfmatrix_kernels::{Kernel, ModuleFile};
+use bpfmatrix_kernels::{BzImageHeader, Kernel, ModuleFile};
 use bpfmatrix_probes::{Plan, MAX_LINE_BYTES};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -120,12 +132,187 @@ pub fn install_vng(progress: &mut dyn FnMut(&str)) -> anyhow::Result<PathBuf> {
     find_vng()
 }
 
-/// vng's arguments, without the executable. `agent_cmd` is the command run in the
-/// guest.
-pub fn vng_args(spec: &VngSpec, agent_cmd: &str) -> Vec<String> {
+/// Where virtme-ng 1.42 looks for busybox, in its order (`util.find_binary`): each
+/// name on PATH, then in these directories.
+const BUSYBOX_NAMES: [&str; 3] = ["busybox-static", "busybox.static", "busybox"];
+const BUSYBOX_DIRS: [&str; 6] = [
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/bin",
+    "/sbin",
+];
+/// Where virtme-ng-init looks for udevd in the guest, which sees the host's root:
+/// these, then `udevd` in its PATH.
+const UDEVD_PATHS: [&str; 2] = [
+    "/usr/lib/systemd/systemd-udevd",
+    "/lib/systemd/systemd-udevd",
+];
+const GUEST_PATH: [&str; 5] = ["/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin"];
+
+/// Checks that this host has what virtme-ng needs besides itself (see the module
+/// documentation); the error names each missing piece and the Debian package that
+/// brings it.
+pub fn check_host() -> anyhow::Result<()> {
+    let mut missing: Vec<(String, &str)> = Vec::new();
+    match find_busybox() {
+        None => missing.push((
+            "no busybox (virtme-ng builds its initramfs around one)".into(),
+            "busybox-static",
+        )),
+        Some(path) if elf_is_dynamic(&path) == Some(true) => missing.push((
+            format!(
+                "{} is dynamically linked (virtme-ng takes the first busybox it finds and needs it static)",
+                path.display()
+            ),
+            "busybox-static",
+        )),
+        Some(_) => {}
+    }
+    if which::which("file").is_err() {
+        missing.push((
+            "no `file` (virtme-ng reads the kernel's release and busybox's linkage with it)".into(),
+            "file",
+        ));
+    }
+    let udevd = UDEVD_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .chain(GUEST_PATH.iter().map(|d| Path::new(d).join("udevd")))
+        .any(|p| p.exists());
+    if !udevd {
+        missing.push((
+            "no systemd-udevd (virtme-ng's guest runs the host's to create the command's ports, /dev/virtio-ports/virtme.*; without it vng exits 255 without a word)".into(),
+            "udev",
+        ));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    packages.dedup();
+    bail!(
+        "virtme-ng cannot run on this host: {}. Install Debian's {} (`apt-get install {}`; `make test` and `make bench` do), or use the default QEMU backend",
+        missing
+            .iter()
+            .map(|(what, _)| what.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        packages.join(" and "),
+        packages.join(" ")
+    )
+}
+
+/// The busybox virtme-ng would take.
+fn find_busybox() -> Option<PathBuf> {
+    BUSYBOX_NAMES.iter().find_map(|name| {
+        which::which(name).ok().or_else(|| {
+            BUSYBOX_DIRS
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.is_file())
+        })
+    })
+}
+
+/// Whether the 64-bit ELF at `path` asks for a program interpreter (is dynamically
+/// linked); `None` when it is not one this can read.
+fn elf_is_dynamic(path: &Path) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    let phoff = u64::from_le_bytes(bytes.get(0x20..0x28)?.try_into().ok()?) as usize;
+    let (phentsize, phnum) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
+    let mut dynamic = false;
+    for i in 0..phnum {
+        let at = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        let p_type = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+        dynamic |= p_type == PT_INTERP;
+    }
+    Some(dynamic)
+}
+
+/// The release virtme-ng reads from `image` (as `file` does: the bzImage header's
+/// version string), else the kernel's known release, else its modules directory's
+/// name.
+fn image_release(kernel: &Kernel) -> Option<String> {
+    let mut head = Vec::new();
+    if let Ok(file) = std::fs::File::open(&kernel.image) {
+        let _ = file
+            .take(BzImageHeader::READ_LEN as u64)
+            .read_to_end(&mut head);
+    }
+    BzImageHeader::parse(&head)
+        .ok()
+        .flatten()
+        .and_then(|h| h.release())
+        .or_else(|| kernel.release.clone())
+        .or_else(|| {
+            kernel
+                .modules_dir
+                .as_ref()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+}
+
+/// Lays out in `dir` the root virtme-ng looks for: `dir/root/boot/vmlinuz-R`, a
+/// symlink to the kernel's image, beside `dir/root/lib/modules/R`, a symlink to its
+/// modules, R being the release the image reports. Returns the image path to give
+/// `vng --run`. Without a modules directory it is the image itself, where virtme-ng
+/// looks on its own (next to `/boot/vmlinuz-R` that is the host's /lib/modules/R).
+/// `dir` must be one the guest sees (the host's /tmp is, through an overlay; so is
+/// the cache, through the read-only root).
+pub fn lay_out_root(kernel: &Kernel, dir: &Path) -> anyhow::Result<PathBuf> {
+    let Some(modules) = &kernel.modules_dir else {
+        return Ok(kernel.image.clone());
+    };
+    let release = image_release(kernel).with_context(|| {
+        format!(
+            "kernel {}: cannot tell the release of {}, which virtme-ng needs to find its modules",
+            kernel.name,
+            kernel.image.display()
+        )
+    })?;
+    let absolute = |p: &Path| {
+        std::fs::canonicalize(p).with_context(|| format!("cannot resolve {}", p.display()))
+    };
+    let (image, modules) = (absolute(&kernel.image)?, absolute(modules)?);
+    let root = dir.join("root");
+    let boot = root.join("boot");
+    let lib_modules = root.join("lib").join("modules");
+    for d in [&boot, &lib_modules] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let link = |target: &Path, at: PathBuf| -> anyhow::Result<PathBuf> {
+        std::os::unix::fs::symlink(target, &at)
+            .with_context(|| format!("cannot link {} to {}", at.display(), target.display()))?;
+        Ok(at)
+    };
+    link(&modules, lib_modules.join(&release))?;
+    link(&image, boot.join(format!("vmlinuz-{release}")))
+}
+
+/// A directory for one vng run, in the host's /tmp: vng overlays the guest's /tmp on
+/// the host's, so what is written there before the boot is visible inside, whereas a
+/// `$TMPDIR` elsewhere (/var/tmp, say) may be under one of the tmpfs virtme-ng mounts.
+fn run_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("bpfmatrix-vng-")
+        .tempdir_in("/tmp")
+        .context("cannot create a temporary directory in /tmp for virtme-ng")
+}
+
+/// vng's arguments, without the executable: `image` is the kernel image as laid out
+/// by [`lay_out_root`], `agent_cmd` the command run in the guest.
+pub fn vng_args(spec: &VngSpec, image: &Path, agent_cmd: &str) -> Vec<String> {
     let mut args = vec![
         "--run".to_string(),
-        spec.kernel.image.to_string_lossy().into_owned(),
+        image.to_string_lossy().into_owned(),
         "--memory".to_string(),
         format!("{}M", spec.memory_mib),
     ];
@@ -153,12 +340,11 @@ pub fn boot_vng(spec: &VngSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::R
         bail!("guest agent {} does not exist", spec.agent.display());
     }
     check_modules(&spec.kernel)?;
-    // A directory of our own for the plan; vng's guest sees the host's /tmp
-    // through an overlay, so files written here before the boot are visible.
-    let dir = tempfile::Builder::new()
-        .prefix("bpfmatrix-vng-")
-        .tempdir()
-        .context("cannot create a temporary directory for the plan")?;
+    check_host()?;
+    // A directory of our own for the plan and the root virtme-ng reads the kernel
+    // from.
+    let dir = run_dir()?;
+    let image = lay_out_root(&spec.kernel, dir.path())?;
     let mut plan = spec.plan.clone();
     plan.result_port = "/dev/stdout".into();
     plan.modules = spec
@@ -174,13 +360,14 @@ pub fn boot_vng(spec: &VngSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::R
         shell_quote(&spec.agent.to_string_lossy()),
         shell_quote(&plan_path.to_string_lossy())
     );
-    let args = vng_args(spec, &agent_cmd);
+    let args = vng_args(spec, &image, &agent_cmd);
     let command = std::iter::once(vng.to_string_lossy().into_owned())
         .chain(args.iter().cloned())
         .map(|a| shell_quote(&a))
         .collect::<Vec<_>>()
         .join(" ");
     on_event(&VmEvent::Starting {
+        runner: Runner::Vng,
         accel: spec.accel,
         command,
     });
@@ -251,7 +438,14 @@ pub fn boot_vng(spec: &VngSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::R
         |msg: Msg, lines: &mut Vec<GuestLine>, console: &mut VecDeque<String>| -> bool {
             match msg {
                 Msg::Out(text, truncated) => {
-                    first_line_after.get_or_insert_with(|| start.elapsed());
+                    if first_line_after.is_none() {
+                        let after = start.elapsed();
+                        first_line_after = Some(after);
+                        on_event(&VmEvent::GuestSpoke {
+                            accel: spec.accel,
+                            after,
+                        });
+                    }
                     let line = GuestLine { text, truncated };
                     on_event(&VmEvent::GuestLine(line.clone()));
                     lines.push(line);
@@ -302,7 +496,7 @@ pub fn boot_vng(spec: &VngSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::R
                 BootEnd::PoweredOff
             } else {
                 BootEnd::QemuFailed {
-                    status: format!("vng {status}"),
+                    status: status.to_string(),
                     stderr: console
                         .iter()
                         .rev()
@@ -337,12 +531,19 @@ pub fn time_exec_true(
     vng: &Path,
     kernel: &Kernel,
     accel: AccelUsed,
+    memory_mib: u32,
     timeout: Duration,
 ) -> anyhow::Result<Duration> {
-    let dir = tempfile::Builder::new()
-        .prefix("bpfmatrix-vng-")
-        .tempdir()?;
-    let mut args = vec!["--run".to_string(), kernel.image.to_string_lossy().into()];
+    check_modules(kernel)?;
+    check_host()?;
+    let dir = run_dir()?;
+    let image = lay_out_root(kernel, dir.path())?;
+    let mut args = vec![
+        "--run".to_string(),
+        image.to_string_lossy().into(),
+        "--memory".to_string(),
+        format!("{memory_mib}M"),
+    ];
     if accel == AccelUsed::Tcg {
         args.push("--disable-kvm".into());
     }
@@ -370,7 +571,10 @@ pub fn time_exec_true(
             let wall = start.elapsed();
             let stderr = err_thread.join().unwrap_or_default();
             if !status.success() {
-                bail!("vng --exec true failed ({status}): {}", stderr.trim());
+                bail!(
+                    "vng --exec true failed ({status}): {}",
+                    last_words(stderr.lines())
+                );
             }
             return Ok(wall);
         }
@@ -383,6 +587,22 @@ pub fn time_exec_true(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// What vng said last on stderr (up to 20 lines, joined with " | "), or that it said
+/// nothing: virtme-ng exits 255 without a word when its guest cannot report back.
+pub fn last_words<'a>(stderr: impl DoubleEndedIterator<Item = &'a str>) -> String {
+    let mut tail: Vec<&str> = stderr
+        .rev()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(20)
+        .collect();
+    if tail.is_empty() {
+        return "it said nothing on stderr (virtme-ng is silent when its guest cannot report back; `vng --verbose` shows the guest's console)".into();
+    }
+    tail.reverse();
+    format!("its last words: {}", tail.join(" | "))
 }
 
 /// virtme-ng mounts the host's root over 9p from modules it loads out of the
@@ -462,12 +682,16 @@ mod tests {
 
     #[test]
     fn vng_runs_the_bzimage_under_tcg_with_the_agent_command() {
-        let args = vng_args(&spec(), "/a/bpfmatrix-agent --plan /t/plan.json");
+        let args = vng_args(
+            &spec(),
+            Path::new("/t/root/boot/vmlinuz-6.1"),
+            "/a/bpfmatrix-agent --plan /t/plan.json",
+        );
         assert_eq!(
             args,
             [
                 "--run",
-                "/k/root/boot/vmlinuz-6.1",
+                "/t/root/boot/vmlinuz-6.1",
                 "--memory",
                 "512M",
                 "--disable-kvm",
@@ -478,9 +702,86 @@ mod tests {
         let mut kvm = spec();
         kvm.accel = AccelUsed::Kvm;
         kvm.extra_append = "quiet".into();
-        let args = vng_args(&kvm, "x");
+        let args = vng_args(&kvm, Path::new("/i"), "x");
         assert!(!args.contains(&"--disable-kvm".to_string()));
         assert!(args.windows(2).any(|w| w == ["--append", "quiet"]));
+    }
+
+    #[test]
+    fn the_root_puts_the_modules_beside_the_image_under_its_release() {
+        let cache = tempfile::tempdir().unwrap();
+        // A flat cache entry: neither file is where virtme-ng would look.
+        let image = cache.path().join("bzImage");
+        let mut head = vec![0u8; 0x600];
+        head[0x1f1] = 1;
+        head[0x202..0x206].copy_from_slice(b"HdrS");
+        head[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        head[0x20e..0x210].copy_from_slice(&0x300u16.to_le_bytes());
+        let version = b"6.1.0-9-amd64 (debian-kernel@lists.debian.org) #1 SMP\0";
+        head[0x500..0x500 + version.len()].copy_from_slice(version);
+        std::fs::write(&image, &head).unwrap();
+        let modules = cache.path().join("mods");
+        std::fs::create_dir_all(modules.join("kernel/fs/9p")).unwrap();
+        let mut k = spec().kernel;
+        k.image = image.clone();
+        // The image's own word wins over the name the kernel was cached under.
+        k.release = Some("something-else".into());
+        k.modules_dir = Some(modules.clone());
+
+        let dir = tempfile::tempdir().unwrap();
+        let at = lay_out_root(&k, dir.path()).unwrap();
+        let root = dir.path().join("root");
+        assert_eq!(at, root.join("boot/vmlinuz-6.1.0-9-amd64"));
+        assert_eq!(std::fs::read_link(&at).unwrap(), image);
+        let lib = root.join("lib/modules/6.1.0-9-amd64");
+        assert_eq!(std::fs::read_link(&lib).unwrap(), modules);
+        assert!(lib.join("kernel/fs/9p").is_dir());
+
+        // Without the header's word: the kernel's release.
+        std::fs::write(&image, b"not a bzImage").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let at = lay_out_root(&k, dir.path()).unwrap();
+        assert!(
+            at.ends_with("boot/vmlinuz-something-else"),
+            "{}",
+            at.display()
+        );
+
+        // Without modules: the image as it is, for virtme-ng's own search.
+        k.modules_dir = None;
+        assert_eq!(lay_out_root(&k, dir.path()).unwrap(), image);
+    }
+
+    #[test]
+    fn a_busybox_with_an_interpreter_is_dynamic() {
+        // A 64-bit ELF header with two program headers, the second of type `t`.
+        let elf = |t: u32| {
+            let mut f = vec![0u8; 64 + 2 * 56];
+            f[..5].copy_from_slice(b"\x7fELF\x02");
+            f[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+            f[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+            f[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());
+            f[64..68].copy_from_slice(&1u32.to_le_bytes());
+            f[120..124].copy_from_slice(&t.to_le_bytes());
+            f
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busybox");
+        std::fs::write(&path, elf(3)).unwrap();
+        assert_eq!(elf_is_dynamic(&path), Some(true));
+        std::fs::write(&path, elf(1)).unwrap();
+        assert_eq!(elf_is_dynamic(&path), Some(false));
+        std::fs::write(&path, b"#!/bin/sh\n").unwrap();
+        assert_eq!(elf_is_dynamic(&path), None);
+    }
+
+    #[test]
+    fn last_words_or_the_silence() {
+        assert!(last_words("\n  \n".lines()).contains("said nothing"));
+        let many: Vec<String> = (0..30).map(|i| format!("line {i}")).collect();
+        let said = last_words(many.iter().map(String::as_str));
+        assert!(said.starts_with("its last words: line 10 | "), "{said}");
+        assert!(said.ends_with("line 29"), "{said}");
     }
 
     #[test]

@@ -1,23 +1,31 @@
 # The three ways to run bpfmatrix. `deps` installs the Debian packages the guests
-# need when they are missing (as root; otherwise it prints the command to run).
+# need when they are missing (as root; otherwise it prints the command to run);
+# `deps-vng` adds what virtme-ng needs, for the targets that run it.
 
 CARGO ?= cargo
 REPORT_DIR ?= reports
 DEBIAN_PACKAGES := qemu-system-x86 clang llvm libbpf-dev kmod
+# virtme-ng (installed from PyPI into the cache by bpfmatrix) builds an initramfs
+# around a statically linked busybox (it refuses a dynamic one) and runs `file` to
+# read the kernel's release and busybox's linkage; its guest runs the host's own
+# systemd-udevd (package udev), without which /dev/virtio-ports/ stays empty: the
+# command then runs on a console nobody reads and vng exits 255 without a word.
+# python3-venv installs virtme-ng.
+VNG_PACKAGES := busybox-static file udev python3-venv
 
-.PHONY: matrix test bench check deps
+.PHONY: matrix test bench check deps deps-vng
 
 ## Boot every kernel, run every case, print the matrix and write $(REPORT_DIR)/.
 matrix: deps
 	$(CARGO) run --release --bin bpfmatrix -- run --out $(REPORT_DIR)
 
 ## The integration trials: one per kernel x JIT mode x case, in real guests.
-test: deps
+test: deps-vng
 	$(CARGO) test --features vm
 	$(CARGO) test -p bpfmatrix-agent
 
 ## One run of the benchmark: boot floor, bpfmatrix, virtme-ng, ratios; JSON too.
-bench: deps
+bench: deps-vng
 	$(CARGO) run --release --bin bpfmatrix -- bench --json $(REPORT_DIR)/bench.json
 
 ## Formatting and lints, as CI checks them.
@@ -27,3 +35,6 @@ check:
 
 deps:
 	@bash ci/deps.sh $(DEBIAN_PACKAGES)
+
+deps-vng:
+	@bash ci/deps.sh $(DEBIAN_PACKAGES) $(VNG_PACKAGES)

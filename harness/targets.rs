@@ -48,32 +48,52 @@ impl Target {
 }
 
 /// `arg` is a catalog name (`6.1`), or a path to a bzImage, a vmlinux or a kernel
-/// .deb (anything with a `/` or that exists on disk). Paths are named after their
-/// file unless the user writes `NAME=PATH`.
+/// .deb (anything with a `/` or that exists on disk), or several .debs of one kernel
+/// separated by commas (image and modules: `linux-binary-R.deb,linux-modules-R.deb`).
+/// Paths are named after their (first) file unless the user writes `NAME=PATH`.
 pub fn resolve(arg: &str, modules: Option<&Path>) -> Result<Target> {
     if let Some(entry) = catalog::find(arg) {
         return Ok(Target::Catalog(entry));
     }
-    let (name, path) = match arg.split_once('=') {
-        Some((n, p)) => (n.to_string(), PathBuf::from(p)),
-        None => {
-            let p = PathBuf::from(arg);
-            let n = p
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| arg.to_string());
-            (n, p)
-        }
+    let (name, spec) = match arg.split_once('=') {
+        Some((n, p)) => (Some(n.to_string()), p),
+        None => (None, arg),
     };
-    let is_deb = path.extension().is_some_and(|e| e == "deb");
-    if is_deb {
+    // A file whose name has a comma is one path; otherwise commas separate packages.
+    let paths: Vec<PathBuf> = if spec.contains(',') && !Path::new(spec).exists() {
+        spec.split(',').map(PathBuf::from).collect()
+    } else {
+        vec![PathBuf::from(spec)]
+    };
+    let name = name.unwrap_or_else(|| {
+        paths[0]
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| arg.to_string())
+    });
+    let is_deb = |p: &PathBuf| p.extension().is_some_and(|e| e == "deb");
+    if paths.len() > 1 {
+        if let Some(other) = paths.iter().find(|p| !is_deb(p)) {
+            bail!(
+                "kernel '{arg}': only .deb packages can be given together (image and modules, separated by commas), and '{}' is not one",
+                other.display()
+            );
+        }
+    }
+    if paths.iter().all(is_deb) {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Ok(Target::Catalog(CatalogEntry {
             version: String::new(),
-            note: format!("kernel package {}", path.display()),
-            source: Source::DebFiles(vec![path]),
+            note: format!(
+                "kernel package{} {}",
+                if paths.len() > 1 { "s" } else { "" },
+                list.join(" + ")
+            ),
+            source: Source::DebFiles(paths),
             name,
         }));
     }
+    let path = paths.into_iter().next().expect("one path");
     if path.components().count() > 1 || path.exists() {
         return Ok(Target::Image {
             name,
@@ -164,6 +184,41 @@ mod tests {
                 ..
             })
         ));
+        let t = resolve(
+            "sid=/d/linux-binary-7.2.13.deb,/d/linux-modules-7.2.13.deb",
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.name(), "sid");
+        let Target::Catalog(CatalogEntry {
+            source: Source::DebFiles(debs),
+            ..
+        }) = &t
+        else {
+            panic!("{t:?}")
+        };
+        assert_eq!(
+            debs,
+            &[
+                PathBuf::from("/d/linux-binary-7.2.13.deb"),
+                PathBuf::from("/d/linux-modules-7.2.13.deb")
+            ]
+        );
+        assert_eq!(
+            t.describe(),
+            "kernel packages /d/linux-binary-7.2.13.deb + /d/linux-modules-7.2.13.deb"
+        );
+        let t = resolve(
+            "/d/linux-binary-7.2.13.deb,/d/linux-modules-7.2.13.deb",
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.name(), "linux-binary-7.2.13.deb");
+        let err = resolve("x=/d/a.deb,/boot/vmlinuz", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'/boot/vmlinuz' is not one"), "{err}");
+        assert_eq!(resolve("latest", None).unwrap().name(), "latest");
         let err = resolve("6.2", None).unwrap_err().to_string();
         assert!(err.contains("unknown kernel '6.2'"), "{err}");
         assert!(err.contains("6.1"), "{err}");

@@ -114,6 +114,8 @@ struct RawEntry {
 struct RawDebian {
     suite: String,
     package: String,
+    #[serde(default)]
+    companions: Vec<String>,
 }
 
 fn parse(text: &str) -> anyhow::Result<Vec<CatalogEntry>> {
@@ -122,11 +124,17 @@ fn parse(text: &str) -> anyhow::Result<Vec<CatalogEntry>> {
         .into_iter()
         .map(|k| {
             let source = match (k.debian, k.ubuntu_mainline) {
-                (Some(d), None) => Source::Debian(DebianSpec {
-                    name: k.name.clone(),
-                    suite: d.suite,
-                    package_regex: d.package,
-                }),
+                (Some(d), None) => {
+                    let spec = DebianSpec {
+                        name: k.name.clone(),
+                        suite: d.suite,
+                        package_regex: d.package,
+                        companions: d.companions,
+                    };
+                    spec.check()
+                        .map_err(|e| e.context(format!("kernel {}", k.name)))?;
+                    Source::Debian(spec)
+                }
                 (None, Some(m)) => {
                     m.check()
                         .map_err(|e| e.context(format!("kernel {}", k.name)))?;
@@ -159,8 +167,18 @@ pub fn find(name: &str) -> Option<CatalogEntry> {
 }
 
 /// The kernel of a completed earlier fetch of `entry`, without any network access.
+/// Packages on disk ([`Source::DebFiles`]) are found by their content, whatever
+/// their name.
 pub fn cached(entry: &CatalogEntry) -> Option<Kernel> {
-    cache::completed(&kernel_dir(&cache_dir(), &entry.name).ok()?)
+    let cache = cache_dir();
+    match &entry.source {
+        Source::DebFiles(debs) => {
+            let key = content_key(debs).ok()?;
+            let kernel = cache::completed(&by_content_dir(&cache, &key))?;
+            Some(as_given(kernel, &entry.name, debs, &key))
+        }
+        _ => cache::completed(&kernel_dir(&cache, &entry.name).ok()?),
+    }
 }
 
 /// Fetches `entry` into the cache (or finds it there) and returns it. Progress lines
@@ -171,22 +189,88 @@ pub fn fetch(entry: &CatalogEntry, progress: &mut dyn FnMut(&str)) -> Result<Ker
     fetch_source(&entry.name, &entry.source, progress)
 }
 
-/// [`fetch`] of a source under the cache folder `name`.
+/// [`fetch`] of a source under the cache folder `name` (packages on disk: under
+/// the folder of their content).
 pub(crate) fn fetch_source(
     name: &str,
     source: &Source,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Kernel, FetchError> {
-    fetch_locked(
-        &cache_dir(),
-        name,
-        progress,
-        &mut |kdir, progress| match source {
-            Source::Debian(spec) => debian::fetch_into(spec, kdir, progress),
-            Source::UbuntuMainline(spec) => mainline::fetch_into(name, spec, kdir, progress),
-            Source::DebFiles(debs) => from_deb_files(name, debs, kdir, progress),
-        },
-    )
+    let cache = cache_dir();
+    match source {
+        Source::Debian(spec) => fetch_locked(&cache, name, progress, &mut |kdir, progress| {
+            debian::fetch_into(spec, kdir, progress)
+        }),
+        Source::UbuntuMainline(spec) => {
+            fetch_locked(&cache, name, progress, &mut |kdir, progress| {
+                mainline::fetch_into(name, spec, kdir, progress)
+            })
+        }
+        Source::DebFiles(debs) => fetch_deb_files(&cache, name, debs, progress),
+    }
+}
+
+/// Packages on disk are cached under the SHA256 of their contents
+/// (`<cache>/by-content/<key>/`), never under the name the user gives them: the same
+/// name may stand for other packages the next time (`-k cloud=A.deb`, then
+/// `-k cloud=B.deb`), and the same packages may come under another name. The files
+/// are hashed on every run (a second or less for a kernel's 130 MB), so a package
+/// replaced in place is seen too.
+fn fetch_deb_files(
+    cache: &Path,
+    name: &str,
+    debs: &[PathBuf],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Kernel, FetchError> {
+    kernel_dir(Path::new("/"), name).map_err(FetchError::Failed)?;
+    if debs.is_empty() {
+        return Err(FetchError::Failed(anyhow::anyhow!(
+            "kernel {name} names no package"
+        )));
+    }
+    for deb in debs {
+        if !deb.is_file() {
+            return Err(FetchError::Failed(anyhow::anyhow!(
+                "kernel package {} does not exist",
+                deb.display()
+            )));
+        }
+    }
+    let key = content_key(debs).map_err(FetchError::Failed)?;
+    let kdir = by_content_dir(cache, &key);
+    let kernel = fetch_locked_in(&kdir, name, progress, &mut |kdir, progress| {
+        from_deb_files(name, debs, kdir, progress)
+    })?;
+    Ok(as_given(kernel, name, debs, &key))
+}
+
+/// The SHA256 of the packages' SHA256s, in the order given (it is the order they
+/// are unpacked in).
+fn content_key(debs: &[PathBuf]) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut all = Sha256::new();
+    for deb in debs {
+        all.update(crate::image::sha256_file(deb)?.as_bytes());
+        all.update(b"\n");
+    }
+    Ok(all.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn by_content_dir(cache: &Path, key: &str) -> PathBuf {
+    cache.join("by-content").join(key)
+}
+
+/// A kernel found under its packages' content, named as this run names it: the
+/// entry may have been made under another name, from files elsewhere.
+fn as_given(mut kernel: Kernel, name: &str, debs: &[PathBuf], key: &str) -> Kernel {
+    kernel.name = name.to_owned();
+    kernel.source = deb_files_source(debs, key);
+    kernel
+}
+
+fn deb_files_source(debs: &[PathBuf], key: &str) -> String {
+    let names: Vec<String> = debs.iter().map(|d| d.display().to_string()).collect();
+    format!("packages {} (content {})", names.join(" + "), &key[..16])
 }
 
 /// Fills a locked, cleared kernel folder: `(folder, progress) -> kernel`.
@@ -203,6 +287,17 @@ fn fetch_locked(
     work: &mut FillFn<'_>,
 ) -> Result<Kernel, FetchError> {
     let kdir = kernel_dir(cache, name).map_err(FetchError::Failed)?;
+    fetch_locked_in(&kdir, name, progress, work)
+}
+
+/// [`fetch_locked`] into the folder `kdir`.
+fn fetch_locked_in(
+    kdir: &Path,
+    name: &str,
+    progress: &mut dyn FnMut(&str),
+    work: &mut FillFn<'_>,
+) -> Result<Kernel, FetchError> {
+    let kdir = kdir.to_path_buf();
     if let Some(kernel) = cache::completed(&kdir) {
         return Ok(kernel);
     }
@@ -247,11 +342,29 @@ pub(crate) mod tests {
     #[test]
     fn the_catalog_parses_and_names_the_project_kernels() {
         let names: Vec<String> = catalog().into_iter().map(|e| e.name).collect();
-        assert_eq!(names, ["4.16", "5.4", "5.10", "6.1", "6.12"]);
+        assert_eq!(names, ["4.16", "5.4", "5.10", "6.1", "6.12", "latest"]);
         for entry in catalog() {
             assert!(!entry.note.is_empty() && !entry.note.contains('\n'));
-            assert!(entry.name.starts_with(&entry.version));
+            // `latest` follows Debian unstable, whatever its version.
+            if entry.name == "latest" {
+                assert_eq!(entry.version, "unstable");
+            } else {
+                assert!(entry.name.starts_with(&entry.version));
+            }
         }
+        let Source::Debian(latest) = find("latest").unwrap().source else {
+            panic!("latest is a Debian kernel")
+        };
+        assert_eq!(latest.suite, "sid");
+        assert_eq!(
+            latest
+                .companion_names("linux-binary-unsigned-7.2.13+deb14-amd64")
+                .unwrap(),
+            [
+                "linux-modules-7.2.13+deb14-amd64",
+                "linux-base-7.2.13+deb14-amd64"
+            ]
+        );
         let Source::Debian(spec) = find("6.1").unwrap().source else {
             panic!("6.1 is a Debian kernel")
         };
@@ -303,6 +416,95 @@ pub(crate) mod tests {
         )
         .unwrap();
         vec![deb]
+    }
+
+    /// A kernel .deb at `path` with the classic layout: `boot/vmlinuz-<release>`
+    /// (whose header says `release` too) and one module.
+    pub(crate) fn write_image_deb(path: &Path, release: &str) -> Vec<u8> {
+        let image = crate::bzimage::tests::synthetic_bzimage_of(
+            &format!("{release} (builder@example) #1 SMP"),
+            &crate::bzimage::tests::xz(format!("kernel {release}").as_bytes()),
+            0,
+            None,
+        );
+        std::fs::write(
+            path,
+            crate::debian::tests::synthetic_deb(&[
+                (&format!("./boot/vmlinuz-{release}"), image.clone()),
+                (
+                    &format!("./lib/modules/{release}/kernel/net/sched/cls_bpf.ko"),
+                    b"\x7fELF".to_vec(),
+                ),
+            ]),
+        )
+        .unwrap();
+        image
+    }
+
+    /// `-k same=A.deb`, then `-k same=B.deb`: the second run gets B's kernel, also
+    /// when B is written over A's file; and A under another name is A, from the
+    /// cache, named as asked.
+    #[test]
+    fn a_kernel_given_by_path_is_cached_by_its_content_not_by_its_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        // Two different packages under the same file name.
+        let deb_a = a.join("linux-image.deb");
+        let deb_b = b.join("linux-image.deb");
+        write_image_deb(&deb_a, "6.10.1-a");
+        let image_b = write_image_deb(&deb_b, "6.10.2-b");
+        let fetch = |name: &str, deb: &Path| {
+            let mut lines = Vec::new();
+            let kernel = fetch_deb_files(&cache, name, &[deb.to_path_buf()], &mut |l| {
+                lines.push(l.to_owned())
+            })
+            .unwrap();
+            (kernel, lines)
+        };
+
+        let (first, lines) = fetch("same", &deb_a);
+        assert_eq!(first.release.as_deref(), Some("6.10.1-a"));
+        assert!(!lines.is_empty(), "unpacked: {lines:?}");
+        let (second, _) = fetch("same", &deb_b);
+        assert_eq!(second.release.as_deref(), Some("6.10.2-b"));
+        assert_eq!(second.name, "same");
+        assert!(second.source.contains(&deb_b.display().to_string()));
+        assert_ne!(first.image, second.image);
+        assert_eq!(std::fs::read(&second.image).unwrap(), image_b);
+
+        // The same file, its content replaced (same name, same path).
+        write_image_deb(&deb_a, "6.10.3-c");
+        let (third, _) = fetch("same", &deb_a);
+        assert_eq!(third.release.as_deref(), Some("6.10.3-c"));
+
+        // B again, under another name: from the cache, silently, named as asked.
+        let (again, lines) = fetch("other", &deb_b);
+        assert_eq!(lines, Vec::<String>::new());
+        assert_eq!(again.name, "other");
+        assert_eq!(again.release.as_deref(), Some("6.10.2-b"));
+        assert_eq!(again.image, second.image);
+        // Nothing was ever cached under a name.
+        assert!(!cache.join("kernels").exists());
+    }
+
+    #[test]
+    fn packages_given_by_path_must_exist_and_names_must_be_folder_safe() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gone = tmp.path().join("gone.deb");
+        let err =
+            fetch_deb_files(tmp.path(), "k", std::slice::from_ref(&gone), &mut |_| {}).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("kernel package {} does not exist", gone.display())
+        );
+        let err = fetch_deb_files(tmp.path(), "a/b", &[gone], &mut |_| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot name a cache folder"),
+            "{err}"
+        );
     }
 
     fn left_in(dir: &Path) -> Vec<String> {

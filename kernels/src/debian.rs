@@ -8,6 +8,7 @@
 use crate::bzimage::BzImageHeader;
 use crate::catalog::{FetchError, Source, Unreachable};
 use crate::image::{boot_bzimage, read_config, sha256_file};
+use crate::layout::{self, Held, Unpacked};
 use crate::{cache_dir, BootProtocol, Kernel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -25,8 +26,62 @@ pub struct DebianSpec {
     /// A Debian suite with a main component, e.g. "bookworm".
     pub suite: String,
     /// An apt (POSIX extended) regex on package names; the newest match wins, e.g.
-    /// `^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$`.
+    /// `^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$`. With `companions`, its first
+    /// group `( )` must match the kernel's release, e.g.
+    /// `^linux-binary-unsigned-([0-9.]+\+deb[0-9]+-amd64)$`.
     pub package_regex: String,
+    /// Packages of the same build fetched with it, `{release}` standing for what the
+    /// first group of `package_regex` matched, e.g. `linux-modules-{release}`: Debian
+    /// splits its 7.x kernels into linux-binary-R (the image), linux-modules-R and
+    /// linux-base-R (config, modules.builtin, modules.order). Each must have the
+    /// image package's version.
+    #[serde(default)]
+    pub companions: Vec<String>,
+}
+
+impl DebianSpec {
+    /// The regex compiles (as Rust reads it: the same syntax as apt's for the
+    /// patterns the catalog uses), and has a group when there are companions.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        let re = regex::Regex::new(&self.package_regex)
+            .with_context(|| format!("bad package regex '{}'", self.package_regex))?;
+        if !self.companions.is_empty() && re.captures_len() < 2 {
+            bail!(
+                "package regex '{}' has companions ({}) but no group ( ) to give their {{release}}",
+                self.package_regex,
+                self.companions.join(", ")
+            );
+        }
+        for c in &self.companions {
+            if !c.contains("{release}") {
+                bail!("companion package '{c}' does not name {{release}}: it would not be of the same build");
+            }
+        }
+        Ok(())
+    }
+
+    /// The companions' names for the image package `package`.
+    pub(crate) fn companion_names(&self, package: &str) -> anyhow::Result<Vec<String>> {
+        if self.companions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let re = regex::Regex::new(&self.package_regex)?;
+        let release = re
+            .captures(package)
+            .and_then(|c| c.get(1))
+            .with_context(|| {
+                format!(
+                    "apt chose {package}, which '{}' does not match with its group",
+                    self.package_regex
+                )
+            })?
+            .as_str();
+        Ok(self
+            .companions
+            .iter()
+            .map(|c| c.replace("{release}", release))
+            .collect())
+    }
 }
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -77,6 +132,7 @@ fn fetch_from(
     mirror: &str,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Kernel> {
+    spec.check()?;
     // Two kernels from one suite share the private apt state; apt's own lock would
     // make the second fail rather than wait.
     let apt_dir = apt_root.join(&spec.suite);
@@ -86,17 +142,36 @@ fn fetch_from(
             spec.suite
         ))
     })?;
-    let apt = PrivateApt::prepare(&apt_dir, mirror, &spec.suite)?;
+    let mut apt = PrivateApt::prepare(&apt_dir, mirror, &spec.suite)?;
     let host = mirror_host(mirror);
 
     progress(&format!("apt-get update {} ({mirror})", spec.suite));
-    apt.run("apt-get", &["-q", "update"], None, &host, &spec.name)
-        .with_context(|| {
-            format!(
-                "apt-get update for Debian {} from {mirror} failed: check the suite name, or set BPFMATRIX_DEBIAN_MIRROR",
-                spec.suite
-            )
-        })?;
+    let update_failed = |e: anyhow::Error| {
+        e.context(format!(
+            "apt-get update for Debian {} from {mirror} failed: check the suite name, or set BPFMATRIX_DEBIAN_MIRROR",
+            spec.suite
+        ))
+    };
+    let mut stale = None;
+    if let Err(e) = apt.run("apt-get", &["-q", "update"], None, &host, &spec.name) {
+        let Some(Expired(line)) = e.chain().find_map(|c| c.downcast_ref::<Expired>()) else {
+            return Err(update_failed(e));
+        };
+        // Unstable's Release is valid for a week and replaced several times a day;
+        // a mirror that stopped updating serves one past its Valid-Until. Its
+        // signature and checksums still hold, so it is used, and said to be old.
+        let line = line.clone();
+        apt.options
+            .push(("Acquire::Check-Valid-Until".into(), "false".into()));
+        apt.run("apt-get", &["-q", "update"], None, &host, &spec.name)
+            .map_err(update_failed)?;
+        let dates = release_dates(&apt_dir, &spec.suite).unwrap_or(line);
+        progress(&format!(
+            "the {} Release file of {host} has expired ({dates}): the mirror has not been updated since; using it anyway, its signature and every checksum still checked, so this is the newest kernel of that older {}",
+            spec.suite, spec.suite
+        ));
+        stale = Some(dates);
+    }
 
     let found = apt.run(
         "apt-cache",
@@ -111,68 +186,29 @@ fn fetch_from(
             spec.suite, spec.package_regex
         )
     })?;
-    let show = apt.run(
-        "apt-cache",
-        &["show", "--no-all-versions", &package],
-        None,
-        &host,
-        &spec.name,
-    )?;
-    let field = |name: &str| {
-        show.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
-            .map(|v| v.trim().to_owned())
-    };
-    let version =
-        field("Version").with_context(|| format!("apt-cache show {package} gave no Version"))?;
-    let sha256 =
-        field("SHA256").with_context(|| format!("apt-cache show {package} gave no SHA256"))?;
-    let size_mb = field("Size")
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0)
-        / 1_000_000;
-
-    // A package left by an earlier, interrupted run is used only if its checksum is
-    // still the one apt's signed index gives.
-    let deb_name = format!("{package}_{}_amd64.deb", version.replace(':', "%3a"));
-    let deb = kdir.join(&deb_name);
-    if deb.exists() && sha256_file(&deb)? != sha256 {
-        progress(&format!(
-            "{deb_name} in the cache is damaged: downloading it again"
-        ));
-        std::fs::remove_file(&deb)?;
-    }
-    if !deb.exists() {
-        progress(&format!("downloading {package} {version} ({size_mb} MB)"));
-        // apt-get download writes into the current directory; a fresh per-process
-        // directory keeps a half download from ever being taken for a finished one.
-        let tmp = crate::tmp_sibling(&kdir.join("download"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        apt.run(
-            "apt-get",
-            &["-q", "download", &package],
-            Some(&tmp),
-            &host,
-            &spec.name,
-        )
-        .with_context(|| format!("downloading {package} {version} failed"))?;
-        let got = std::fs::read_dir(&tmp)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .with_context(|| {
-                format!(
-                    "apt-get download {package} left no .deb in {}",
-                    tmp.display()
-                )
-            })?;
-        let got_sha = sha256_file(&got)?;
-        if got_sha != sha256 {
-            bail!("{deb_name} has SHA256 {got_sha}, but Debian's signed index says {sha256}");
+    let image = AptPackage::show(&apt, &package, &host, &spec.name)?;
+    let mut packages = vec![image];
+    for companion in spec.companion_names(&package)? {
+        let found = AptPackage::show(&apt, &companion, &host, &spec.name).with_context(|| {
+            format!(
+                "Debian {} has {package} but not {companion}, which the catalog fetches with it",
+                spec.suite
+            )
+        })?;
+        if found.version != packages[0].version {
+            bail!(
+                "Debian {} has {package} {} but {companion} {}: not one build (the suite may be mid-update; try again later)",
+                spec.suite,
+                packages[0].version,
+                found.version
+            );
         }
-        std::fs::rename(&got, &deb)?;
-        let _ = std::fs::remove_dir_all(&tmp);
+        packages.push(found);
     }
+    let debs = packages
+        .iter()
+        .map(|p| p.download(&apt, kdir, &host, &spec.name, progress))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // apt's binary caches (70 MB a suite) only speed up the apt calls above; the
     // next fetch's `apt-get update` builds them again in a second or two. The
     // package lists stay, so that update downloads only what changed.
@@ -181,18 +217,145 @@ fn fetch_from(
     }
     drop(_apt_lock);
 
-    let mut kernel = kernel_from_debs(kdir, std::slice::from_ref(&deb), &spec.name, progress)?;
-    kernel.source = format!("debian {} {package} {version}", spec.suite);
+    let mut kernel = kernel_from_debs(kdir, &debs, &spec.name, progress)?;
+    // "debian SUITE PACKAGE VERSION" first, as for a kernel in one package.
+    kernel.source = format!(
+        "debian {} {} {}",
+        spec.suite, packages[0].name, packages[0].version
+    );
+    if packages.len() > 1 {
+        let companions: Vec<&str> = packages[1..].iter().map(|p| p.name.as_str()).collect();
+        kernel.source += &format!(" (with {} of that version)", companions.join(" and "));
+    }
+    if let Some(dates) = stale {
+        kernel.source += &format!(" (from an expired Release file: {dates})");
+    }
     Ok(kernel)
+}
+
+/// One package as the suite's signed index describes it.
+struct AptPackage {
+    name: String,
+    version: String,
+    sha256: String,
+    size_mb: u64,
+}
+
+impl AptPackage {
+    fn show(apt: &PrivateApt, name: &str, host: &str, kernel: &str) -> anyhow::Result<AptPackage> {
+        let show = apt.run(
+            "apt-cache",
+            &["show", "--no-all-versions", name],
+            None,
+            host,
+            kernel,
+        )?;
+        let field = |field: &str| {
+            show.lines()
+                .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+                .map(|v| v.trim().to_owned())
+        };
+        Ok(AptPackage {
+            name: name.to_owned(),
+            version: field("Version")
+                .with_context(|| format!("apt-cache show {name} gave no Version"))?,
+            sha256: field("SHA256")
+                .with_context(|| format!("apt-cache show {name} gave no SHA256"))?,
+            size_mb: field("Size")
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+                / 1_000_000,
+        })
+    }
+
+    /// The package in `kdir`, downloaded unless a verified copy is there already.
+    fn download(
+        &self,
+        apt: &PrivateApt,
+        kdir: &Path,
+        host: &str,
+        kernel: &str,
+        progress: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<PathBuf> {
+        let AptPackage {
+            name,
+            version,
+            sha256,
+            size_mb,
+        } = self;
+        // A package left by an earlier, interrupted run is used only if its checksum
+        // is still the one apt's signed index gives.
+        let deb_name = format!("{name}_{}_amd64.deb", version.replace(':', "%3a"));
+        let deb = kdir.join(&deb_name);
+        if deb.exists() && sha256_file(&deb)? != *sha256 {
+            progress(&format!(
+                "{deb_name} in the cache is damaged: downloading it again"
+            ));
+            std::fs::remove_file(&deb)?;
+        }
+        if deb.exists() {
+            return Ok(deb);
+        }
+        progress(&format!("downloading {name} {version} ({size_mb} MB)"));
+        // apt-get download writes into the current directory; a fresh per-process
+        // directory keeps a half download from ever being taken for a finished one.
+        let tmp = crate::tmp_sibling(&kdir.join("download"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        apt.run(
+            "apt-get",
+            &["-q", "download", name],
+            Some(&tmp),
+            host,
+            kernel,
+        )
+        .with_context(|| format!("downloading {name} {version} failed"))?;
+        let got = std::fs::read_dir(&tmp)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .with_context(|| {
+                format!("apt-get download {name} left no .deb in {}", tmp.display())
+            })?;
+        let got_sha = sha256_file(&got)?;
+        if got_sha != *sha256 {
+            bail!("{deb_name} has SHA256 {got_sha}, but Debian's signed index says {sha256}");
+        }
+        std::fs::rename(&got, &deb)?;
+        let _ = std::fs::remove_dir_all(&tmp);
+        Ok(deb)
+    }
+}
+
+/// The Date and Valid-Until of the suite's Release file apt keeps, for messages.
+fn release_dates(apt_dir: &Path, suite: &str) -> Option<String> {
+    let lists = apt_dir.join("state/lists");
+    let suffix = format!("_dists_{suite}_InRelease");
+    let file = std::fs::read_dir(&lists)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))?;
+    let text = std::fs::read_to_string(file.path()).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+            .map(|v| v.trim().to_owned())
+    };
+    Some(format!(
+        "dated {}, valid until {}",
+        field("Date")?,
+        field("Valid-Until")?
+    ))
 }
 
 /// Unpacks the guest's parts of `debs` into `kdir/root` (through a temporary
 /// folder), finds the kernel image, decides how it boots (extracting its vmlinux
-/// into `kdir` when it boots through PVH; the package's boot/config-<release>
-/// counts), and describes the result. The image and its modules may come in one
-/// package (Ubuntu's 4.x mainline builds) or in two (later ones: linux-image-* and
-/// linux-modules-*): all are unpacked into the same tree. `source` is left empty
-/// for the caller.
+/// into `kdir` when it boots through PVH; the package's config counts), and
+/// describes the result. The image and its modules may come in one package (Ubuntu's
+/// 4.x mainline builds, Debian up to 6.x) or in several (later Ubuntu builds:
+/// linux-image-* and linux-modules-*; Debian 7.x: linux-binary-R, linux-modules-R,
+/// linux-base-R): all are unpacked into the same tree, which [`layout::arrange`]
+/// checks and brings into one shape whichever layout the packages use. `source` is
+/// left empty for the caller.
 pub(crate) fn kernel_from_debs(
     kdir: &Path,
     debs: &[PathBuf],
@@ -202,49 +365,46 @@ pub(crate) fn kernel_from_debs(
     let root = kdir.join("root");
     let tmp_root = crate::tmp_sibling(&root);
     let _ = std::fs::remove_dir_all(&tmp_root);
-    // Created up front: a package with nothing bpfmatrix unpacks (no kernel in it)
-    // must reach the "holds no boot/vmlinuz" error below, naming the package.
     std::fs::create_dir_all(&tmp_root)
         .with_context(|| format!("cannot create {}", tmp_root.display()))?;
+    let mut held = Vec::new();
     for deb in debs {
         progress(&format!(
             "unpacking {}",
             deb.file_name().unwrap_or_default().to_string_lossy()
         ));
-        unpack_deb(deb, &tmp_root)?;
+        let files = unpack_deb(deb, &tmp_root)?;
+        held.push(Held {
+            deb: deb.clone(),
+            files,
+        });
     }
+    let arranged = layout::arrange(&tmp_root, &held, progress)?;
     let _ = std::fs::remove_dir_all(&root);
     std::fs::rename(&tmp_root, &root)?;
-
-    let names = || {
-        debs.iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" + ")
-    };
-    let image = std::fs::read_dir(root.join("boot"))
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+    let moved = |p: &Path| root.join(p.strip_prefix(&tmp_root).expect("inside the tree"));
+    let image = moved(&arranged.image);
+    let release = arranged.release;
+    let package = held
+        .iter()
+        .find(|h| {
+            h.files
+                .iter()
+                .any(|f| layout::image_release(&f.rel).as_deref() == Some(release.as_str()))
         })
-        .with_context(|| {
-            format!(
-                "{} holds no boot/vmlinuz-*: is it a kernel image package?",
-                names()
-            )
-        })?;
-    let release = image.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_owned();
+        .map_or_else(
+            || root.display().to_string(),
+            |h| h.deb.display().to_string(),
+        );
 
     let mut head = Vec::new();
     File::open(&image)?
         .take(BzImageHeader::READ_LEN as u64)
         .read_to_end(&mut head)?;
     let Some(header) = BzImageHeader::parse(&head)? else {
-        bail!("{} in {} has no bzImage header", image.display(), names());
+        bail!(
+            "the kernel image of {release} in {package} has no bzImage header: not an x86 kernel?"
+        );
     };
     // The kernel's own version string first; the file name is the packager's.
     let version = header.release().unwrap_or_else(|| release.clone());
@@ -255,14 +415,13 @@ pub(crate) fn kernel_from_debs(
         BootProtocol::BzImage => format!("booting the bzImage: {}", boot.choice.why),
     });
     let (boot_image, boot_protocol) = (boot.image, boot.choice.protocol);
-    let modules_dir = root.join("lib/modules").join(&release);
     Ok(Kernel {
         name: name.to_owned(),
         release: Some(release),
         image,
         boot_image,
         boot_protocol,
-        modules_dir: modules_dir.is_dir().then_some(modules_dir),
+        modules_dir: arranged.modules_dir.as_deref().map(moved),
         source: String::new(),
     })
 }
@@ -291,6 +450,19 @@ fn apt_unreachable(stderr: &str) -> Option<String> {
         .find(|l| SIGNS.iter().any(|s| l.contains(s)))
         .map(|l| l.trim().to_owned())
 }
+
+/// apt refused a suite's Release file because its Valid-Until has passed: apt's
+/// line saying so.
+#[derive(Debug)]
+struct Expired(String);
+
+impl std::fmt::Display for Expired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Expired {}
 
 /// An apt configuration of its own under `dir`: every path apt would take from
 /// /etc/apt or /var points inside `dir`.
@@ -402,6 +574,12 @@ impl PrivateApt {
             ))
             .into());
         }
+        if let Some(line) = stderr
+            .lines()
+            .find(|l| l.contains(" is expired (invalid since"))
+        {
+            return Err(Expired(line.trim_start_matches("E: ").trim().to_owned()).into());
+        }
         if !out.status.success()
             || stderr
                 .lines()
@@ -490,8 +668,10 @@ const KEPT_MODULES: &[&str] = &[
 
 /// Where a file of the package goes under the unpack root, if the guest can need it:
 /// boot/vmlinuz-*, boot/config-*, and of the modules tree (found under
-/// /usr/lib/modules in merged-/usr packages, kept as lib/modules here) only
-/// modules.builtin*, modules.order and the subtrees in [`KEPT_MODULES`]: the guest
+/// /usr/lib/modules in merged-/usr packages, kept as lib/modules here) the image
+/// and config kept beside the modules (vmlinuz, vmlinuz.unsigned, config: Debian
+/// 7.x, Fedora, Arch), modules.builtin*, modules.order and the subtrees in
+/// [`KEPT_MODULES`]: the guest
 /// loads sch_ingress and cls_bpf (kernel/net/sched), and keeping all of net/ keeps
 /// what they could depend on; the virtme-ng backend needs 9p, virtio and overlayfs.
 /// That is under 10% of the tree (the whole is 400-600 MB unpacked).
@@ -520,7 +700,10 @@ fn wanted(path: &Path) -> Option<PathBuf> {
             None => true, // the release directory itself
             Some((_, inside)) => {
                 (!inside.contains('/')
-                    && (inside.starts_with("modules.builtin") || inside == "modules.order"))
+                    && (inside.starts_with("modules.builtin")
+                        || inside == "modules.order"
+                        || inside == "config"
+                        || layout::IMAGES_BESIDE_MODULES.contains(&inside)))
                     || KEPT_MODULES.iter().any(|kept| {
                         // The subtree itself, what is in it, and the folders above it.
                         inside == *kept
@@ -536,8 +719,9 @@ fn wanted(path: &Path) -> Option<PathBuf> {
 }
 
 /// Unpacks the wanted parts of a .deb (an ar archive holding data.tar.{xz,zst,gz})
-/// into `dest`.
-pub(crate) fn unpack_deb(deb: &Path, dest: &Path) -> anyhow::Result<()> {
+/// into `dest`, and says which regular files it unpacked.
+pub(crate) fn unpack_deb(deb: &Path, dest: &Path) -> anyhow::Result<Vec<Unpacked>> {
+    let mut unpacked = Vec::new();
     let file = File::open(deb).with_context(|| format!("cannot open {}", deb.display()))?;
     let mut archive = ar::Archive::new(file);
     while let Some(entry) = archive.next_entry() {
@@ -560,7 +744,8 @@ pub(crate) fn unpack_deb(deb: &Path, dest: &Path) -> anyhow::Result<()> {
         for item in tar.entries()? {
             let mut item =
                 item.with_context(|| format!("corrupt data archive in {}", deb.display()))?;
-            let Some(rel) = wanted(&item.path()?) else {
+            let path = item.path()?.into_owned();
+            let Some(rel) = wanted(&path) else {
                 continue;
             };
             let target = dest.join(&rel);
@@ -571,12 +756,20 @@ pub(crate) fn unpack_deb(deb: &Path, dest: &Path) -> anyhow::Result<()> {
                     item.unpack(&target).with_context(|| {
                         format!("cannot unpack {} from {}", rel.display(), deb.display())
                     })?;
+                    let in_package = path
+                        .components()
+                        .filter(|c| matches!(c, Component::Normal(_)))
+                        .collect::<PathBuf>();
+                    unpacked.push(Unpacked {
+                        in_package: in_package.display().to_string(),
+                        rel,
+                    });
                 }
                 // Links (build/source in some packages) point outside the package.
                 _ => {}
             }
         }
-        return Ok(());
+        return Ok(unpacked);
     }
     bail!(
         "{} holds no data.tar.*: not a Debian package",
@@ -590,6 +783,10 @@ pub(crate) mod tests {
 
     /// A .deb (ar archive: debian-binary, data.tar.xz) holding `files`.
     pub(crate) fn synthetic_deb(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        synthetic_deb_with_control(files, None)
+    }
+
+    fn tar_xz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
         for (path, body) in files {
             let mut header = tar::Header::new_gnu();
@@ -598,9 +795,24 @@ pub(crate) mod tests {
             header.set_entry_type(tar::EntryType::Regular);
             tar.append_data(&mut header, path, body.as_slice()).unwrap();
         }
-        let data = crate::bzimage::tests::xz(&tar.into_inner().unwrap());
+        crate::bzimage::tests::xz(&tar.into_inner().unwrap())
+    }
+
+    /// [`synthetic_deb`] with a control.tar.xz holding `control` as ./control.
+    pub(crate) fn synthetic_deb_with_control(
+        files: &[(&str, Vec<u8>)],
+        control: Option<&str>,
+    ) -> Vec<u8> {
+        let mut members = vec![("debian-binary", b"2.0\n".to_vec())];
+        if let Some(control) = control {
+            members.push((
+                "control.tar.xz",
+                tar_xz(&[("./control", control.as_bytes().to_vec())]),
+            ));
+        }
+        members.push(("data.tar.xz", tar_xz(files)));
         let mut deb = ar::Builder::new(Vec::new());
-        for (id, body) in [("debian-binary", b"2.0\n".to_vec()), ("data.tar.xz", data)] {
+        for (id, body) in members {
             let header = ar::Header::new(id.as_bytes().to_vec(), body.len() as u64);
             deb.append(&header, body.as_slice()).unwrap();
         }
@@ -630,6 +842,17 @@ pub(crate) mod tests {
             Some("boot/vmlinuz-6.1.0-56-amd64")
         );
         assert!(keep("./boot/config-6.1.0-56-amd64").is_some());
+        // Debian 7.x, Fedora, Arch: image and config beside the modules.
+        for beside in ["vmlinuz", "vmlinuz.unsigned", "config", "modules.order"] {
+            assert_eq!(
+                keep(&format!("./usr/lib/modules/7.2.13+deb14-amd64/{beside}")),
+                Some(format!("lib/modules/7.2.13+deb14-amd64/{beside}")),
+            );
+        }
+        assert_eq!(
+            keep("./usr/lib/modules/7.2.13+deb14-amd64/System.map"),
+            None
+        );
         assert_eq!(
             keep("./usr/lib/modules/6.12.1/kernel/net/sched/cls_bpf.ko.xz").as_deref(),
             Some("lib/modules/6.12.1/kernel/net/sched/cls_bpf.ko.xz")
@@ -661,6 +884,102 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn companions_are_named_after_the_release_the_group_matched() {
+        let spec = DebianSpec {
+            name: "latest".into(),
+            suite: "sid".into(),
+            package_regex: r"^linux-binary-unsigned-([0-9]+\.[0-9.]+\+deb[0-9]+-amd64)$".into(),
+            companions: vec![
+                "linux-modules-{release}".into(),
+                "linux-base-{release}".into(),
+            ],
+        };
+        spec.check().unwrap();
+        assert_eq!(
+            spec.companion_names("linux-binary-unsigned-7.2.13+deb14-amd64")
+                .unwrap(),
+            [
+                "linux-modules-7.2.13+deb14-amd64",
+                "linux-base-7.2.13+deb14-amd64"
+            ]
+        );
+        // The group is what keeps the flavours (-cloud-amd64, -rt-amd64) out.
+        assert!(spec
+            .companion_names("linux-binary-unsigned-7.2.13+deb14-cloud-amd64")
+            .is_err());
+        let no_group = DebianSpec {
+            package_regex: r"^linux-binary-unsigned-[0-9.]+$".into(),
+            ..spec.clone()
+        };
+        let err = no_group.check().unwrap_err().to_string();
+        assert!(err.contains("no group"), "{err}");
+        let no_release = DebianSpec {
+            companions: vec!["linux-modules".into()],
+            ..spec.clone()
+        };
+        let err = no_release.check().unwrap_err().to_string();
+        assert!(err.contains("does not name {release}"), "{err}");
+        let plain = DebianSpec {
+            companions: vec![],
+            ..spec
+        };
+        assert!(plain
+            .companion_names("linux-binary-unsigned-7.2.13+deb14-amd64")
+            .unwrap()
+            .is_empty());
+    }
+
+    /// apt's words for a Release file past its Valid-Until become [`Expired`], which
+    /// [`fetch_from`] answers by updating again without the date check.
+    #[test]
+    fn apt_refusing_an_expired_release_is_recognised() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let apt = PrivateApt::prepare(&dir.path().join("apt"), DEFAULT_MIRROR, "sid").unwrap();
+        let tool = dir.path().join("apt-get");
+        std::fs::write(
+            &tool,
+            "#!/bin/sh\necho 'Get:1 http://deb.debian.org/debian sid InRelease [193 kB]'\necho 'E: Release file for http://deb.debian.org/debian/dists/sid/InRelease is expired (invalid since 17d 5h 15min 15s). Updates for this repository will not be applied.' >&2\nexit 100\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = apt
+            .run(
+                tool.to_str().unwrap(),
+                &["update"],
+                None,
+                "deb.debian.org",
+                "latest",
+            )
+            .unwrap_err();
+        let Some(Expired(line)) = err.downcast_ref::<Expired>() else {
+            panic!("{err:#}")
+        };
+        assert!(
+            line.starts_with("Release file for http://deb.debian.org/debian/dists/sid/InRelease is expired (invalid since 17d"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn an_expired_release_is_described_by_its_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let lists = dir.path().join("state/lists");
+        std::fs::create_dir_all(&lists).unwrap();
+        assert_eq!(release_dates(dir.path(), "sid"), None);
+        std::fs::write(
+            lists.join("deb.debian.org_debian_dists_sid_InRelease"),
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: Debian\nSuite: unstable\nCodename: sid\nDate: Fri, 30 Oct 2026 08:08:01 UTC\nValid-Until: Fri, 06 Nov 2026 08:08:01 UTC\n",
+        )
+        .unwrap();
+        assert_eq!(
+            release_dates(dir.path(), "sid").as_deref(),
+            Some("dated Fri, 30 Oct 2026 08:08:01 UTC, valid until Fri, 06 Nov 2026 08:08:01 UTC")
+        );
+        assert_eq!(release_dates(dir.path(), "trixie"), None);
+    }
+
     /// Real: apt against a host name that never resolves (.invalid is reserved).
     #[test]
     fn an_unreachable_mirror_is_unavailable_within_seconds() {
@@ -670,6 +989,7 @@ pub(crate) mod tests {
             name: "6.1".into(),
             suite: "bookworm".into(),
             package_regex: r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$".into(),
+            companions: vec![],
         };
         let kdir = dir.path().join("k");
         std::fs::create_dir_all(&kdir).unwrap();

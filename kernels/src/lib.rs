@@ -15,6 +15,7 @@ mod cache;
 pub mod catalog;
 mod debian;
 mod image;
+mod layout;
 mod mainline;
 mod modules;
 mod protocol;

@@ -21,6 +21,15 @@ pub struct ModuleFile {
 /// the kernel (listed in modules.builtin). A kernel without a modules directory gives
 /// an empty list: whatever it has is built in, and the guest reports what is missing.
 pub fn resolve_modules(kernel: &Kernel, names: &[&str]) -> anyhow::Result<Vec<ModuleFile>> {
+    resolve_modules_in(kernel, names, &cache_dir())
+}
+
+/// [`resolve_modules`] with an explicit cache directory.
+pub(crate) fn resolve_modules_in(
+    kernel: &Kernel,
+    names: &[&str],
+    cache: &Path,
+) -> anyhow::Result<Vec<ModuleFile>> {
     let Some(dir) = &kernel.modules_dir else {
         return Ok(Vec::new());
     };
@@ -30,7 +39,7 @@ pub fn resolve_modules(kernel: &Kernel, names: &[&str]) -> anyhow::Result<Vec<Mo
         .clone()
         .unwrap_or_else(|| kernel.name.clone())
         .replace('/', "_");
-    let unpack_dir = cache_dir().join("modules").join(key);
+    let unpack_dir = cache.join("modules").join(key);
     let order = dependency_order(names, &index.builtin, |name| {
         let path = index.path(name, dir)?;
         Ok(modinfo_depends(&read_module(path)?))
@@ -227,15 +236,18 @@ fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A plain `.ko` is used where it is; a compressed one is decompressed once into
-/// `unpack_dir`, since the guest's `finit_module` may not take compressed modules.
+/// `unpack_dir/<its SHA256>/`, since the guest's `finit_module` may not take
+/// compressed modules. Keyed by content, not by name: two builds of one release
+/// (two packages given by path) have modules of the same names.
 fn uncompressed(source: &Path, unpack_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     if source.extension().is_some_and(|e| e == "ko") {
         return Ok(source.to_path_buf());
     }
-    let out = unpack_dir.join(format!("{name}.ko"));
+    let dir = unpack_dir.join(&crate::image::sha256_file(source)?[..32]);
+    let out = dir.join(format!("{name}.ko"));
     if !out.exists() {
-        std::fs::create_dir_all(unpack_dir)
-            .with_context(|| format!("cannot create {}", unpack_dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         crate::write_atomically(&out, &read_module(source)?)?;
     }
     Ok(out)

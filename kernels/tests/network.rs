@@ -3,7 +3,7 @@
 //! fails the test, and an Ubuntu mainline kernel must either arrive or be reported
 //! unavailable with a reason within seconds (kernel.ubuntu.com is unreachable from
 //! some machines), never fail otherwise. Ignored by default (it downloads about
-//! 230 MB; the vm suite fetches the same kernels through the harness anyway):
+//! 360 MB; the vm suite fetches the same kernels through the harness anyway):
 //!
 //! `cargo test -p bpfmatrix-kernels --test network -- --ignored --nocapture`
 //! (`BPFMATRIX_NETWORK_KERNELS=5.10,6.12` limits the kernels.)
@@ -26,7 +26,7 @@ fn du(path: &Path) -> u64 {
 }
 
 #[test]
-#[ignore = "downloads every catalog kernel (about 230 MB); run with --ignored"]
+#[ignore = "downloads every catalog kernel (about 360 MB); run with --ignored"]
 fn every_catalog_kernel_arrives_or_is_unavailable() {
     let only = std::env::var("BPFMATRIX_NETWORK_KERNELS").ok();
     let mut failures = Vec::new();

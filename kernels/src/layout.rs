@@ -1,0 +1,659 @@
+//! Finds the kernel in the tree its packages were unpacked into, whichever layout
+//! they use: the classic `boot/vmlinuz-R` (Debian up to 6.x, Ubuntu), or the image
+//! beside its modules, `usr/lib/modules/R/vmlinuz` (Debian 7.x's linux-binary-R,
+//! where linux-binary-unsigned-R names it `vmlinuz.unsigned`; Fedora; Arch). Its
+//! modules are under `usr/lib/modules/R` (or `lib/modules/R`), in the image's
+//! package or in a package of their own (linux-modules-R).
+//!
+//! [`arrange`] checks that the packages make one kernel (one image, modules of the
+//! same release, no package's file hiding another's) and moves image and config to
+//! the classic places, so every kernel's tree looks the same: `boot/vmlinuz-R`,
+//! `boot/config-R`, `lib/modules/R` (the paths are kept without `usr/`).
+
+use anyhow::{bail, Context};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A regular file unpacked from a package.
+#[derive(Clone, Debug)]
+pub(crate) struct Unpacked {
+    /// Its path in the package, e.g. "usr/lib/modules/7.2.13+deb14-amd64/vmlinuz".
+    pub in_package: String,
+    /// Where it went in the tree, e.g. "lib/modules/7.2.13+deb14-amd64/vmlinuz".
+    pub rel: PathBuf,
+}
+
+/// What one package put into the tree.
+pub(crate) struct Held {
+    pub deb: PathBuf,
+    pub files: Vec<Unpacked>,
+}
+
+/// The kernel found in the tree.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Arranged {
+    /// The release the packages name it by (`uname -r`, for Debian and Ubuntu).
+    pub release: String,
+    /// `<root>/boot/vmlinuz-<release>`.
+    pub image: PathBuf,
+    /// `<root>/lib/modules/<release>`, when the packages hold modules.
+    pub modules_dir: Option<PathBuf>,
+}
+
+/// The names of the files where an image may be: `boot/vmlinuz-R`, and
+/// `lib/modules/R/` + one of these.
+pub(crate) const IMAGES_BESIDE_MODULES: [&str; 2] = ["vmlinuz", "vmlinuz.unsigned"];
+
+const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
+
+/// The release a kernel image at `rel` (a path in the tree) is for, if it is one.
+pub(crate) fn image_release(rel: &Path) -> Option<String> {
+    let text = rel.to_str()?;
+    if let Some(release) = text.strip_prefix("boot/vmlinuz-") {
+        return (!release.is_empty() && !release.contains('/')).then(|| release.to_owned());
+    }
+    let (release, file) = text.strip_prefix("lib/modules/")?.split_once('/')?;
+    IMAGES_BESIDE_MODULES
+        .contains(&file)
+        .then(|| release.to_owned())
+}
+
+/// The release directory a file under `lib/modules/` is in.
+fn modules_release(rel: &Path) -> Option<&str> {
+    let (release, _) = rel
+        .to_str()?
+        .strip_prefix("lib/modules/")?
+        .split_once('/')?;
+    Some(release)
+}
+
+fn is_module(rel: &Path) -> bool {
+    rel.to_str()
+        .is_some_and(|t| MODULE_SUFFIXES.iter().any(|s| t.ends_with(s)))
+}
+
+fn file_name(deb: &Path) -> String {
+    deb.file_name()
+        .unwrap_or(deb.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Checks and arranges the tree at `root` that `held` was unpacked into (see the
+/// module's documentation). Every error names the package and the file.
+pub(crate) fn arrange(
+    root: &Path,
+    held: &[Held],
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Arranged> {
+    let all = || {
+        held.iter()
+            .map(|h| h.deb.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+
+    // One package's file must not have been overwritten by another's.
+    let mut owner: BTreeMap<&Path, (&Path, &str)> = BTreeMap::new();
+    for h in held {
+        for f in &h.files {
+            if let Some((other, in_other)) = owner.insert(&f.rel, (&h.deb, &f.in_package)) {
+                if other != h.deb && (image_release(&f.rel).is_some() || is_module(&f.rel)) {
+                    bail!(
+                        "{} and {} both hold {} ({in_other}): give only one of them",
+                        other.display(),
+                        h.deb.display(),
+                        f.in_package
+                    );
+                }
+            }
+        }
+    }
+
+    // Images, by release.
+    let mut images: BTreeMap<String, Vec<(&Path, &Unpacked)>> = BTreeMap::new();
+    for h in held {
+        for f in &h.files {
+            if let Some(release) = image_release(&f.rel) {
+                images.entry(release).or_default().push((&h.deb, f));
+            }
+        }
+    }
+    let describe = |found: &[(&Path, &Unpacked)]| {
+        found
+            .iter()
+            .map(|(deb, f)| format!("{} in {}", f.in_package, file_name(deb)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (release, found) = match images.len() {
+        0 => bail!("{}", no_image(held, &all())),
+        1 => images.into_iter().next().expect("one release"),
+        _ => bail!(
+            "{} hold kernel images of {} releases ({}): give the packages of one kernel",
+            all(),
+            images.len(),
+            images
+                .values()
+                .map(|found| describe(found))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    // Two copies of the image (boot/ and lib/modules/) must be the same kernel.
+    let read = |f: &Unpacked| {
+        std::fs::read(root.join(&f.rel))
+            .with_context(|| format!("cannot read {}", root.join(&f.rel).display()))
+    };
+    for other in &found[1..] {
+        if read(other.1)? != read(found[0].1)? {
+            bail!(
+                "{} hold two different kernel images of {release} ({}): a signed and an unsigned build? Give one of them",
+                all(),
+                describe(&found)
+            );
+        }
+    }
+    let (image_deb, image_file) = found[0];
+
+    // Everything under lib/modules/ must be for that release.
+    for h in held {
+        if let Some(f) = h
+            .files
+            .iter()
+            .find(|f| modules_release(&f.rel).is_some_and(|r| r != release))
+        {
+            bail!(
+                "{} holds files of release {} ({}), but the kernel image is of {release} ({} in {}): give packages of one build",
+                h.deb.display(),
+                modules_release(&f.rel).unwrap_or_default(),
+                f.in_package,
+                image_file.in_package,
+                image_deb.display()
+            );
+        }
+    }
+
+    // The classic places.
+    let boot = root.join("boot");
+    std::fs::create_dir_all(&boot).with_context(|| format!("cannot create {}", boot.display()))?;
+    let image = boot.join(format!("vmlinuz-{release}"));
+    if !image.exists() {
+        std::fs::rename(root.join(&image_file.rel), &image)
+            .with_context(|| format!("cannot move the kernel image to {}", image.display()))?;
+        progress(&format!(
+            "kernel image {release}: {} in {}",
+            image_file.in_package,
+            file_name(image_deb)
+        ));
+    }
+    let modules_dir = root.join("lib/modules").join(&release);
+    for file in IMAGES_BESIDE_MODULES {
+        let _ = std::fs::remove_file(modules_dir.join(file));
+    }
+    let config = boot.join(format!("config-{release}"));
+    if !config.exists() && modules_dir.join("config").is_file() {
+        std::fs::rename(modules_dir.join("config"), &config)
+            .with_context(|| format!("cannot move the config to {}", config.display()))?;
+    }
+
+    let has_modules = held
+        .iter()
+        .flat_map(|h| &h.files)
+        .any(|f| modules_release(&f.rel) == Some(&release) && is_module(&f.rel));
+    if !has_modules {
+        let config = crate::image::read_config(&config);
+        let as_modules: Vec<&str> = config
+            .as_deref()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_suffix("=m"))
+            .filter(|name| name.starts_with("CONFIG_"))
+            .collect();
+        let add = format!(
+            "add its modules package (Debian 7.x and Ubuntu: linux-modules-{release}) to the same -k, separated by a comma: -k NAME={},MODULES.deb",
+            held.iter()
+                .map(|h| h.deb.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        if !as_modules.is_empty() {
+            bail!(
+                "{} hold the kernel image of {release} ({} in {}) but none of its modules (no usr/lib/modules/{release}/kernel/), and its config builds {} of them ({}, ...): {add}",
+                all(),
+                image_file.in_package,
+                file_name(image_deb),
+                as_modules.len(),
+                as_modules[..as_modules.len().min(3)].join(", ")
+            );
+        }
+        progress(&format!(
+            "no modules of {release} in {}{}: the guest has only what is built into the kernel; if it needs modules, {add}",
+            all(),
+            if config.is_none() {
+                " (and no config to tell whether it has any)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(Arranged {
+        release,
+        image,
+        modules_dir: (has_modules && modules_dir.is_dir()).then_some(modules_dir),
+    })
+}
+
+/// Why `held` gave no kernel image, package by package.
+fn no_image(held: &[Held], all: &str) -> String {
+    let mut why = Vec::new();
+    for h in held {
+        let releases: BTreeSet<&str> = h
+            .files
+            .iter()
+            .filter_map(|f| modules_release(&f.rel))
+            .collect();
+        if !releases.is_empty() {
+            let list: Vec<&str> = releases.into_iter().collect();
+            why.push(format!(
+                "{} holds files of usr/lib/modules/{}/ but no image: add the package with the image (Debian 7.x: linux-binary-{}; Debian 6.x and Ubuntu: linux-image-{})",
+                file_name(&h.deb),
+                list.join(", "),
+                list[0],
+                list[0]
+            ));
+        } else if h.files.is_empty() {
+            why.push(match control(&h.deb) {
+                Some(c) if c.depends.contains("linux-binary-") => format!(
+                    "{} is the metapackage {}: it holds no kernel, it depends on {}; give those packages instead (the image is in linux-binary-<release>, the modules in linux-modules-<release>)",
+                    file_name(&h.deb),
+                    c.package,
+                    c.depends
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|d| d.starts_with("linux-"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some(c) => format!(
+                    "{} (package {}) holds no kernel files{}",
+                    file_name(&h.deb),
+                    c.package,
+                    if c.depends.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; it depends on {}", c.depends)
+                    }
+                ),
+                None => format!(
+                    "{} holds no kernel files: is it a kernel package?",
+                    file_name(&h.deb)
+                ),
+            });
+        }
+    }
+    let head = format!(
+        "{all} hold{} no kernel image (looked for boot/vmlinuz-<release> and usr/lib/modules/<release>/vmlinuz)",
+        if held.len() == 1 { "s" } else { "" }
+    );
+    if why.is_empty() {
+        format!("{head}: is it a kernel image package?")
+    } else {
+        format!("{head}. {}", why.join(". "))
+    }
+}
+
+/// The fields of a package's control file that say what it is.
+struct Control {
+    package: String,
+    depends: String,
+}
+
+/// `Package` and `Depends` from the control.tar.* of `deb`, for messages.
+fn control(deb: &Path) -> Option<Control> {
+    let mut archive = ar::Archive::new(std::fs::File::open(deb).ok()?);
+    while let Some(entry) = archive.next_entry() {
+        let entry = entry.ok()?;
+        let id = String::from_utf8_lossy(entry.header().identifier())
+            .trim_end_matches('/')
+            .to_owned();
+        let data: Box<dyn Read> = match id.as_str() {
+            "control.tar.xz" => Box::new(xz2::read::XzDecoder::new(entry)),
+            "control.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
+            "control.tar.zst" => Box::new(ruzstd::decoding::StreamingDecoder::new(entry).ok()?),
+            "control.tar" => Box::new(entry),
+            _ => continue,
+        };
+        let mut tar = tar::Archive::new(data);
+        for item in tar.entries().ok()? {
+            let item = item.ok()?;
+            let path = item.path().ok()?.into_owned();
+            if path.file_name().is_some_and(|n| n == "control") {
+                let mut text = String::new();
+                item.take(1 << 20).read_to_string(&mut text).ok()?;
+                let field = |name: &str| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+                        .map(|v| v.trim().to_owned())
+                };
+                return Some(Control {
+                    package: field("Package")?,
+                    depends: field("Depends").unwrap_or_default(),
+                });
+            }
+        }
+        return None;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debian::kernel_from_debs;
+    use crate::debian::tests::synthetic_deb_with_control;
+
+    const R: &str = "7.2.13+deb14-amd64";
+
+    fn image(release: &str, salt: &str) -> Vec<u8> {
+        crate::bzimage::tests::synthetic_bzimage_of(
+            &format!("{release} (debian-kernel@lists.debian.org) #1 SMP"),
+            &crate::bzimage::tests::xz(format!("kernel {salt}").as_bytes()),
+            0,
+            None,
+        )
+    }
+
+    /// Debian 7.x's packages of one kernel, as files in `dir`.
+    struct Sid {
+        dir: tempfile::TempDir,
+    }
+
+    impl Sid {
+        fn new() -> Sid {
+            Sid {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn deb(&self, file: &str, files: &[(&str, Vec<u8>)], control: Option<&str>) -> PathBuf {
+            let path = self.dir.path().join(file);
+            std::fs::write(&path, synthetic_deb_with_control(files, control)).unwrap();
+            path
+        }
+
+        fn binary(&self, release: &str, file: &str, salt: &str) -> PathBuf {
+            self.deb(
+                &format!("linux-binary-{release}_{salt}_amd64.deb"),
+                &[(
+                    &format!("./usr/lib/modules/{release}/{file}"),
+                    image(release, salt),
+                )],
+                None,
+            )
+        }
+
+        fn modules(&self, release: &str) -> PathBuf {
+            self.deb(
+                &format!("linux-modules-{release}_1_amd64.deb"),
+                &[
+                    (
+                        &format!("./usr/lib/modules/{release}/kernel/net/sched/cls_bpf.ko.xz"),
+                        crate::bzimage::tests::xz(b"\x7fELF"),
+                    ),
+                    (
+                        &format!("./usr/lib/modules/{release}/kernel/net/sched/sch_ingress.ko.xz"),
+                        crate::bzimage::tests::xz(b"\x7fELF"),
+                    ),
+                ],
+                None,
+            )
+        }
+
+        fn base(&self, release: &str) -> PathBuf {
+            self.deb(
+                &format!("linux-base-{release}_1_amd64.deb"),
+                &[
+                    (
+                        &format!("./usr/lib/modules/{release}/config"),
+                        b"CONFIG_PVH=y\nCONFIG_NET_SCH_INGRESS=m\nCONFIG_NET_CLS_BPF=m\n".to_vec(),
+                    ),
+                    (
+                        &format!("./usr/lib/modules/{release}/modules.order"),
+                        b"kernel/net/sched/cls_bpf.ko\n".to_vec(),
+                    ),
+                    (
+                        &format!("./usr/lib/modules/{release}/System.map"),
+                        b"ffffffff81000000 T _text\n".to_vec(),
+                    ),
+                ],
+                None,
+            )
+        }
+
+        fn unpack(&self, debs: &[PathBuf]) -> (anyhow::Result<crate::Kernel>, Vec<String>) {
+            let kdir = self.dir.path().join("k");
+            std::fs::create_dir_all(&kdir).unwrap();
+            let mut lines = Vec::new();
+            let kernel = kernel_from_debs(&kdir, debs, "sid", &mut |l| lines.push(l.to_owned()));
+            (kernel, lines)
+        }
+
+        fn error(&self, debs: &[PathBuf]) -> String {
+            format!("{:#}", self.unpack(debs).0.unwrap_err())
+        }
+    }
+
+    #[test]
+    fn debian_7_packages_make_one_kernel_in_the_classic_shape() {
+        let sid = Sid::new();
+        for image_file in IMAGES_BESIDE_MODULES {
+            let binary = sid.binary(R, image_file, "1");
+            let debs = [sid.modules(R), binary, sid.base(R)];
+            let (kernel, lines) = sid.unpack(&debs);
+            let kernel = kernel.unwrap();
+            let root = sid.dir.path().join("k/root");
+            assert_eq!(kernel.release.as_deref(), Some(R));
+            assert_eq!(kernel.image, root.join(format!("boot/vmlinuz-{R}")));
+            assert_eq!(std::fs::read(&kernel.image).unwrap(), image(R, "1"));
+            assert_eq!(
+                kernel.modules_dir,
+                Some(root.join(format!("lib/modules/{R}")))
+            );
+            assert!(root.join(format!("boot/config-{R}")).is_file());
+            let in_modules = std::fs::read_dir(root.join(format!("lib/modules/{R}")))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect::<BTreeSet<_>>();
+            assert_eq!(
+                in_modules,
+                ["kernel", "modules.order"].map(String::from).into()
+            );
+            assert!(
+                lines.contains(&format!(
+                    "kernel image {R}: usr/lib/modules/{R}/{image_file} in linux-binary-{R}_1_amd64.deb"
+                )),
+                "{lines:?}"
+            );
+            // Its modules are found for the guest.
+            let modules = crate::modules::resolve_modules_in(
+                &kernel,
+                &["sch_ingress", "cls_bpf"],
+                &sid.dir.path().join("cache"),
+            )
+            .unwrap();
+            assert_eq!(
+                modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+                ["sch_ingress", "cls_bpf"]
+            );
+        }
+    }
+
+    /// `-k sid=linux-binary-R.deb,linux-modules-R.deb`: no config, no
+    /// modules.builtin, and still every module found.
+    #[test]
+    fn image_and_modules_packages_alone_are_enough() {
+        let sid = Sid::new();
+        let (kernel, _) = sid.unpack(&[sid.binary(R, "vmlinuz", "1"), sid.modules(R)]);
+        let kernel = kernel.unwrap();
+        assert!(kernel.modules_dir.is_some());
+        assert!(crate::modules::resolve_modules_in(
+            &kernel,
+            &["cls_bpf"],
+            &sid.dir.path().join("cache")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn an_image_without_its_modules_is_refused_when_its_config_needs_them() {
+        let sid = Sid::new();
+        let binary = sid.binary(R, "vmlinuz", "1");
+        let err = sid.error(&[binary.clone(), sid.base(R)]);
+        assert!(
+            err.contains(&format!("hold the kernel image of {R} (usr/lib/modules/{R}/vmlinuz in linux-binary-{R}_1_amd64.deb) but none of its modules")),
+            "{err}"
+        );
+        assert!(
+            err.contains("CONFIG_NET_SCH_INGRESS, CONFIG_NET_CLS_BPF"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("linux-modules-{R}")), "{err}");
+        // Without a config it cannot tell: it says so and goes on.
+        let (kernel, lines) = sid.unpack(&[binary]);
+        assert_eq!(kernel.unwrap().modules_dir, None);
+        assert!(
+            lines.iter().any(
+                |l| l.starts_with(&format!("no modules of {R} in ")) && l.contains("no config")
+            ),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn packages_without_an_image_say_what_they_are() {
+        let sid = Sid::new();
+        let meta = sid.deb(
+            &format!("linux-image-{R}_7.2.13-1_amd64.deb"),
+            &[("./usr/share/lintian/overrides/x", b"x".to_vec())],
+            Some(&format!("Package: linux-image-{R}\nVersion: 7.2.13-1\nDepends: linux-base-{R} (= 7.2.13-1), linux-binary-{R} (= 7.2.13-1), linux-modules-{R} (= 7.2.13-1)\n")),
+        );
+        let err = sid.error(std::slice::from_ref(&meta));
+        assert!(
+            err.starts_with(&format!(
+                "{} holds no kernel image (looked for boot/vmlinuz-<release> and usr/lib/modules/<release>/vmlinuz)",
+                meta.display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("is the metapackage linux-image-{R}: it holds no kernel, it depends on linux-base-{R}")),
+            "{err}"
+        );
+        let err = sid.error(&[sid.modules(R), sid.base(R)]);
+        assert!(
+            err.contains(&format!("linux-modules-{R}_1_amd64.deb holds files of usr/lib/modules/{R}/ but no image: add the package with the image (Debian 7.x: linux-binary-{R}")),
+            "{err}"
+        );
+        let empty = sid.deb("empty.deb", &[], None);
+        let err = sid.error(&[empty]);
+        assert!(
+            err.ends_with("empty.deb holds no kernel files: is it a kernel package?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn packages_of_different_builds_are_refused_naming_both() {
+        let sid = Sid::new();
+        let other = "7.1.8+deb14-amd64";
+        let err = sid.error(&[sid.binary(R, "vmlinuz", "1"), sid.modules(other)]);
+        assert!(
+            err.contains(&format!("linux-modules-{other}_1_amd64.deb holds files of release {other} (usr/lib/modules/{other}/kernel/net/sched/")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "but the kernel image is of {R} (usr/lib/modules/{R}/vmlinuz in "
+            )),
+            "{err}"
+        );
+        let err = sid.error(&[
+            sid.binary(R, "vmlinuz", "1"),
+            sid.binary(other, "vmlinuz", "2"),
+        ]);
+        assert!(err.contains("kernel images of 2 releases"), "{err}");
+        // A signed and an unsigned build of one release differ.
+        let err = sid.error(&[
+            sid.binary(R, "vmlinuz", "signed"),
+            sid.binary(R, "vmlinuz.unsigned", "unsigned"),
+        ]);
+        assert!(
+            err.contains(&format!("two different kernel images of {R}")),
+            "{err}"
+        );
+        // Two packages holding the same file: the second would hide the first.
+        let (a, b) = (sid.binary(R, "vmlinuz", "a"), sid.binary(R, "vmlinuz", "b"));
+        let err = sid.error(&[a, b]);
+        assert!(
+            err.contains(&format!("both hold usr/lib/modules/{R}/vmlinuz")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_classic_layout_still_works_and_a_copy_beside_the_modules_is_the_same_kernel() {
+        let sid = Sid::new();
+        let both = sid.deb(
+            "both.deb",
+            &[
+                (&format!("./boot/vmlinuz-{R}"), image(R, "1")),
+                (&format!("./usr/lib/modules/{R}/vmlinuz"), image(R, "1")),
+                (
+                    &format!("./usr/lib/modules/{R}/kernel/net/sched/cls_bpf.ko"),
+                    b"\x7fELF".to_vec(),
+                ),
+            ],
+            None,
+        );
+        let (kernel, lines) = sid.unpack(&[both]);
+        let kernel = kernel.unwrap();
+        assert!(kernel.image.ends_with(format!("boot/vmlinuz-{R}")));
+        assert!(
+            !lines.iter().any(|l| l.starts_with("kernel image")),
+            "{lines:?}"
+        );
+        assert!(!sid
+            .dir
+            .path()
+            .join(format!("k/root/lib/modules/{R}/vmlinuz"))
+            .exists());
+    }
+
+    #[test]
+    fn images_are_found_in_both_layouts() {
+        let r = |p: &str| image_release(Path::new(p));
+        assert_eq!(
+            r("boot/vmlinuz-6.1.0-56-amd64").as_deref(),
+            Some("6.1.0-56-amd64")
+        );
+        assert_eq!(
+            r("lib/modules/7.2.13+deb14-amd64/vmlinuz").as_deref(),
+            Some("7.2.13+deb14-amd64")
+        );
+        assert_eq!(
+            r("lib/modules/7.2.13+deb14-amd64/vmlinuz.unsigned").as_deref(),
+            Some("7.2.13+deb14-amd64")
+        );
+        for no in [
+            "boot/vmlinuz-",
+            "boot/config-6.1",
+            "lib/modules/7.2/kernel/vmlinuz",
+            "lib/modules/7.2/System.map",
+            "lib/modules/vmlinuz",
+        ] {
+            assert_eq!(r(no), None, "{no}");
+        }
+    }
+}

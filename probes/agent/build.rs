@@ -23,6 +23,10 @@ fn main() {
             bpf_dir.join(format!("{name}.c")).display()
         );
     }
+    println!(
+        "cargo:rerun-if-changed={}",
+        bpf_dir.join("legacy_maps.h").display()
+    );
 
     match Command::new(&clang).arg("--version").output() {
         Ok(out) if out.status.success() => {}

@@ -19,6 +19,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
+#include "legacy_maps.h"
 
 #define MIX_SLOT 0
 #define BIG_SLOT 1
@@ -26,19 +27,9 @@
 #define F240_SLOT 3
 #define RUNS 0
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 4);
-	__type(key, __u32);
-	__type(value, __u32);
-} jmp_table SEC(".maps");
+LEGACY_MAP(jmp_table, BPF_MAP_TYPE_PROG_ARRAY, __u32, __u32, 4);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
+LEGACY_MAP(counters, BPF_MAP_TYPE_ARRAY, __u32, __u64, 4);
 
 static __noinline int control_sub(__u32 len)
 {

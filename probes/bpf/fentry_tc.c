@@ -9,6 +9,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
+#include "legacy_maps.h"
 #include <bpf/bpf_core_read.h>
 
 #define VERDICT_BUCKETS 8
@@ -26,19 +27,9 @@ struct observation {
 	__s64 last_ret;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} verdict_cfg SEC(".maps");
+LEGACY_MAP(verdict_cfg, BPF_MAP_TYPE_ARRAY, __u32, __u32, 1);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct observation);
-} obs SEC(".maps");
+LEGACY_MAP(obs, BPF_MAP_TYPE_ARRAY, __u32, struct observation, 1);
 
 /* The traced function's argument is the kernel's sk_buff, not __sk_buff. */
 struct sk_buff {

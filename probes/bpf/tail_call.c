@@ -12,6 +12,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
+#include "legacy_maps.h"
 
 #define CHAIN_SLOT 0
 #define EMPTY_SLOT 3
@@ -20,19 +21,9 @@
 /* Returned only after the failed tail call: proves execution fell through. */
 #define FELL_THROUGH_RETVAL 0x5a
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 4);
-	__type(key, __u32);
-	__type(value, __u32);
-} jmp_table SEC(".maps");
+LEGACY_MAP(jmp_table, BPF_MAP_TYPE_PROG_ARRAY, __u32, __u32, 4);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
+LEGACY_MAP(counters, BPF_MAP_TYPE_ARRAY, __u32, __u64, 4);
 
 static __always_inline void bump(__u32 idx)
 {

@@ -56,6 +56,7 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "probes/agent/src/sys.rs",
     "probes/bpf/bpf2bpf_tail_mix.c",
     "probes/bpf/fentry_tc.c",
+    "probes/bpf/legacy_maps.h",
     "probes/bpf/tail_call.c",
 ];
 

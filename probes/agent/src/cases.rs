@@ -195,7 +195,7 @@ impl<'a> Runner<'a> {
             .ok_or_else(|| Fail::Error(format!("no embedded object {}", case.object())))?;
         self.loader
             .load(bytes)
-            .map_err(|e| Fail::Error(format!("loading object {}: {e}", case.object())))
+            .map_err(|e| Fail::Error(format!("loading object {}: {}", case.object(), chain(&e))))
     }
 
     fn tail_call_chain(&mut self, m: &mut Measured) -> CaseResult {
@@ -358,7 +358,7 @@ impl<'a> Runner<'a> {
                     return Err(Fail::Rejected {
                         step: "add clsact qdisc on lo".into(),
                         errno: netlink_errno(&e),
-                        verifier_tail: format!("{e}"),
+                        verifier_tail: chain(&e),
                     });
                 }
             }
@@ -386,7 +386,7 @@ impl<'a> Runner<'a> {
             .map_err(|e| Fail::Rejected {
                 step: "attach tc_verdict".into(),
                 errno: program_errno(&e),
-                verifier_tail: e.to_string(),
+                verifier_tail: chain(&e),
             })?;
         let (tracers, refusal) = match self.attach_tracers(&bpf, m) {
             Ok(t) => (t, None),
@@ -504,6 +504,22 @@ fn drain(rx: &UdpSocket, sent: u32, counted: bool) -> Result<u32, Fail> {
     Ok(received)
 }
 
+/// An error with its causes ("failed to create map `x`: Invalid argument"): aya's
+/// errors keep the errno in their source, which plain Display leaves out.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        // Some errors already print their source; say each cause once.
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(&format!(": {c_text}"));
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn netlink_errno(e: &aya::programs::tc::TcError) -> i32 {
     match e {
         aya::programs::tc::TcError::NetlinkError(n) => n.raw_os_error().unwrap_or(0),
@@ -562,7 +578,7 @@ fn load_cls(bpf: &mut Ebpf, name: &str, m: &mut Measured) -> CaseResult {
                 TAIL_MAX_BYTES,
             ),
         }),
-        Err(e) => Err(Fail::Error(format!("load {name}: {e}"))),
+        Err(e) => Err(Fail::Error(format!("load {name}: {}", chain(&e)))),
     }
 }
 
@@ -575,7 +591,7 @@ fn test_run(bpf: &Ebpf, name: &str) -> Result<u32, Fail> {
     };
     prog.test_run(opts)
         .map(|r| r.return_value)
-        .map_err(|e| Fail::Error(format!("BPF_PROG_TEST_RUN {name}: {e}")))
+        .map_err(|e| Fail::Error(format!("BPF_PROG_TEST_RUN {name}: {}", chain(&e))))
 }
 
 fn prog_array(bpf: &mut Ebpf) -> Result<ProgramArray<MapData>, Fail> {

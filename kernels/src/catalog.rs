@@ -624,13 +624,23 @@ pub(crate) mod tests {
         }
     }
 
-    /// The child of the test below: fetches into $BPFMATRIX_TEST_HANG_CACHE and hangs
-    /// half-way through the first download. Does nothing without that variable.
+    /// Where the parent test tells its child process to fetch.
+    const HANG_CACHE: &str = "BPFMATRIX_TEST_HANG_CACHE";
+
+    /// Not a test by itself: the child process of the test below, which runs it
+    /// (`--ignored --exact`) with $BPFMATRIX_TEST_HANG_CACHE set. It fetches into that
+    /// cache and hangs half-way through the first download until the parent kills it.
+    /// Run any other way it fails, naming the variable.
     #[test]
+    #[ignore = "the child process of a_process_killed_mid_download_leaves_nothing_trusted_and_unblocks_the_next, which runs it with BPFMATRIX_TEST_HANG_CACHE set; not a test by itself"]
     fn child_hangs_mid_download() {
-        let Some(cache) = std::env::var_os("BPFMATRIX_TEST_HANG_CACHE") else {
-            return;
-        };
+        let cache = std::env::var_os(HANG_CACHE).unwrap_or_else(|| {
+            panic!(
+                "${HANG_CACHE} is not set: this is the child process of \
+                 a_process_killed_mid_download_leaves_nothing_trusted_and_unblocks_the_next, \
+                 which sets it; run that test instead"
+            )
+        });
         let (server, spec) = crate::mainline::tests::server(false);
         let mut server = HangingServer(server);
         let _ = fetch_locked(Path::new(&cache), "5.4", &mut |_| {}, &mut |kdir, p| {
@@ -645,15 +655,19 @@ pub(crate) mod tests {
     fn a_process_killed_mid_download_leaves_nothing_trusted_and_unblocks_the_next() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = tmp.path().to_path_buf();
+        // The child's output goes to a file, read only if it ends too early.
+        let child_log = tmp.path().join("child.log");
+        let log = std::fs::File::create(&child_log).unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
+                "--ignored",
                 "--exact",
                 "catalog::tests::child_hangs_mid_download",
                 "--nocapture",
             ])
-            .env("BPFMATRIX_TEST_HANG_CACHE", &cache)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .env(HANG_CACHE, &cache)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         let kdir = cache.join("kernels/5.4");
@@ -666,6 +680,12 @@ pub(crate) mod tests {
             });
             if let Some(entry) = found {
                 break entry.path();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "the child process ended ({status}) before it started downloading:\n{}",
+                    std::fs::read_to_string(&child_log).unwrap_or_default()
+                );
             }
             assert!(
                 start.elapsed().as_secs() < 60,

@@ -328,13 +328,13 @@ pub fn bench(
                 kernel.name
             ));
             let (run, timeline) = timed_run(kernel, agent, settings);
-            // all_agree() also requires the run to have completed.
-            if !run.all_agree() {
+            // agrees() also requires the run to have completed.
+            if !run.agrees() {
                 kb.all_verdicts_agree = false;
                 kb.problems.push(format!(
                     "bpfmatrix run {rep}: {:?}, all cells agree: {}",
                     run.status,
-                    run.all_agree()
+                    run.agrees()
                 ));
             }
             match (timeline.done_s, timeline.exit_s) {

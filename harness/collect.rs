@@ -3,7 +3,7 @@
 //! becomes a named problem, never a result.
 
 use bpfmatrix_probes::{CaseId, CaseRecord, GuestMessage, JitMode, Plan, PROTOCOL_VERSION};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// How much of a bad line a problem quotes.
@@ -15,7 +15,7 @@ const WARNING_CHARS: usize = 1000;
 const MAX_NOTES: usize = 20;
 
 /// The agent's mode switch as it reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JitSwitch {
     pub mode: JitMode,
     pub sysctl_readback: Option<String>,

@@ -1,7 +1,9 @@
-//! What each kernel should answer: the expected cell for any kernel version, JIT
-//! mode and case, derived from the feature table in `features.toml` (first kernel
-//! version of each feature, with its upstream commit), and the comparison of a
-//! guest's record against it.
+//! The rules of judgement: the expectation for any kernel version, JIT mode and
+//! case ([`expected_for_release`]), derived from the feature table in
+//! `features.toml` (first kernel version of each feature, with its upstream commit),
+//! and the comparison of a guest's record against it ([`check`]). The rules are
+//! applied in one place, [`crate::matrix::Cell::judge`], which turns them into a
+//! verdict (the words are defined in `bpfmatrix_probes`).
 
 use anyhow::{bail, Context, Result};
 use bpfmatrix_probes::{
@@ -135,7 +137,7 @@ impl Override {
             && release.starts_with(&self.release_prefix)
     }
 
-    fn apply(&self, base: Expected) -> Expected {
+    fn apply(&self, base: Expectation) -> Expectation {
         let outcome = match (self.outcome, base.outcome) {
             (Some(OverrideOutcome::Rejected), _) => ExpectedOutcome::Rejected {
                 step: self.step.clone().unwrap_or_else(|| self.case.load_step()),
@@ -153,7 +155,7 @@ impl Override {
             }),
             (None, other) => other,
         };
-        Expected {
+        Expectation {
             outcome,
             jited_len_unreported: base.jited_len_unreported,
             because: format!(
@@ -199,23 +201,19 @@ pub fn features() -> &'static FeatureTable {
 }
 
 /// What a case must show when the verifier accepts it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Checks {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tail_calls: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fell_through: Option<bool>,
     /// BPF_PROG_TEST_RUN's return value.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retval: Option<u32>,
     /// fexit saw exactly the verdict the tc program returned, for OK and SHOT, via
     /// this trigger; on loopback OK packets arrive and SHOT packets do not.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub verdicts: Option<Trigger>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// The outcome an expectation asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExpectedOutcome {
     Accepted(Checks),
     /// `step` refused with this errno; the verifier log contains `message`, or,
@@ -227,15 +225,15 @@ pub enum ExpectedOutcome {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Expected {
+/// What the documented kernel facts say a cell's outcome should be, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expectation {
     pub outcome: ExpectedOutcome,
     /// Which documented fact the expectation comes from.
     pub because: String,
     /// Set where the kernel cannot show a JITed program's size (its
     /// bpf_prog_info reports 0 for programs with subprograms): a zero
     /// `jited_prog_len` under the JIT is then no disagreement, for this reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub jited_len_unreported: Option<String>,
 }
 
@@ -249,7 +247,7 @@ pub fn expected_for_release(
     jit: JitMode,
     release: &str,
     frame: Option<u32>,
-) -> Result<Expected> {
+) -> Result<Expectation> {
     let v = KernelVersion::parse(release)?;
     if v < OLDEST_JUDGED {
         bail!(
@@ -273,7 +271,7 @@ pub fn expected_for_release(
 
 /// The expected cell for `case` on a mainline kernel of version `v` (at least
 /// [`OLDEST_JUDGED`]) in JIT mode `jit`, with the case's intended caller frame.
-pub fn expected(case: CaseId, jit: JitMode, v: KernelVersion) -> Expected {
+pub fn expected(case: CaseId, jit: JitMode, v: KernelVersion) -> Expectation {
     expected_in(features(), case, jit, v, None)
 }
 
@@ -283,7 +281,7 @@ fn expected_in(
     jit: JitMode,
     v: KernelVersion,
     frame: Option<u32>,
-) -> Expected {
+) -> Expectation {
     let limit = t.tail_call_limit.value;
     // Every program of bpf2bpf_tail_mix calls a subprogram.
     let jited_len_unreported = (case.object() == "bpf2bpf_tail_mix"
@@ -294,12 +292,12 @@ fn expected_in(
                 t.jited_len_of_subprogs.first, t.jited_len_of_subprogs.commit
             )
         });
-    let accepted = |checks: Checks, because: String| Expected {
+    let accepted = |checks: Checks, because: String| Expectation {
         outcome: ExpectedOutcome::Accepted(checks),
         because,
         jited_len_unreported: jited_len_unreported.clone(),
     };
-    let rejected = |errno, message: Option<&str>, because: String| Expected {
+    let rejected = |errno, message: Option<&str>, because: String| Expectation {
         outcome: ExpectedOutcome::Rejected {
             step: case.load_step(),
             errno,
@@ -452,7 +450,7 @@ const TC_ACT_OK: i32 = 0;
 /// list of disagreements, each naming what was expected and what the kernel did.
 /// Beyond the outcome, every record must prove its JIT mode, and a caller-frame
 /// case must have been built with the frame it is about.
-pub fn check(expected: &Expected, record: &CaseRecord) -> Result<(), Vec<String>> {
+pub fn check(expected: &Expectation, record: &CaseRecord) -> Result<(), Vec<String>> {
     let mut wrong = Vec::new();
     match (&expected.outcome, &record.outcome) {
         (ExpectedOutcome::Accepted(checks), Outcome::Accepted) => {

@@ -1,14 +1,16 @@
-//! The host side of bpfmatrix: expectations derived from documented kernel facts,
-//! the collection of what guests send home, the result model, the orchestration of
-//! a run and the reports. Kernels come from `bpfmatrix-kernels`, guests are built
-//! and booted by `bpfmatrix-vm`, and what runs inside them lives in `probes/`.
+//! The host side of bpfmatrix, in the order results flow: a run boots each kernel
+//! ([`run`]), the guest's lines are collected ([`collect`]) and judged by the rules
+//! of [`expect`] into the result model ([`matrix`]), which [`merge`] joins across
+//! CI jobs and [`report`] renders and writes (`matrix.json` among the reports).
+//! Kernels come from `bpfmatrix-kernels`, guests are built and booted by
+//! `bpfmatrix-vm`, and what runs inside them lives in `probes/`, whose crate
+//! doc defines the words (outcome, expectation, verdict, run status).
 
 pub mod bench;
 pub mod collect;
-pub mod document;
 pub mod expect;
 pub mod matrix;
-pub mod output;
+pub mod merge;
 pub mod report;
 pub mod run;
 pub mod targets;

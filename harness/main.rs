@@ -3,11 +3,11 @@
 
 use anyhow::Result;
 use bpfmatrix::bench;
-use bpfmatrix::document::{Coverage, Document};
-use bpfmatrix::matrix::KernelRun;
+use bpfmatrix::matrix::{KernelRun, Matrix};
+use bpfmatrix::merge::{self, Coverage};
+use bpfmatrix::report;
 use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
-use bpfmatrix::{output, report};
 use bpfmatrix_kernels::catalog::FetchError;
 use bpfmatrix_kernels::Kernel;
 use bpfmatrix_probes::{CaseId, JitMode};
@@ -35,10 +35,14 @@ enum Command {
     /// List the kernels bpfmatrix knows by name: cached, available, or unavailable
     /// here and why (judged without downloading).
     Kernels,
-    /// Merge matrix.json files (one per CI job) into one report folder. Exits 1
-    /// when any cell disagrees with its expectation, a kernel run failed, or a
+    /// Merge matrix.json files (one per CI job) into one report folder. Every
+    /// record is judged again from the guest's outcome and the feature table. Exits
+    /// 1 when any cell disagrees with its expectation, a kernel run failed, or a
     /// required kernel is not covered (each such kernel is named with what it
-    /// lacks); 2 when the input or the options are wrong.
+    /// lacks); 2, writing nothing, when the options are wrong or an input is: not a
+    /// matrix.json of this version, a stored verdict or expectation that is not
+    /// what its record gets when judged again, or a cell of a kernel's plan
+    /// without its record (each named by kernel, JIT mode and case).
     Merge {
         /// The matrix.json files to merge.
         #[arg(required = true)]
@@ -195,16 +199,12 @@ fn real_main() -> Result<bool> {
             allow_unavailable,
         } => {
             let coverage = Coverage::new(require, allow_unavailable)?;
-            let docs = inputs
-                .iter()
-                .map(|p| Document::read(p))
-                .collect::<Result<Vec<_>>>()?;
-            let doc = Document::merge_covering(docs, coverage)?;
-            print!("{}", report::terminal(&doc, color()));
-            for path in output::write_reports(&doc, &out)? {
+            let matrix = merge::merge_files(&inputs, coverage)?;
+            print!("{}", report::terminal(&matrix, color()));
+            for path in report::write_reports(&matrix, &out)? {
                 eprintln!("wrote {}", path.display());
             }
-            Ok(doc.all_agree())
+            Ok(matrix.all_agree())
         }
     }
 }
@@ -232,7 +232,7 @@ fn run(args: RunArgs) -> Result<bool> {
         ..Settings::default()
     };
     if let Some(dir) = &args.out {
-        output::check_writable(dir)?;
+        report::check_writable(dir)?;
     }
     // Everything a user can get wrong is checked before the slow steps. A catalog
     // kernel that cannot be had here is a column of "unavailable", not an error.
@@ -286,14 +286,14 @@ fn run(args: RunArgs) -> Result<bool> {
             Err(run) => *run,
         })
         .collect();
-    let doc = Document::from_runs(&runs);
-    print!("{}", report::terminal(&doc, color()));
+    let matrix = Matrix::from_runs(runs);
+    print!("{}", report::terminal(&matrix, color()));
     if let Some(dir) = &args.out {
-        for path in output::write_reports(&doc, dir)? {
+        for path in report::write_reports(&matrix, dir)? {
             eprintln!("wrote {}", path.display());
         }
     }
-    Ok(doc.all_agree())
+    Ok(matrix.all_agree())
 }
 
 fn bench(args: BenchArgs) -> Result<bool> {

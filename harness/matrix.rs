@@ -1,17 +1,27 @@
-//! The result model: one [`KernelRun`] per kernel, one [`Cell`] per case and JIT
-//! mode, each holding what the kernel did, what was expected and the verdict.
-//! Reports, the CLI and the test trials all read this; none of them decides.
+//! The result model, the one every part of the host reads: a [`Matrix`] holds one
+//! [`KernelRun`] per kernel, and each run one [`Cell`] per JIT mode x case, with
+//! the guest's record (its outcome and what it measured), the expectation and the
+//! verdict. The words are those of the protocol crate's doc (`bpfmatrix_probes`).
+//!
+//! - Cells are judged in one place, [`Cell::judge`], by the rules of
+//!   [`crate::expect`]: when a guest's lines are collected ([`KernelRun::judge`]) and
+//!   again whenever a `matrix.json` is read ([`crate::report::json`]), which refuses a
+//!   document whose stored verdicts are not the ones its records get.
+//! - Whether the matrix agrees is decided in one place, [`Matrix::all_agree`].
+//! - `matrix.json` is this model serialised ([`crate::report::json`]); the reports,
+//!   the CLI and the test trials render the model and decide nothing.
 
 use crate::collect::{Collected, JitSwitch};
-use crate::expect::{self, Expected, KernelVersion};
+use crate::expect::{self, Expectation, KernelVersion};
+use crate::merge::{Coverage, Gap};
 use bpfmatrix_probes::{CaseId, CaseRecord, JitMode};
-use serde::Serialize;
 
-/// Whether a kernel gave answers at all.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+/// What became of a kernel's run as a whole (how its boot ended, `BootEnd`, is
+/// one of the things that decide it).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunStatus {
-    /// The guest booted and sent its results (cells may still disagree).
+    /// The guest booted, said hello and done, and broke no rule of the protocol
+    /// (cells may still disagree).
     Completed,
     /// The kernel could not be had here; no cell is a pass.
     Unavailable { reason: String },
@@ -19,34 +29,136 @@ pub enum RunStatus {
     Failed { reason: String },
 }
 
-/// The verdict on one cell.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
+impl RunStatus {
+    /// The status's name in `matrix.json`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::Unavailable { .. } => "unavailable",
+            RunStatus::Failed { .. } => "failed",
+        }
+    }
+
+    /// Why the run did not complete.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            RunStatus::Completed => None,
+            RunStatus::Unavailable { reason } | RunStatus::Failed { reason } => Some(reason),
+        }
+    }
+}
+
+/// Whether a cell's outcome agrees with its expectation.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The kernel did what the documented facts say.
     Agrees,
     /// The kernel answered, differently from the documented facts.
     Disagrees { differences: Vec<String> },
-    /// No answer for this cell (kernel unavailable, guest died, record missing).
+    /// Nothing to judge: no record for this cell (kernel unavailable, guest died,
+    /// record missing), or no expectation for its kernel.
     NoAnswer { reason: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl Verdict {
+    /// The verdict's name in `matrix.json`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Agrees => "agrees",
+            Verdict::Disagrees { .. } => "disagrees",
+            Verdict::NoAnswer { .. } => "no_answer",
+        }
+    }
+
+    /// Why the cell does not agree: each difference, or why there is no answer.
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Verdict::Agrees => &[],
+            Verdict::Disagrees { differences } => differences,
+            Verdict::NoAnswer { reason } => std::slice::from_ref(reason),
+        }
+    }
+}
+
+/// One kernel x JIT mode x case.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Cell {
     pub case: CaseId,
     pub jit: JitMode,
+    /// The guest's record as it sent it: the outcome and what was measured.
     pub record: Option<CaseRecord>,
-    pub expected: Option<Expected>,
+    pub expected: Option<Expectation>,
     pub verdict: Verdict,
 }
 
 impl Cell {
-    pub fn passed(&self) -> bool {
+    /// The one place a verdict is given. `release` is the guest's `uname -r`, which
+    /// the expectation is derived from (with the caller frame the record measured);
+    /// `no_record` says why there is no record, when there is none.
+    pub fn judge(
+        case: CaseId,
+        jit: JitMode,
+        release: Option<&str>,
+        record: Option<CaseRecord>,
+        no_record: &str,
+    ) -> Cell {
+        let Some(rec) = &record else {
+            return Cell::no_answer(case, jit, no_record.to_string());
+        };
+        debug_assert_eq!((rec.case, rec.jit), (case, jit));
+        let expected = release.map(|r| {
+            expect::expected_for_release(
+                expect::features(),
+                case,
+                jit,
+                r,
+                rec.measured.caller_frame_bytes,
+            )
+            .map_err(|e| format!("{e:#}"))
+        });
+        let (expected, verdict) = match expected {
+            Some(Ok(e)) => {
+                let verdict = match expect::check(&e, rec) {
+                    Ok(()) => Verdict::Agrees,
+                    Err(differences) => Verdict::Disagrees { differences },
+                };
+                (Some(e), verdict)
+            }
+            Some(Err(reason)) => (None, Verdict::NoAnswer { reason }),
+            None => (
+                None,
+                Verdict::NoAnswer {
+                    reason: "no kernel version to derive an expectation from".into(),
+                },
+            ),
+        };
+        Cell {
+            case,
+            jit,
+            record,
+            expected,
+            verdict,
+        }
+    }
+
+    /// A cell without the guest's record, and why.
+    pub fn no_answer(case: CaseId, jit: JitMode, reason: String) -> Cell {
+        Cell {
+            case,
+            jit,
+            record: None,
+            expected: None,
+            verdict: Verdict::NoAnswer { reason },
+        }
+    }
+
+    pub fn agrees(&self) -> bool {
         self.verdict == Verdict::Agrees
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// What one kernel answered, or why it did not.
+#[derive(Clone, Debug, PartialEq)]
 pub struct KernelRun {
     /// The catalog name or the name the user gave.
     pub kernel: String,
@@ -63,10 +175,12 @@ pub struct KernelRun {
     pub boot_wall_ms: Option<u64>,
     pub agent_start_ms: Option<u64>,
     pub agent_done_ms: Option<u64>,
+    /// The agent's switches of `bpf_jit_enable`, as it reported them.
     pub jit_switches: Vec<JitSwitch>,
     pub warnings: Vec<String>,
     /// What went wrong with the run as a whole.
     pub problems: Vec<String>,
+    /// One per JIT mode x case of the plan, modes outermost, in the plan's order.
     pub cells: Vec<Cell>,
 }
 
@@ -109,7 +223,8 @@ impl KernelRun {
         run
     }
 
-    fn empty(kernel: &str, source: &str, status: RunStatus) -> Self {
+    /// A run with its status and nothing else, its cells to be filled in.
+    pub fn empty(kernel: &str, source: &str, status: RunStatus) -> Self {
         KernelRun {
             kernel: kernel.to_string(),
             source: source.to_string(),
@@ -155,37 +270,7 @@ impl KernelRun {
         for &jit in modes {
             for &case in cases {
                 let record = collected.records.remove(&(case, jit));
-                let frame = record.as_ref().and_then(|r| r.measured.caller_frame_bytes);
-                let expected = release.as_deref().map(|r| {
-                    expect::expected_for_release(expect::features(), case, jit, r, frame)
-                        .map_err(|e| format!("{e:#}"))
-                });
-                let (expected, no_expectation) = match expected {
-                    Some(Ok(e)) => (Some(e), None),
-                    Some(Err(why)) => (None, Some(why)),
-                    None => (None, None),
-                };
-                let verdict = match (&record, &expected) {
-                    (Some(r), Some(e)) => match expect::check(e, r) {
-                        Ok(()) => Verdict::Agrees,
-                        Err(differences) => Verdict::Disagrees { differences },
-                    },
-                    (Some(_), None) => Verdict::NoAnswer {
-                        reason: no_expectation.clone().unwrap_or_else(|| {
-                            "no kernel version to derive an expectation from".into()
-                        }),
-                    },
-                    (None, _) => Verdict::NoAnswer {
-                        reason: missing.clone(),
-                    },
-                };
-                cells.push(Cell {
-                    case,
-                    jit,
-                    record,
-                    expected,
-                    verdict,
-                });
+                cells.push(Cell::judge(case, jit, release.as_deref(), record, &missing));
             }
         }
         let status = match boot_failure.or_else(|| problems.first().cloned()) {
@@ -211,9 +296,29 @@ impl KernelRun {
         self.cells.iter().find(|c| c.case == case && c.jit == jit)
     }
 
-    /// True only when the guest completed and every cell agrees.
-    pub fn all_agree(&self) -> bool {
-        self.status == RunStatus::Completed && self.cells.iter().all(Cell::passed)
+    /// The plan the run's cells answer: its JIT modes and its cases, in order.
+    pub fn plan(&self) -> (Vec<JitMode>, Vec<CaseId>) {
+        let (mut modes, mut cases) = (Vec::new(), Vec::new());
+        for c in &self.cells {
+            if !modes.contains(&c.jit) {
+                modes.push(c.jit);
+            }
+            if !cases.contains(&c.case) {
+                cases.push(c.case);
+            }
+        }
+        (modes, cases)
+    }
+
+    /// Whether the kernel could be tested here: a run that is not unavailable.
+    pub fn tested(&self) -> bool {
+        !matches!(self.status, RunStatus::Unavailable { .. })
+    }
+
+    /// The run completed and every one of its cells agrees: what
+    /// [`Matrix::all_agree`] asks of each kernel it tested.
+    pub fn agrees(&self) -> bool {
+        self.status == RunStatus::Completed && self.cells.iter().all(Cell::agrees)
     }
 }
 
@@ -221,27 +326,142 @@ fn no_answers(cases: &[CaseId], modes: &[JitMode], reason: &str) -> Vec<Cell> {
     modes
         .iter()
         .flat_map(|&jit| {
-            cases.iter().map(move |&case| Cell {
-                case,
-                jit,
-                record: None,
-                expected: None,
-                verdict: Verdict::NoAnswer {
-                    reason: reason.to_string(),
-                },
-            })
+            cases
+                .iter()
+                .map(move |&case| Cell::no_answer(case, jit, reason.to_string()))
         })
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bpfmatrix_probes::{Measured, Outcome};
+/// Every kernel's run, and what a merge required of them.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Matrix {
+    pub runs: Vec<KernelRun>,
+    /// What the merge that made this matrix required; `None` for a run's own
+    /// matrix (then only the cells it has are judged). See [`Coverage`].
+    pub coverage: Option<Coverage>,
+}
 
-    fn collected(records: Vec<CaseRecord>) -> Collected {
+impl Matrix {
+    pub fn from_runs(runs: impl Into<Vec<KernelRun>>) -> Self {
+        Matrix {
+            runs: runs.into(),
+            coverage: None,
+        }
+    }
+
+    pub fn run(&self, kernel: &str) -> Option<&KernelRun> {
+        self.runs.iter().find(|r| r.kernel == kernel)
+    }
+
+    pub fn cell(&self, kernel: &str, jit: JitMode, case: CaseId) -> Option<&Cell> {
+        self.run(kernel).and_then(|r| r.cell(case, jit))
+    }
+
+    /// Every cell of every kernel, with its kernel.
+    pub fn cells(&self) -> impl Iterator<Item = (&KernelRun, &Cell)> {
+        self.runs
+            .iter()
+            .flat_map(|run| run.cells.iter().map(move |c| (run, c)))
+    }
+
+    /// The columns of the matrix: every kernel that has cells, by JIT mode.
+    pub fn columns(&self) -> Vec<(&KernelRun, JitMode)> {
+        self.runs
+            .iter()
+            .flat_map(|k| JitMode::ALL.into_iter().map(move |m| (k, m)))
+            .filter(|(k, m)| k.cells.iter().any(|c| c.jit == *m))
+            .collect()
+    }
+
+    /// The rows: every case that has cells, in catalog order.
+    pub fn cases(&self) -> Vec<CaseId> {
+        CaseId::ALL
+            .into_iter()
+            .filter(|c| self.cells().any(|(_, cell)| cell.case == *c))
+            .collect()
+    }
+
+    /// Every required kernel that is not covered, and why (see [`Coverage`]).
+    pub fn coverage_gaps(&self) -> Vec<Gap> {
+        self.coverage.as_ref().map_or(vec![], |c| c.gaps(self))
+    }
+
+    /// The matrix's verdict: true when at least one kernel could be tested, every
+    /// kernel that could be completed and every one of its cells agrees
+    /// ([`KernelRun::agrees`]), and every kernel the merge required is covered
+    /// ([`Matrix::coverage_gaps`]). Unavailable kernels are no pass and no failure.
+    pub fn all_agree(&self) -> bool {
+        let mut tested = self.runs.iter().filter(|r| r.tested()).peekable();
+        tested.peek().is_some() && tested.all(KernelRun::agrees) && self.coverage_gaps().is_empty()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::expect::{ExpectedOutcome, CONFIGURED_VERDICTS};
+    use bpfmatrix_probes::{Measured, Outcome, Trigger, VerdictObservation, TEST_FRAME_LEN};
+
+    pub(crate) const RELEASE: &str = "6.1.0-56-amd64";
+
+    /// The record a guest of `release` sends when it does exactly what the
+    /// documented facts say: its JIT mode proven, its frame as the case intends.
+    pub(crate) fn agreeing_record(case: CaseId, jit: JitMode, release: &str) -> CaseRecord {
+        let e = expect::expected_for_release(expect::features(), case, jit, release, None).unwrap();
+        let mut measured = Measured {
+            bpf_jit_enable: Some(jit.sysctl_value().into()),
+            caller_frame_bytes: case.caller_frame_bytes(),
+            ..Measured::default()
+        };
+        let outcome = match e.outcome {
+            ExpectedOutcome::Rejected {
+                step,
+                errno,
+                message,
+            } => Outcome::Rejected {
+                step,
+                errno,
+                verifier_tail: message.unwrap_or_default(),
+            },
+            ExpectedOutcome::Accepted(checks) => {
+                let len = if jit == JitMode::Jit { 64 } else { 0 };
+                measured.jited_bytes = [(case.program().to_string(), len)].into();
+                measured.tail_calls = checks.tail_calls;
+                measured.fell_through = checks.fell_through;
+                measured.retval = checks.retval;
+                if let Some(trigger) = checks.verdicts {
+                    let loopback = trigger == Trigger::Loopback;
+                    measured.verdicts = CONFIGURED_VERDICTS
+                        .iter()
+                        .map(|&c| VerdictObservation {
+                            trigger,
+                            configured: c,
+                            returned: (!loopback).then_some(c),
+                            fexit_saw: vec![i64::from(c)],
+                            fexit_hits: 5,
+                            fentry_hits: 5,
+                            fentry_skb_len: Some(TEST_FRAME_LEN as u32),
+                            packets_sent: loopback.then_some(5),
+                            packets_received: loopback.then_some(if c == 0 { 5 } else { 0 }),
+                        })
+                        .collect();
+                }
+                Outcome::Accepted
+            }
+        };
+        CaseRecord {
+            case,
+            jit,
+            outcome,
+            measured,
+            duration_ms: 3,
+        }
+    }
+
+    pub(crate) fn collected(records: Vec<CaseRecord>) -> Collected {
         Collected {
-            release: Some("6.1.0-56-amd64".into()),
+            release: Some(RELEASE.into()),
             agent_start_ms: Some(2000),
             done_ms: Some(2600),
             records: records.into_iter().map(|r| ((r.case, r.jit), r)).collect(),
@@ -249,23 +469,29 @@ mod tests {
         }
     }
 
+    /// A kernel whose guest answered every case in both JIT modes as the facts
+    /// say, except for the cells in `unanswered`.
+    pub(crate) fn complete_except(kernel: &str, unanswered: &[(JitMode, CaseId)]) -> KernelRun {
+        let records = JitMode::ALL
+            .into_iter()
+            .flat_map(|m| CaseId::ALL.into_iter().map(move |c| (m, c)))
+            .filter(|cell| !unanswered.contains(cell))
+            .map(|(m, c)| agreeing_record(c, m, RELEASE))
+            .collect();
+        KernelRun::judge(
+            kernel,
+            "src",
+            &CaseId::ALL,
+            &JitMode::ALL,
+            collected(records),
+            None,
+        )
+    }
+
     fn chain(jit: JitMode, n: u32) -> CaseRecord {
-        CaseRecord {
-            case: CaseId::TailCallChain,
-            jit,
-            outcome: Outcome::Accepted,
-            measured: Measured {
-                tail_calls: Some(n),
-                bpf_jit_enable: Some(jit.sysctl_value().into()),
-                jited_bytes: [(
-                    "chain_body".to_string(),
-                    if jit == JitMode::Jit { 64 } else { 0 },
-                )]
-                .into(),
-                ..Measured::default()
-            },
-            duration_ms: 2,
-        }
+        let mut r = agreeing_record(CaseId::TailCallChain, jit, RELEASE);
+        r.measured.tail_calls = Some(n);
+        r
     }
 
     const CASES: &[CaseId] = &[CaseId::TailCallChain];
@@ -284,7 +510,7 @@ mod tests {
         assert!(run
             .cell(CaseId::TailCallChain, JitMode::Jit)
             .unwrap()
-            .passed());
+            .agrees());
         let interp = run
             .cell(CaseId::TailCallChain, JitMode::Interpreter)
             .unwrap();
@@ -294,7 +520,8 @@ mod tests {
                 reason: "the guest sent no record for it".into()
             }
         );
-        assert!(!run.all_agree());
+        assert!(!run.agrees());
+        assert!(!Matrix::from_runs([run]).all_agree());
     }
 
     #[test]
@@ -313,7 +540,8 @@ mod tests {
                 reason: "guest kernel panicked".into()
             }
         );
-        assert!(!run.all_agree());
+        assert!(run.cells[0].agrees());
+        assert!(!Matrix::from_runs([run]).all_agree());
     }
 
     #[test]
@@ -338,6 +566,36 @@ mod tests {
     fn unavailable_kernels_have_no_passing_cell() {
         let run = KernelRun::unavailable("4.16", "x", "no source".into(), CASES, &JitMode::ALL);
         assert_eq!(run.cells.len(), 2);
-        assert!(run.cells.iter().all(|c| !c.passed()));
+        assert!(run.cells.iter().all(|c| !c.agrees()));
+        // Nothing tested is no pass either.
+        assert!(!Matrix::from_runs([run]).all_agree());
+    }
+
+    #[test]
+    fn a_kernel_the_facts_do_not_cover_gets_no_verdict_rather_than_a_guess() {
+        let record = chain(JitMode::Jit, 33);
+        let cell = Cell::judge(
+            CaseId::TailCallChain,
+            JitMode::Jit,
+            Some("4.15.0-1-generic"),
+            Some(record.clone()),
+            "unused",
+        );
+        assert_eq!(cell.expected, None);
+        assert_eq!(cell.record, Some(record));
+        assert!(
+            matches!(&cell.verdict, Verdict::NoAnswer { reason } if reason.starts_with("no expectations for kernels before 4.16")),
+            "{:?}",
+            cell.verdict
+        );
+    }
+
+    #[test]
+    fn the_fixture_agrees_in_every_cell() {
+        let run = complete_except("6.1", &[]);
+        let wrong: Vec<_> = run.cells.iter().filter(|c| !c.agrees()).collect();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        assert!(run.agrees());
+        assert_eq!(run.plan(), (JitMode::ALL.to_vec(), CaseId::ALL.to_vec()));
     }
 }

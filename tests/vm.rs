@@ -12,8 +12,7 @@
 //! default every kernel of the catalog. Accelerator: `$BPFMATRIX_ACCEL` (auto, kvm,
 //! tcg), default auto.
 
-use bpfmatrix::document::{self, Document};
-use bpfmatrix::matrix::{KernelRun, RunStatus, Verdict};
+use bpfmatrix::matrix::{KernelRun, Matrix, RunStatus, Verdict};
 use bpfmatrix::report;
 use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
@@ -106,12 +105,12 @@ fn vng_trial(agent: Shared<PathBuf>) -> Trial {
             ..Settings::default()
         };
         let run = run::run_kernel(&kernel, agent, &settings, &mut |_| {});
-        let doc = Document::from_runs(std::slice::from_ref(&run));
-        eprintln!("[vng 6.1] {}", report::kernel_line(&doc.kernels[0]));
-        if doc.all_agree() {
+        eprintln!("[vng 6.1] {}", report::kernel_line(&run));
+        let matrix = Matrix::from_runs([run]);
+        if matrix.all_agree() {
             Ok(Completion::Completed)
         } else {
-            Err(report::terminal(&doc, false).into())
+            Err(report::terminal(&matrix, false).into())
         }
     })
 }
@@ -157,10 +156,7 @@ fn boot(target: &Target, agent: &Shared<PathBuf>, settings: &Settings) -> Result
         } => eprintln!("[{kernel}] KVM did not work, falling back to TCG: {reason}"),
         Progress::Vm { .. } => {}
     });
-    eprintln!(
-        "[{name}] {}",
-        report::kernel_line(&Document::from_runs(std::slice::from_ref(&run)).kernels[0])
-    );
+    eprintln!("[{name}] {}", report::kernel_line(&run));
     Ok(Booted::Run(Box::new(run)))
 }
 
@@ -174,7 +170,7 @@ fn judge(run: &KernelRun, case: CaseId, jit: JitMode) -> Result<(), Failed> {
         return Err(format!(
             "kernel {}: the run failed: {reason}\n{}",
             run.kernel,
-            report::explain(&document::record(run, cell))
+            report::explain(cell)
         )
         .into());
     }
@@ -184,7 +180,7 @@ fn judge(run: &KernelRun, case: CaseId, jit: JitMode) -> Result<(), Failed> {
             "kernel {} (guest {}):\n{}",
             run.kernel,
             run.guest_release.as_deref().unwrap_or("never said hello"),
-            report::explain(&document::record(run, cell))
+            report::explain(cell)
         )
         .into()),
     }

@@ -2,9 +2,13 @@
 //! coloured by the kernel's outcome, the verifier's words and the measured numbers
 //! in each cell, disagreements outlined.
 
-use super::{cell_summary, coverage_lines, explain, grid, kernel_line, verdict_line, MISSING};
-use crate::document::{CellVerdict, Document, Record, Status};
-use crate::expect::last_line;
+use super::{
+    cell_summary, coverage_lines, explain, generated_by, grid, header, kernel_line, mark,
+    verdict_line, MISSING,
+};
+use crate::expect::{describe_expected, last_line};
+use crate::matrix::{Cell, Matrix, Verdict};
+use bpfmatrix_probes::Outcome;
 use std::fmt::Write;
 
 fn esc(text: &str) -> String {
@@ -32,51 +36,58 @@ td.disagrees { outline: 3px solid #cf222e; }
 .legend span { display: inline-block; padding: 2px 8px; border-radius: 4px; margin-right: 6px; }
 ";
 
-fn td(r: &Record) -> String {
-    let outcome = r.outcome.as_deref().unwrap_or("none");
-    let mut class = outcome.to_string();
-    if r.verdict == CellVerdict::Disagrees {
+fn td(c: &Cell) -> String {
+    let outcome = c.record.as_ref().map(|r| &r.outcome);
+    let mut class = outcome.map_or("none", Outcome::kind).to_string();
+    if matches!(c.verdict, Verdict::Disagrees { .. }) {
         class += " disagrees";
     }
-    let mark = match r.verdict {
-        CellVerdict::Agrees => "✓",
-        CellVerdict::Disagrees => "✗",
-        CellVerdict::NoAnswer => "?",
-    };
     let mut words = String::new();
-    if let Some(v) = &r.verifier {
-        let _ = write!(words, "<div class=\"words\">{}</div>", esc(last_line(v)));
+    match outcome {
+        Some(Outcome::Rejected { verifier_tail, .. }) => {
+            let _ = write!(
+                words,
+                "<div class=\"words\">{}</div>",
+                esc(last_line(verifier_tail))
+            );
+        }
+        Some(Outcome::Unsupported { reason: d } | Outcome::Error { message: d }) => {
+            let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
+        }
+        Some(Outcome::Accepted) | None => {}
     }
-    if let Some(d) = &r.detail {
-        let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
+    if let (Some(e), false) = (&c.expected, c.agrees()) {
+        let _ = write!(
+            words,
+            "<div class=\"words\">expected: {}</div>",
+            esc(&describe_expected(&e.outcome))
+        );
     }
-    if let (Some(e), false) = (&r.expected, r.agrees()) {
-        let _ = write!(words, "<div class=\"words\">expected: {}</div>", esc(e));
-    }
-    for d in &r.differences {
+    for d in c.verdict.reasons() {
         let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
     }
     format!(
-        "<td class=\"{class}\" title=\"{}\"><span class=\"mark\">{mark}</span> <span class=\"sum\">{}</span>{words}</td>",
-        esc(&explain(r)),
-        esc(&cell_summary(r)),
+        "<td class=\"{class}\" title=\"{}\"><span class=\"mark\">{}</span> <span class=\"sum\">{}</span>{words}</td>",
+        esc(&explain(c)),
+        mark(&c.verdict),
+        esc(&cell_summary(c)),
     )
 }
 
-pub fn html(doc: &Document) -> String {
+pub fn html(m: &Matrix) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bpfmatrix</title><style>{STYLE}</style></head><body>\n"
     );
     out += "<h1>bpfmatrix: which kernels accept and run these programs</h1>\n";
-    let class = if doc.all_agree() { "ok" } else { "bad" };
+    let class = if m.all_agree() { "ok" } else { "bad" };
     let _ = writeln!(
         out,
         "<div class=\"verdict {class}\">{}</div>",
-        esc(&verdict_line(doc))
+        esc(&verdict_line(m))
     );
-    let coverage = coverage_lines(doc);
+    let coverage = coverage_lines(m);
     if !coverage.is_empty() {
         out += "<ul class=\"coverage\">";
         for line in coverage {
@@ -85,7 +96,7 @@ pub fn html(doc: &Document) -> String {
         out += "</ul>\n";
     }
     out += "<ul class=\"kernels\">";
-    for k in &doc.kernels {
+    for k in &m.runs {
         let _ = write!(out, "<li>{}", esc(&kernel_line(k)));
         let notes = k
             .kvm_fallback
@@ -99,24 +110,18 @@ pub fn html(doc: &Document) -> String {
         out += "</li>";
     }
     out += "</ul>\n<table>\n<tr><th>case</th>";
-    let (header, rows) = grid(doc, true);
-    for h in &header {
-        let _ = write!(out, "<th>{}</th>", esc(h));
+    let (columns, rows) = grid(m, true);
+    for column in &columns {
+        let _ = write!(out, "<th>{}</th>", esc(&header(column)));
     }
     out += "</tr>\n";
     for (case, cells) in &rows {
         let _ = write!(out, "<tr><td class=\"case\">{}</td>", esc(case));
-        for c in cells {
+        for (c, (k, _)) in cells.iter().zip(&columns) {
             match c {
                 // The reason is in the kernel's line above; cells stay short.
-                Some(r)
-                    if doc
-                        .kernel(&r.kernel)
-                        .is_some_and(|k| k.status == Status::Unavailable) =>
-                {
-                    out += "<td class=\"none\">unavailable</td>"
-                }
-                Some(r) => out += &td(r),
+                Some(_) if !k.tested() => out += "<td class=\"none\">unavailable</td>",
+                Some(c) => out += &td(c),
                 None => {
                     let _ = write!(out, "<td class=\"none\">{MISSING}</td>");
                 }
@@ -125,18 +130,13 @@ pub fn html(doc: &Document) -> String {
         out += "</tr>\n";
     }
     out += "</table>\n<p class=\"legend\"><span style=\"background:#dafbe1\">accepted</span><span style=\"background:#fff1c2\">rejected by the kernel</span><span style=\"background:#eaeef2\">unsupported</span><span style=\"background:#ffd8d3\">harness error</span><span style=\"background:#f6f8fa\">no answer</span><span style=\"outline:3px solid #cf222e\">disagrees with the documented facts</span></p>\n";
-    let unavailable: Vec<_> = doc
-        .kernels
-        .iter()
-        .filter(|k| k.status == Status::Unavailable)
-        .collect();
-    if !unavailable.is_empty() {
+    if m.runs.iter().any(|k| !k.tested()) {
         out += "<p>Cells of unavailable kernels are not results: the kernel could not be had here.</p>\n";
     }
     let _ = writeln!(
         out,
         "<p class=\"words\">{}</p></body></html>",
-        esc(&doc.generated_by)
+        esc(&generated_by())
     );
     out
 }
@@ -151,7 +151,7 @@ mod tests {
         let mut r = run("6.1", 32);
         r.problems.push("<script>alert(1)</script>".into());
         r.warnings.push("<b>".into());
-        let page = html(&Document::from_runs(&[r]));
+        let page = html(&Matrix::from_runs([r]));
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(!page.contains("<script"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)"), "{page}");

@@ -1,15 +1,19 @@
 //! The Markdown matrix: reads well on GitHub and in `$GITHUB_STEP_SUMMARY`.
 
-use super::{cell_summary, coverage_lines, grid, kernel_line, verdict_line, MISSING};
-use crate::document::{CellVerdict, Document, Status};
-use crate::expect::last_line;
+use super::{cell_summary, coverage_lines, grid, header, kernel_line, verdict_line, MISSING};
+use crate::expect::{errno_name, last_line};
+use crate::matrix::{Matrix, Verdict};
+use bpfmatrix_probes::Outcome;
 use std::fmt::Write;
 
-fn emoji(v: CellVerdict) -> &'static str {
+/// The mark of a cell without an answer (or without a cell at all).
+const NO_ANSWER: &str = "⚪";
+
+fn emoji(v: &Verdict) -> &'static str {
     match v {
-        CellVerdict::Agrees => "✅",
-        CellVerdict::Disagrees => "❌",
-        CellVerdict::NoAnswer => "⚪",
+        Verdict::Agrees => "✅",
+        Verdict::Disagrees { .. } => "❌",
+        Verdict::NoAnswer { .. } => NO_ANSWER,
     }
 }
 
@@ -18,14 +22,14 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-pub fn markdown(doc: &Document) -> String {
+pub fn markdown(m: &Matrix) -> String {
     let mut out = String::from("## bpfmatrix: which kernels accept and run these programs\n\n");
-    let _ = writeln!(out, "**{}**\n", verdict_line(doc));
-    for k in &doc.kernels {
+    let _ = writeln!(out, "**{}**\n", verdict_line(m));
+    for k in &m.runs {
         let _ = writeln!(out, "- {}", cell(&kernel_line(k)));
     }
     out.push('\n');
-    let coverage = coverage_lines(doc);
+    let coverage = coverage_lines(m);
     if !coverage.is_empty() {
         out += "### Coverage\n\n";
         for line in coverage {
@@ -33,60 +37,60 @@ pub fn markdown(doc: &Document) -> String {
         }
         out.push('\n');
     }
-    let tested = |name: &str| {
-        doc.kernel(name)
-            .is_some_and(|k| k.status != Status::Unavailable)
-    };
-    let (header, rows) = grid(doc, true);
-    let _ = writeln!(out, "| case | {} |", header.join(" | "));
-    let _ = writeln!(out, "|---|{}", "---|".repeat(header.len()));
+    let (columns, rows) = grid(m, true);
+    let headers: Vec<String> = columns.iter().map(header).collect();
+    let _ = writeln!(out, "| case | {} |", headers.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(headers.len()));
     for (case, cells) in &rows {
         let texts: Vec<String> = cells
             .iter()
-            .map(|c| match c {
-                Some(r) if !tested(&r.kernel) => "unavailable".to_string(),
-                Some(r) => format!("{} {}", emoji(r.verdict), cell(&cell_summary(r))),
-                None => format!("{} {MISSING}", emoji(CellVerdict::NoAnswer)),
+            .zip(&columns)
+            .map(|(c, (k, _))| match c {
+                Some(_) if !k.tested() => "unavailable".to_string(),
+                Some(c) => format!("{} {}", emoji(&c.verdict), cell(&cell_summary(c))),
+                None => format!("{NO_ANSWER} {MISSING}"),
             })
             .collect();
         let _ = writeln!(out, "| `{case}` | {} |", texts.join(" | "));
     }
     out += "\n✅ agrees with the documented kernel facts · ❌ disagrees · ⚪ no answer\n";
 
-    let rejected: Vec<_> = doc
-        .records
-        .iter()
-        .filter(|r| tested(&r.kernel) && r.verifier.is_some())
+    let tested = || m.cells().filter(|(k, _)| k.tested());
+    let rejected: Vec<_> = tested()
+        .filter_map(|(k, c)| match c.record.as_ref().map(|r| &r.outcome) {
+            Some(Outcome::Rejected {
+                errno,
+                verifier_tail,
+                ..
+            }) => Some((k, c, errno, verifier_tail)),
+            _ => None,
+        })
         .collect();
     if !rejected.is_empty() {
         out += "\n### The verifier's words\n\n| kernel | mode | case | errno | verifier |\n|---|---|---|---|---|\n";
-        for r in rejected {
+        for (k, c, errno, verifier_tail) in rejected {
             let _ = writeln!(
                 out,
                 "| {} | {} | `{}` | {} | `{}` |",
-                cell(&r.kernel),
-                r.jit,
-                r.case,
-                r.errno_name.as_deref().unwrap_or(""),
-                cell(last_line(r.verifier.as_deref().unwrap_or(""))).replace('`', "'")
+                cell(&k.kernel),
+                c.jit,
+                c.case,
+                errno_name(*errno),
+                cell(last_line(verifier_tail)).replace('`', "'")
             );
         }
     }
-    let wrong: Vec<_> = doc
-        .records
-        .iter()
-        .filter(|r| tested(&r.kernel) && !r.agrees())
-        .collect();
+    let wrong: Vec<_> = tested().filter(|(_, c)| !c.agrees()).collect();
     if !wrong.is_empty() {
         out += "\n### Disagreements and missing answers\n\n";
-        for r in wrong {
+        for (k, c) in wrong {
             let _ = writeln!(
                 out,
                 "<details><summary>{} {} <code>{}</code></summary>\n\n```\n{}```\n</details>\n",
-                r.kernel,
-                r.jit,
-                r.case,
-                super::explain(r)
+                k.kernel,
+                c.jit,
+                c.case,
+                super::explain(c)
             );
         }
     }
@@ -104,7 +108,7 @@ mod tests {
         u.status = crate::matrix::RunStatus::Unavailable {
             reason: "no | source".into(),
         };
-        let md = markdown(&Document::from_runs(&[run("6.1", 33), run("5.10", 32), u]));
+        let md = markdown(&Matrix::from_runs([run("6.1", 33), run("5.10", 32), u]));
         assert!(
             md.contains("| case | 6.1 jit | 5.10 jit | 4.16 jit |"),
             "{md}"

@@ -1,82 +1,90 @@
-//! Renders a matrix document for people: the terminal table (cases down, kernels
-//! and JIT modes across) with every disagreement spelled out, the Markdown table for
-//! GitHub and `$GITHUB_STEP_SUMMARY`, the self-contained HTML page, and a one-line
-//! verdict.
+//! The one module that writes reports, all rendered from the result model
+//! ([`Matrix`]), none deciding anything: the terminal table (cases down, kernels
+//! and JIT modes across) with every disagreement spelled out, the Markdown table
+//! for GitHub and `$GITHUB_STEP_SUMMARY`, the self-contained HTML page, the
+//! one-line verdict, and `matrix.json` ([`json`]). [`write_reports`] writes the
+//! report folder: `matrix.json`, `matrix.md` and `matrix.html`, all or none.
 
 mod html;
+pub mod json;
 mod markdown;
 
 pub use html::html;
 pub use markdown::markdown;
 
-use crate::document::{CellVerdict, Document, Gap, KernelEntry, Record, Status};
-use crate::expect::last_line;
-use bpfmatrix_probes::{CaseId, JitMode, Measured};
+use crate::expect::{describe_expected, errno_name, last_line};
+use crate::matrix::{Cell, KernelRun, Matrix, RunStatus, Verdict};
+use crate::merge::Gap;
+use anyhow::{Context, Result};
+use bpfmatrix_probes::{CaseId, JitMode, Measured, Outcome};
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Who wrote a report: this bpfmatrix.
+pub fn generated_by() -> String {
+    format!("bpfmatrix {}", env!("CARGO_PKG_VERSION"))
+}
 
 /// A short text for a cell: what the kernel did and the number that matters.
-pub fn cell_summary(r: &Record) -> String {
-    let Some(outcome) = r.outcome.as_deref() else {
+pub fn cell_summary(c: &Cell) -> String {
+    let Some(record) = &c.record else {
         return "no answer".to_string();
     };
-    match outcome {
-        "accepted" => {
+    let m = &record.measured;
+    match &record.outcome {
+        Outcome::Accepted => {
             let mut s = "accepted".to_string();
-            if let Some(m) = &r.measured {
-                if let Some(n) = m.tail_calls {
-                    let _ = write!(s, ", {n} tail calls");
+            if let Some(n) = m.tail_calls {
+                let _ = write!(s, ", {n} tail calls");
+            }
+            if m.tail_calls.is_none() && m.fell_through.is_none() && m.verdicts.is_empty() {
+                if let Some(rv) = m.retval {
+                    let _ = write!(s, ", returns {rv}");
                 }
-                if m.tail_calls.is_none() && m.fell_through.is_none() && m.verdicts.is_empty() {
-                    if let Some(rv) = m.retval {
-                        let _ = write!(s, ", returns {rv}");
-                    }
-                }
-                if let Some(f) = m.fell_through {
-                    s += if f {
-                        ", falls through"
-                    } else {
-                        ", no fall-through"
-                    };
-                }
-                if !m.verdicts.is_empty() {
-                    let _ = write!(s, ", {}", fexit_seen(m));
-                }
+            }
+            if let Some(f) = m.fell_through {
+                s += if f {
+                    ", falls through"
+                } else {
+                    ", no fall-through"
+                };
+            }
+            if !m.verdicts.is_empty() {
+                let _ = write!(s, ", {}", fexit_seen(m));
             }
             s
         }
-        "rejected" => format!(
-            "rejected {}",
-            r.errno_name.as_deref().unwrap_or("(no errno)")
-        ),
-        other => other.to_string(),
+        Outcome::Rejected { errno, .. } => format!("rejected {}", errno_name(*errno)),
+        other => other.kind().to_string(),
     }
 }
 
 /// The cell in a few characters, for a terminal that shows many kernels side by
 /// side: the number that matters, or the errno of a refusal.
-pub fn short_summary(r: &Record) -> String {
-    let (Some(outcome), Some(m)) = (r.outcome.as_deref(), &r.measured) else {
+pub fn short_summary(c: &Cell) -> String {
+    let Some(record) = &c.record else {
         return "no answer".to_string();
     };
-    match outcome {
-        "accepted" if !m.verdicts.is_empty() => fexit_seen(m),
-        "accepted" if m.fell_through.is_some() => if m.fell_through == Some(true) {
+    let m = &record.measured;
+    match &record.outcome {
+        Outcome::Accepted if !m.verdicts.is_empty() => fexit_seen(m),
+        Outcome::Accepted if m.fell_through.is_some() => if m.fell_through == Some(true) {
             "falls through"
         } else {
             "no fall-through"
         }
         .to_string(),
-        "accepted" => match (m.tail_calls, m.retval) {
+        Outcome::Accepted => match (m.tail_calls, m.retval) {
             (Some(n), _) => format!("{n} tail calls"),
             (None, Some(rv)) => format!("returns {rv}"),
             (None, None) => "accepted".to_string(),
         },
-        "rejected" => format!("rejected {}", r.errno_name.as_deref().unwrap_or("")),
-        other => other.to_string(),
+        Outcome::Rejected { errno, .. } => format!("rejected {}", errno_name(*errno)),
+        other => other.kind().to_string(),
     }
 }
 
-/// Each configured verdict and what fexit saw for it: "fexit 0→0 2→2".
+/// Each configured tc verdict and what fexit saw for it: "fexit 0→0 2→2".
 fn fexit_seen(m: &Measured) -> String {
     let seen: Vec<String> = m
         .verdicts
@@ -89,27 +97,28 @@ fn fexit_seen(m: &Measured) -> String {
     format!("fexit {}", seen.join(" "))
 }
 
-fn mark(r: &Record) -> &'static str {
-    match r.verdict {
-        CellVerdict::Agrees => "✓",
-        CellVerdict::Disagrees => "✗",
-        CellVerdict::NoAnswer => "?",
+/// The verdict in one character.
+pub(crate) fn mark(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Agrees => "✓",
+        Verdict::Disagrees { .. } => "✗",
+        Verdict::NoAnswer { .. } => "?",
     }
 }
 
-fn ansi(r: &Record) -> &'static str {
-    match r.verdict {
-        CellVerdict::Agrees => "32",
-        CellVerdict::Disagrees => "31",
-        CellVerdict::NoAnswer => "33",
+fn ansi(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Agrees => "32",
+        Verdict::Disagrees { .. } => "31",
+        Verdict::NoAnswer { .. } => "33",
     }
 }
 
-/// The kernel's status in a few words: what booted, how, and how long it took.
-pub fn kernel_line(k: &KernelEntry) -> String {
-    let mut s = format!("{}: ", k.name);
-    match k.status {
-        Status::Completed => {
+/// The kernel's run in a few words: what booted, how, and how long it took.
+pub fn kernel_line(k: &KernelRun) -> String {
+    let mut s = format!("{}: ", k.kernel);
+    match &k.status {
+        RunStatus::Completed => {
             let _ = write!(
                 s,
                 "guest {} under {}",
@@ -128,54 +137,55 @@ pub fn kernel_line(k: &KernelEntry) -> String {
                 );
             }
         }
-        Status::Unavailable => {
-            let _ = write!(s, "unavailable: {}", k.reason.as_deref().unwrap_or("?"));
+        RunStatus::Unavailable { reason } => {
+            let _ = write!(s, "unavailable: {reason}");
         }
-        Status::Failed => {
-            let _ = write!(s, "FAILED: {}", k.reason.as_deref().unwrap_or("?"));
+        RunStatus::Failed { reason } => {
+            let _ = write!(s, "FAILED: {reason}");
         }
     }
     s
 }
 
-/// What a table shows where a kernel has no record for a cell at all.
+/// What a table shows where a kernel has no cell for a case at all.
 pub(crate) const MISSING: &str = "missing";
 
-/// A row of the matrix: the case and its record in each column.
-pub(crate) type Row<'a> = (String, Vec<Option<&'a Record>>);
+/// A column of the matrix: a kernel in one JIT mode.
+pub(crate) type Column<'a> = (&'a KernelRun, JitMode);
 
-/// The column headers and rows of the matrix, for every renderer; the terminal
-/// leaves out kernels that could not be had (their line above says why).
-pub(crate) fn grid(doc: &Document, unavailable_too: bool) -> (Vec<String>, Vec<Row<'_>>) {
-    let columns: Vec<_> = doc
+/// A row of the matrix: the case and its cell in each column.
+pub(crate) type Row<'a> = (String, Vec<Option<&'a Cell>>);
+
+/// The columns and rows of the matrix, for every renderer; the terminal leaves
+/// out kernels that could not be had (their line above says why).
+pub(crate) fn grid(m: &Matrix, unavailable_too: bool) -> (Vec<Column<'_>>, Vec<Row<'_>>) {
+    let columns: Vec<Column<'_>> = m
         .columns()
         .into_iter()
-        .filter(|(k, _)| unavailable_too || k.status != Status::Unavailable)
+        .filter(|(k, _)| unavailable_too || k.tested())
         .collect();
-    let header = columns
-        .iter()
-        .map(|(k, m)| format!("{} {}", k.name, m))
-        .collect();
-    let rows = doc
+    let rows = m
         .cases()
         .into_iter()
         .map(|case| {
-            let cells = columns
-                .iter()
-                .map(|(k, m)| doc.record(&k.name, *m, case))
-                .collect();
+            let cells = columns.iter().map(|(k, jit)| k.cell(case, *jit)).collect();
             (case.to_string(), cells)
         })
         .collect();
-    (header, rows)
+    (columns, rows)
+}
+
+/// A column's header: "6.1 jit".
+pub(crate) fn header((k, jit): &Column<'_>) -> String {
+    format!("{} {jit}", k.kernel)
 }
 
 /// The terminal report: a status line per kernel, the table, every cell that did
 /// not agree spelled out, then the verdict line.
-pub fn terminal(doc: &Document, color: bool) -> String {
+pub fn terminal(m: &Matrix, color: bool) -> String {
     let mut out = String::new();
     let mut fallbacks_said = Vec::new();
-    for k in &doc.kernels {
+    for k in &m.runs {
         out += &kernel_line(k);
         out.push('\n');
         if let Some(why) = &k.kvm_fallback {
@@ -193,19 +203,21 @@ pub fn terminal(doc: &Document, color: bool) -> String {
         }
     }
     out.push('\n');
-    let (header, rows) = grid(doc, false);
+    let (columns, rows) = grid(m, false);
     let texts: Vec<Vec<String>> = rows
         .iter()
         .map(|(case, cells)| {
             std::iter::once(case.clone())
                 .chain(cells.iter().map(|c| match c {
-                    Some(r) => format!("{} {}", mark(r), short_summary(r)),
+                    Some(c) => format!("{} {}", mark(&c.verdict), short_summary(c)),
                     None => format!("? {MISSING}"),
                 }))
                 .collect()
         })
         .collect();
-    let header: Vec<String> = std::iter::once("case".to_string()).chain(header).collect();
+    let header: Vec<String> = std::iter::once("case".to_string())
+        .chain(columns.iter().map(header))
+        .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             texts
@@ -231,38 +243,30 @@ pub fn terminal(doc: &Document, color: bool) -> String {
         for (i, cell) in cells.iter().enumerate() {
             let padded = pad(&text[i + 1], widths[i + 1]);
             line.push(match (cell, color) {
-                (Some(r), true) => format!("\x1b[{}m{padded}\x1b[0m", ansi(r)),
+                (Some(c), true) => format!("\x1b[{}m{padded}\x1b[0m", ansi(&c.verdict)),
                 _ => padded,
             });
         }
         out += &join(line);
     }
-    for k in doc
-        .kernels
-        .iter()
-        .filter(|k| k.status != Status::Unavailable)
-    {
-        let wrong: Vec<&Record> = doc
-            .records
-            .iter()
-            .filter(|r| r.kernel == k.name && !r.agrees())
-            .collect();
+    for k in m.runs.iter().filter(|k| k.tested()) {
+        let wrong: Vec<&Cell> = k.cells.iter().filter(|c| !c.agrees()).collect();
         // A guest that never answered gets one line, not one block per cell.
-        if wrong.len() > 1 && wrong.iter().all(|r| r.outcome.is_none()) {
-            let why = wrong[0].differences.join("; ");
+        if wrong.len() > 1 && wrong.iter().all(|c| c.record.is_none()) {
+            let why = wrong[0].verdict.reasons().join("; ");
             let _ = writeln!(
                 out,
                 "\n{}: no answer for {} cells: {why}",
-                k.name,
+                k.kernel,
                 wrong.len()
             );
             continue;
         }
-        for r in wrong {
-            let _ = write!(out, "\n{} {} {}:\n{}", r.kernel, r.jit, r.case, explain(r));
+        for c in wrong {
+            let _ = write!(out, "\n{} {} {}:\n{}", k.kernel, c.jit, c.case, explain(c));
         }
     }
-    let coverage = coverage_lines(doc);
+    let coverage = coverage_lines(m);
     if !coverage.is_empty() {
         out.push('\n');
     }
@@ -270,50 +274,54 @@ pub fn terminal(doc: &Document, color: bool) -> String {
         let _ = writeln!(out, "{line}");
     }
     out.push('\n');
-    out += &verdict_line(doc);
+    out += &verdict_line(m);
     out.push('\n');
     out
 }
 
 /// Expected, got, the verifier's words and each difference, one per line.
-pub fn explain(r: &Record) -> String {
+pub fn explain(c: &Cell) -> String {
     let mut s = String::new();
-    if let Some(e) = &r.expected {
-        let because = r.expected_because.as_deref().unwrap_or("");
-        let _ = writeln!(s, "  expected: {e}  [{because}]");
+    if let Some(e) = &c.expected {
+        let _ = writeln!(
+            s,
+            "  expected: {}  [{}]",
+            describe_expected(&e.outcome),
+            e.because
+        );
     }
-    let got = match (&r.outcome, &r.step) {
-        (None, _) => "no record".to_string(),
-        (Some(o), Some(step)) => format!(
-            "{o} at {step}, {}",
-            r.errno_name.as_deref().unwrap_or("no errno")
-        ),
-        (Some(o), None) => o.clone(),
+    let outcome = c.record.as_ref().map(|r| &r.outcome);
+    let got = match outcome {
+        None => "no record".to_string(),
+        Some(Outcome::Rejected { step, errno, .. }) => {
+            format!("rejected at {step}, {}", errno_name(*errno))
+        }
+        Some(o) => o.kind().to_string(),
     };
     let _ = writeln!(s, "  got:      {got}");
-    if let Some(d) = &r.detail {
+    if let Some(Outcome::Unsupported { reason: d } | Outcome::Error { message: d }) = outcome {
         let _ = writeln!(s, "  detail:   {d}");
     }
-    if let Some(m) = &r.measured {
-        if let Ok(json) = serde_json::to_string(m) {
+    if let Some(r) = &c.record {
+        if let Ok(json) = serde_json::to_string(&r.measured) {
             if json != "{}" {
                 let _ = writeln!(s, "  measured: {json}");
             }
         }
     }
-    if let Some(v) = &r.verifier {
-        let _ = writeln!(s, "  verifier: {}", last_line(v));
+    if let Some(Outcome::Rejected { verifier_tail, .. }) = outcome {
+        let _ = writeln!(s, "  verifier: {}", last_line(verifier_tail));
     }
-    for d in &r.differences {
+    for d in c.verdict.reasons() {
         let _ = writeln!(s, "  - {d}");
     }
     s
 }
 
 /// What the merge required and, for each required kernel that is not covered,
-/// why; nothing for a document no merge required anything of.
-pub fn coverage_lines(doc: &Document) -> Vec<String> {
-    let Some(coverage) = &doc.coverage else {
+/// why; nothing for a matrix no merge required anything of.
+pub fn coverage_lines(m: &Matrix) -> Vec<String> {
+    let Some(coverage) = &m.coverage else {
         return vec![];
     };
     let mut first = format!(
@@ -328,7 +336,7 @@ pub fn coverage_lines(doc: &Document) -> Vec<String> {
             coverage.allow_unavailable.join(", ")
         );
     }
-    let gaps = doc.coverage_gaps();
+    let gaps = m.coverage_gaps();
     if gaps.is_empty() {
         first += "; every required kernel is covered";
     }
@@ -338,41 +346,42 @@ pub fn coverage_lines(doc: &Document) -> Vec<String> {
 }
 
 /// One line a person (or a CI log) reads at a glance.
-pub fn verdict_line(doc: &Document) -> String {
-    let gaps = doc.coverage_gaps();
+pub fn verdict_line(m: &Matrix) -> String {
+    let gaps = m.coverage_gaps();
     let coverage = if gaps.is_empty() {
         String::new()
     } else {
         let short: Vec<String> = gaps.iter().map(Gap::short).collect();
         format!("; required but not covered: {}", short.join(", "))
     };
-    verdict_cells(doc) + &coverage
+    verdict_cells(m) + &coverage
 }
 
-fn verdict_cells(doc: &Document) -> String {
-    let tested = |r: &&Record| {
-        doc.kernel(&r.kernel)
-            .is_some_and(|k| k.status != Status::Unavailable)
+fn verdict_cells(m: &Matrix) -> String {
+    let verdicts = || {
+        m.cells()
+            .filter(|(k, _)| k.tested())
+            .map(|(_, c)| &c.verdict)
     };
-    let count = |v: CellVerdict| {
-        doc.records
-            .iter()
-            .filter(tested)
-            .filter(|r| r.verdict == v)
-            .count()
-    };
-    let failed = doc
-        .kernels
-        .iter()
-        .filter(|k| k.status == Status::Failed)
+    let agree = verdicts().filter(|v| matches!(v, Verdict::Agrees)).count();
+    let disagree = verdicts()
+        .filter(|v| matches!(v, Verdict::Disagrees { .. }))
         .count();
-    let unavailable: Vec<&str> = doc
-        .kernels
+    let no_answer = verdicts()
+        .filter(|v| matches!(v, Verdict::NoAnswer { .. }))
+        .count();
+    let failed = m
+        .runs
         .iter()
-        .filter(|k| k.status == Status::Unavailable)
-        .map(|k| k.name.as_str())
+        .filter(|k| matches!(k.status, RunStatus::Failed { .. }))
+        .count();
+    let unavailable: Vec<&str> = m
+        .runs
+        .iter()
+        .filter(|k| !k.tested())
+        .map(|k| k.kernel.as_str())
         .collect();
-    if unavailable.len() == doc.kernels.len() {
+    if unavailable.len() == m.runs.len() {
         // Not a pass, and not a kernel that misbehaved either: nothing was tested.
         return format!(
             "NOTHING TESTED: no kernel could be had here (unavailable: {})",
@@ -381,10 +390,10 @@ fn verdict_cells(doc: &Document) -> String {
     }
     let mut s = format!(
         "{}: {} cells agree with the documented kernel facts, {} disagree, {} without an answer",
-        if doc.all_agree() { "OK" } else { "FAILED" },
-        count(CellVerdict::Agrees),
-        count(CellVerdict::Disagrees),
-        count(CellVerdict::NoAnswer),
+        if m.all_agree() { "OK" } else { "FAILED" },
+        agree,
+        disagree,
+        no_answer,
     );
     if failed > 0 {
         let _ = write!(s, "; {failed} kernel run(s) failed");
@@ -395,42 +404,61 @@ fn verdict_cells(doc: &Document) -> String {
     s
 }
 
+/// The report folder's files, in the order [`write_reports`] returns them.
+pub const FILES: [&str; 3] = ["matrix.json", "matrix.md", "matrix.html"];
+
+/// Fails early, before any guest boots, when `dir` cannot take the report.
+pub fn check_writable(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the report folder {}", dir.display()))?;
+    tempfile::tempfile_in(dir)
+        .map(drop)
+        .with_context(|| format!("the report folder {} is not writable", dir.display()))
+}
+
+/// Writes the report folder: `matrix.json`, `matrix.md` and `matrix.html`, each
+/// under a temporary name, renamed into place only when all three are written,
+/// so a failure never leaves a partial report that looks complete. Returns their
+/// paths.
+pub fn write_reports(m: &Matrix, dir: &Path) -> Result<Vec<PathBuf>> {
+    check_writable(dir)?;
+    let contents = [json::to_json(m), markdown(m), html(m)];
+    let mut staged = Vec::new();
+    for (name, text) in FILES.iter().zip(contents) {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot write into {}", dir.display()))?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes())
+            .with_context(|| format!("cannot write {name} into {}", dir.display()))?;
+        staged.push((tmp, dir.join(name)));
+    }
+    let mut written = Vec::new();
+    for (tmp, path) in staged {
+        tmp.persist(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::collect::Collected;
-    use crate::matrix::KernelRun;
-    use bpfmatrix_probes::{CaseId, CaseRecord, JitMode, Measured, Outcome};
+    use crate::matrix::tests::{agreeing_record, collected};
+    use std::os::unix::fs::PermissionsExt;
 
+    /// Kernel `kernel` (guest 6.1) that ran tail_call.chain with the JIT and
+    /// counted `n` tail calls.
     pub(crate) fn run(kernel: &str, n: u32) -> KernelRun {
-        let jit = JitMode::Jit;
-        let record = CaseRecord {
-            case: CaseId::TailCallChain,
-            jit: JitMode::Jit,
-            outcome: Outcome::Accepted,
-            measured: Measured {
-                tail_calls: Some(n),
-                bpf_jit_enable: Some(jit.sysctl_value().into()),
-                jited_bytes: [(
-                    "chain_body".to_string(),
-                    if jit == JitMode::Jit { 64 } else { 0 },
-                )]
-                .into(),
-                ..Measured::default()
-            },
-            duration_ms: 1,
-        };
+        let mut record = agreeing_record(CaseId::TailCallChain, JitMode::Jit, "6.1.0-56-amd64");
+        record.measured.tail_calls = Some(n);
         let mut run = KernelRun::judge(
             kernel,
             "test",
             &[CaseId::TailCallChain],
             &[JitMode::Jit],
-            Collected {
-                release: Some("6.1.0-56-amd64".into()),
-                done_ms: Some(1),
-                records: [((record.case, record.jit), record)].into(),
-                ..Collected::default()
-            },
+            collected(vec![record]),
             None,
         );
         run.accel = Some("tcg".into());
@@ -449,7 +477,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_agreeing_run_reads_ok() {
-        let text = terminal(&Document::from_runs(&[run("6.1", 33)]), false);
+        let text = terminal(&Matrix::from_runs([run("6.1", 33)]), false);
         assert!(text.contains("tail_call.chain  ✓ 33 tail calls"), "{text}");
         assert!(
             text.contains("6.1: guest 6.1.0-56-amd64 under tcg"),
@@ -463,7 +491,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_disagreement_shows_expected_and_got() {
-        let text = terminal(&Document::from_runs(&[run("6.1", 32)]), false);
+        let text = terminal(&Matrix::from_runs([run("6.1", 32)]), false);
         assert!(text.contains("✗ 32 tail calls"), "{text}");
         assert!(
             text.contains("  expected: accepted, 33 tail calls"),
@@ -477,17 +505,97 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_refusal_is_explained_with_the_verifiers_words() {
+        let mut record = agreeing_record(
+            CaseId::Bpf2bpfTailCallInSubprog,
+            JitMode::Interpreter,
+            "6.1.0-56-amd64",
+        );
+        let Outcome::Rejected { errno, .. } = &mut record.outcome else {
+            panic!("{record:?}")
+        };
+        *errno = 13;
+        let cell = Cell::judge(
+            record.case,
+            record.jit,
+            Some("6.1.0-56-amd64"),
+            Some(record),
+            "unused",
+        );
+        assert_eq!(cell_summary(&cell), "rejected EACCES");
+        let text = explain(&cell);
+        assert!(
+            text.contains("  got:      rejected at load mix_entry, EACCES\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  verifier: tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  - errno: expected EINVAL, got EACCES\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn unavailable_kernels_are_named_and_never_counted_as_passes() {
-        let doc = Document::from_runs(&[run("6.1", 33), unavailable("4.16")]);
-        let text = terminal(&doc, false);
+        let m = Matrix::from_runs([run("6.1", 33), unavailable("4.16")]);
+        let text = terminal(&m, false);
         assert!(text.contains("4.16: unavailable: not reachable"), "{text}");
         assert!(text.contains("OK: 1 cells agree"), "{text}");
         assert!(text.contains("unavailable here: 4.16"), "{text}");
-        let only = Document::from_runs(&[unavailable("4.16")]);
+        let only = Matrix::from_runs([unavailable("4.16")]);
         assert!(!only.all_agree());
         assert_eq!(
             verdict_line(&only),
             "NOTHING TESTED: no kernel could be had here (unavailable: 4.16)"
         );
+    }
+
+    #[test]
+    fn all_three_files_are_written_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Matrix::from_runs([run("6.1", 33)]);
+        let paths = write_reports(&m, dir.path()).unwrap();
+        assert_eq!(paths.len(), 3);
+        assert_eq!(json::read(&paths[0]).unwrap(), m);
+        assert_eq!(std::fs::read_to_string(&paths[1]).unwrap(), markdown(&m));
+        assert_eq!(std::fs::read_to_string(&paths[2]).unwrap(), html(&m));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn an_unwritable_folder_is_a_clear_error_and_leaves_nothing() {
+        if nix_is_root() {
+            // root ignores directory permissions; a path under a regular file
+            // cannot be created by anyone.
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("file");
+            std::fs::write(&file, "x").unwrap();
+            let err = format!("{:#}", check_writable(&file.join("reports")).unwrap_err());
+            assert!(err.contains("cannot create the report folder"), "{err}");
+            let m = Matrix::from_runs([run("6.1", 33)]);
+            assert!(write_reports(&m, &file.join("reports")).is_err());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+        let err = format!("{:#}", check_writable(dir.path()).unwrap_err());
+        assert!(err.contains("is not writable"), "{err}");
+        let m = Matrix::from_runs([run("6.1", 33)]);
+        assert!(write_reports(&m, dir.path()).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    fn nix_is_root() -> bool {
+        std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false)
     }
 }

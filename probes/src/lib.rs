@@ -5,6 +5,38 @@
 //! The BPF C programs live beside this crate in `probes/bpf/`; the guest agent that
 //! loads them with aya lives in `probes/agent/`. The host never links aya: it only
 //! needs these types.
+//!
+//! # Words
+//!
+//! bpfmatrix uses one word for each thing, here, on the host, in `matrix.json` and
+//! in every report:
+//!
+//! - **case**: one question asked of the kernel ([`CaseId`]), run once per **JIT
+//!   mode** ([`JitMode`]); a **cell** is one kernel x JIT mode x case, and the
+//!   **matrix** is every cell of every kernel (the host's `matrix::Matrix`, written
+//!   out as `matrix.json`).
+//! - **outcome**: what the guest saw when it ran a case: accepted, rejected (the
+//!   refused step, the errno, the verifier's words), unsupported, or an error of the
+//!   agent itself ([`Outcome`]). With what it **measured** ([`Measured`]) it makes
+//!   the guest's **record** of the case ([`CaseRecord`]), sent home as it is.
+//! - **expectation**: what the documented kernel facts say the outcome and the
+//!   measured values of a cell should be (the host's `expect::Expectation`, derived
+//!   from `harness/features.toml`).
+//! - **verdict**: whether outcome and expectation agree: agrees, disagrees (with
+//!   each difference), or no answer (no record, or no expectation for the kernel)
+//!   (the host's `matrix::Verdict`). Only the host gives verdicts, in one place
+//!   (`matrix::Cell::judge`), and gives them again whenever it reads a
+//!   `matrix.json`; the guest never judges.
+//! - **run status**: what became of a kernel's run as a whole: completed,
+//!   unavailable (the kernel could not be had), or failed (the host's
+//!   `matrix::RunStatus`). How the VM's boot ended (`bpfmatrix_vm`'s `BootEnd`:
+//!   powered off, panicked, timed out...) is one of the things it is decided from.
+//!
+//! The tc programs of the `fentry_fexit_tc` cases return a **tc verdict**
+//! (`TC_ACT_OK`, `TC_ACT_SHOT`) that fexit observes ([`VerdictObservation`],
+//! [`Measured::verdicts`]): always called the tc verdict, it is a measured value,
+//! never a verdict in the sense above. A [`Fault`] is a misbehaviour the fault suite
+//! asks of the agent, not a result.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -290,7 +322,8 @@ pub enum GuestMessage {
     },
 }
 
-/// The kernel's answer to one case in one JIT mode.
+/// The guest's record of one case in one JIT mode: its outcome and what it
+/// measured, the kernel's answer as the guest saw it (judged only by the host).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CaseRecord {
     pub case: CaseId,
@@ -302,8 +335,8 @@ pub struct CaseRecord {
     pub duration_ms: u64,
 }
 
-/// Whether the verifier accepted the case's programs, in the kernel's own words
-/// when it did not.
+/// The outcome: what the guest saw when it ran a case. Whether the verifier
+/// accepted the case's programs, in the kernel's own words when it did not.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
@@ -334,7 +367,8 @@ impl Outcome {
     }
 }
 
-/// How a verdict reached the tc program.
+/// How the tc program whose tc verdict fexit observes was run: by
+/// BPF_PROG_TEST_RUN, or by real packets on loopback.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -342,7 +376,8 @@ pub enum Trigger {
     Loopback,
 }
 
-/// One verdict the tc program was told to return, and what fexit saw.
+/// One tc verdict (`TC_ACT_*`, the tc program's return value) the tc program was
+/// told to return, and what fexit saw.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct VerdictObservation {
     pub trigger: Trigger,

@@ -6,7 +6,8 @@
 #
 # Exit status: that of `bpfmatrix merge`, 1 when any cell disagrees, any kernel
 # run failed or a required kernel is not covered; 2 when there is nothing to
-# merge, an option is wrong or a report file is missing.
+# merge, an option is wrong, an input is refused (a stored verdict that does not
+# hold up when judged again, a planned cell missing) or a report file is missing.
 #
 # Usage: ci/merge.sh [OUT_DIR [MATRIX_JSON...]]   (run from the repository root in CI)
 #   defaults: OUT_DIR=merged, MATRIX_JSON=reports/*/matrix.json

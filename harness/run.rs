@@ -164,6 +164,7 @@ fn try_run(
                 },
                 memory_mib: settings.memory_mib,
                 timeout: settings.timeout.max(VNG_MIN_TIMEOUT),
+                max_result_bytes: settings.max_result_bytes,
                 extra_append: String::new(),
                 vng: None,
             };

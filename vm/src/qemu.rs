@@ -1,7 +1,9 @@
-//! Boots one guest under QEMU and reports what happened: owns the QEMU process and
-//! its command line, turns its console and the guest's result port into typed
-//! [`VmEvent`]s, and ends every boot in a [`BootEnd`] (powered off, panicked, timed
-//! out, or QEMU failed), never hanging and never leaving a QEMU process behind.
+//! Boots one guest under QEMU and reports what happened: owns QEMU's command line
+//! and the choice of accelerator (the KVM probe and the fallback to TCG), and hands
+//! the process to [`crate::supervisor`], which turns its console and the guest's
+//! result port into typed [`VmEvent`]s and ends every boot in a [`BootEnd`]
+//! (powered off, panicked, timed out, or QEMU failed), never hanging and never
+//! leaving a QEMU process behind.
 //!
 //! Two serial ports: ttyS0 is the console (QEMU's stdout, kernel messages and all);
 //! ttyS1 is the result port, where only the agent writes. The result port is a unix
@@ -10,33 +12,20 @@
 //! arrives when QEMU exits, and unlike QEMU-as-server no line can be lost before the
 //! host connects. The kernel never prints to ttyS1, so the console cannot corrupt it.
 
+use crate::supervisor::{supervise, ResultPort, Supervised, Supervision};
+pub use crate::supervisor::{
+    AccelUsed, BootEnd, BootOutcome, GuestLine, Runner, VmEvent, MAX_RESULT_BYTES,
+};
 use anyhow::{bail, Context};
 use bpfmatrix_kernels::Kernel;
-use bpfmatrix_probes::MAX_LINE_BYTES;
-use serde::Serialize;
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Mutex;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-/// The most the guest may send on the result port in one boot; beyond it the boot
-/// ends as [`BootEnd::TooMuchOutput`] so a runaway guest cannot exhaust the host.
-pub const MAX_RESULT_BYTES: u64 = 16 << 20;
-/// Console lines kept for [`BootOutcome::console_tail`].
-const CONSOLE_TAIL: usize = 300;
-/// Longest console line kept; the console is for humans, longer lines are cut.
-const MAX_CONSOLE_LINE: usize = 16 * 1024;
-/// How long to keep reading the console after a panic line, for the backtrace.
-const PANIC_GRACE: Duration = Duration::from_secs(1);
-const PANIC_MARKER: &str = "Kernel panic - not syncing";
+use std::time::Duration;
 
 // TCG flags, measured (Debian 6.1 vmlinux through PVH, static C init that writes a
 // line and powers off, wall time of QEMU, 3 runs each, 2-core machine, QEMU 7.2):
@@ -88,23 +77,6 @@ impl fmt::Display for Accel {
     }
 }
 
-/// The accelerator a boot actually ran under.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AccelUsed {
-    Kvm,
-    Tcg,
-}
-
-impl fmt::Display for AccelUsed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AccelUsed::Kvm => "kvm",
-            AccelUsed::Tcg => "tcg",
-        })
-    }
-}
-
 /// One boot to perform.
 #[derive(Clone, Debug)]
 pub struct BootSpec {
@@ -147,116 +119,6 @@ impl BootSpec {
             max_result_bytes: MAX_RESULT_BYTES,
             silence_deadline: Duration::from_secs(10),
         }
-    }
-}
-
-/// What a boot started: QEMU itself, or virtme-ng's `vng` (which starts QEMU).
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Runner {
-    Qemu,
-    Vng,
-}
-
-impl fmt::Display for Runner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Runner::Qemu => "QEMU",
-            Runner::Vng => "virtme-ng",
-        })
-    }
-}
-
-/// What a boot reports while it runs, in order.
-#[derive(Serialize, Clone, Debug, PartialEq)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum VmEvent {
-    /// QEMU (or vng) is being started (once per attempt). Nothing has run in the
-    /// guest yet: QEMU may still abort, or the kernel die before the agent speaks.
-    Starting {
-        runner: Runner,
-        accel: AccelUsed,
-        command: String,
-    },
-    /// The guest's first result line (the agent's hello) arrived, `after` QEMU's
-    /// (or vng's) start: the guest is really running (once per attempt).
-    GuestSpoke {
-        accel: AccelUsed,
-        #[serde(serialize_with = "secs")]
-        after: Duration,
-    },
-    /// KVM did not work; the boot is being retried under TCG (and later boots of this
-    /// process go straight to TCG).
-    KvmFallback { reason: String },
-    /// A line of the guest's console (kernel messages, the agent's stderr).
-    Console(String),
-    /// A line from the result port.
-    GuestLine(GuestLine),
-}
-
-/// One line from the result port, without its newline.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-pub struct GuestLine {
-    pub text: String,
-    /// The line was longer than [`MAX_LINE_BYTES`]; `text` is its start.
-    pub truncated: bool,
-}
-
-/// How a boot ended.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum BootEnd {
-    /// The guest powered off and QEMU exited on its own.
-    PoweredOff,
-    /// The kernel panicked; the console from the panic line on.
-    Panicked { lines: Vec<String> },
-    /// Before the agent's first line, the guest went silent (no console output
-    /// for [`BootSpec::silence_deadline`]) and QEMU was killed: a kernel that died
-    /// early without a panic message, or never started. `last_console` is the
-    /// last console line seen, if any.
-    Silent {
-        #[serde(serialize_with = "secs")]
-        after: Duration,
-        last_console: Option<String>,
-    },
-    /// The overall timeout expired and QEMU was killed.
-    TimedOut {
-        #[serde(serialize_with = "secs")]
-        after: Duration,
-    },
-    /// The guest wrote more than [`MAX_RESULT_BYTES`] to the result port.
-    TooMuchOutput { limit_bytes: u64 },
-    /// QEMU failed to start or exited with an error.
-    QemuFailed { status: String, stderr: String },
-}
-
-/// Everything a boot produced.
-#[derive(Serialize, Clone, Debug)]
-pub struct BootOutcome {
-    pub accel: AccelUsed,
-    /// Why KVM was not used although it was asked for (Auto), if it was not.
-    pub kvm_fallback: Option<String>,
-    /// Lines from the result port, in order.
-    pub lines: Vec<GuestLine>,
-    /// The last lines of the console.
-    pub console_tail: Vec<String>,
-    pub end: BootEnd,
-    /// Wall time of the final boot attempt (the one under `accel`).
-    #[serde(serialize_with = "secs")]
-    pub wall: Duration,
-    /// From QEMU's start to the first result line.
-    #[serde(serialize_with = "opt_secs")]
-    pub first_line_after: Option<Duration>,
-}
-
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_some(&d.as_secs_f64()),
-        None => s.serialize_none(),
     }
 }
 
@@ -409,42 +271,15 @@ pub fn qemu_args(spec: &BootSpec, accel: AccelUsed, result_socket: &Path) -> Vec
     args
 }
 
-/// Messages from the reader threads to the boot loop.
-enum Msg {
-    Console(String),
-    Guest(GuestLine),
-    GuestOverflow,
-}
-
 struct Attempt {
     outcome: BootOutcome,
     /// Set when this was a KVM probe (a deadline was given) and KVM showed no life.
     kvm_failure: Option<String>,
 }
 
-/// QEMU, killed and reaped when dropped, so no path out of a boot (error, host
-/// panic) leaves it running.
-struct QemuProcess {
-    child: Child,
-    done: bool,
-}
-
-impl QemuProcess {
-    fn kill(&mut self) {
-        if !self.done {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.done = true;
-        }
-    }
-}
-
-impl Drop for QemuProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
+/// One boot attempt under `accel`: QEMU run by [`supervise`], the result port a
+/// socket in a temporary directory. With `kvm_deadline` this is the KVM probe, and
+/// the attempt says why KVM failed if it showed no life.
 fn attempt(
     qemu: &Path,
     spec: &BootSpec,
@@ -459,378 +294,47 @@ fn attempt(
     let socket = dir.path().join("result.sock");
     let listener = UnixListener::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
-    listener.set_nonblocking(true)?;
-
-    let args = qemu_args(spec, accel, &socket);
-    let command = std::iter::once(qemu.as_os_str().to_owned())
-        .chain(args.iter().cloned())
-        .map(|a| shell_quote(&a.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    on_event(&VmEvent::Starting {
-        runner: Runner::Qemu,
-        accel,
+    let mut command = Command::new(qemu);
+    command.args(qemu_args(spec, accel, &socket));
+    let Supervised {
+        outcome,
+        missed_first_line,
+    } = supervise(
         command,
-    });
-
-    let start = Instant::now();
-    let child = Command::new(qemu)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", qemu.display()))?;
-    let mut proc = QemuProcess { child, done: false };
-
-    let (tx, rx) = mpsc::channel();
-    let stdout = proc.child.stdout.take().expect("stdout is piped");
-    let stderr = proc.child.stderr.take().expect("stderr is piped");
-    let console_thread = spawn_console_reader(stdout, tx.clone());
-    let stderr_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        // QEMU's complaints are short; cap them anyway.
-        let _ = stderr.take(64 * 1024).read_to_string(&mut text);
-        text
-    });
-
-    let mut run = Run {
-        accel,
-        max_result_bytes: spec.max_result_bytes,
-        start,
-        lines: Vec::new(),
-        console: VecDeque::new(),
-        first_line_after: None,
-        panic: None,
-        last_sign: start,
-    };
-    let mut result_thread: Option<JoinHandle<()>> = None;
-    let mut tx = Some(tx);
-
-    let end = loop {
-        // QEMU connects to the result socket while it starts, before the guest runs.
-        if result_thread.is_none() {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(false)?;
-                    let tx = tx
-                        .take()
-                        .expect("sender kept until the result port connects");
-                    let cap = spec.max_result_bytes;
-                    result_thread = Some(std::thread::spawn(move || {
-                        read_capped_lines(stream, MAX_LINE_BYTES, cap, |msg| tx.send(msg).is_ok())
-                    }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e).context("accepting QEMU's result port connection"),
-            }
-        }
-        // Take what has arrived (a bounded batch, so a flood of console lines
-        // cannot starve the exit and timeout checks below).
-        let mut ended = None;
-        let mut next = match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(msg) => Some(msg),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
-        };
-        let mut batch = 0;
-        while let Some(msg) = next.take() {
-            if let Some(end) = run.handle(msg, on_event) {
-                ended = Some(end);
-                break;
-            }
-            batch += 1;
-            if batch < 1024 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if let Some(end) = ended {
-            break end;
-        }
-        if let Some(status) = proc.child.try_wait()? {
-            proc.done = true;
-            // Drain what the readers still hold: they end at EOF now QEMU is gone.
-            drop(tx.take());
-            let _ = console_thread.join();
-            if let Some(t) = result_thread.take() {
-                let _ = t.join();
-            }
-            let mut overflow = None;
-            while let Ok(msg) = rx.try_recv() {
-                if let Some(end) = run.handle(msg, on_event) {
-                    overflow.get_or_insert(end);
-                }
-            }
-            let stderr = stderr_thread.join().unwrap_or_default();
-            break if let Some(end) = overflow {
-                end
-            } else if let Some(lines) = run.panic.take().map(|p| p.1) {
-                BootEnd::Panicked { lines }
-            } else if status.success() {
-                BootEnd::PoweredOff
-            } else {
-                BootEnd::QemuFailed {
-                    status: status.to_string(),
-                    stderr,
-                }
-            };
-        }
-        let elapsed = start.elapsed();
-        if let Some((deadline, _)) = &run.panic {
-            if Instant::now() >= *deadline {
-                break BootEnd::Panicked {
-                    lines: run.panic.take().unwrap().1,
-                };
-            }
-        }
-        if let Some(deadline) = kvm_deadline {
-            if run.lines.is_empty() && elapsed >= deadline {
-                proc.kill();
-                let outcome = run.finish(BootEnd::TimedOut { after: elapsed });
-                return Ok(Attempt {
-                    outcome,
-                    kvm_failure: Some(format!(
-                        "no line from the guest within {:.1} s under KVM",
-                        deadline.as_secs_f64()
-                    )),
-                });
-            }
-        }
-        if run.lines.is_empty()
-            && run.panic.is_none()
-            && run.last_sign.elapsed() >= spec.silence_deadline
-        {
-            break BootEnd::Silent {
-                after: elapsed,
-                last_console: run.console.back().cloned(),
-            };
-        }
-        if elapsed >= spec.timeout {
-            break BootEnd::TimedOut { after: elapsed };
-        }
-    };
-    proc.kill();
-    let kvm_failure = match (&end, kvm_deadline) {
-        (BootEnd::QemuFailed { status, stderr }, Some(_)) if run.lines.is_empty() => Some(format!(
-            "QEMU failed under KVM ({status}): {}",
-            stderr.lines().last().unwrap_or("").trim()
+        Supervision {
+            runner: Runner::Qemu,
+            accel,
+            results: ResultPort::Socket(listener),
+            timeout: spec.timeout,
+            max_result_bytes: spec.max_result_bytes,
+            silence_deadline: Some(spec.silence_deadline),
+            first_line_deadline: kvm_deadline,
+        },
+        on_event,
+    )?;
+    let kvm_failure = match (kvm_deadline, &outcome.end) {
+        (Some(deadline), _) if missed_first_line => Some(format!(
+            "no line from the guest within {:.1} s under KVM",
+            deadline.as_secs_f64()
         )),
+        (Some(_), BootEnd::QemuFailed { status, stderr }) if outcome.lines.is_empty() => {
+            Some(format!(
+                "QEMU failed under KVM ({status}): {}",
+                stderr.lines().last().unwrap_or("").trim()
+            ))
+        }
         _ => None,
     };
     Ok(Attempt {
-        outcome: run.finish(end),
+        outcome,
         kvm_failure,
     })
-}
-
-/// The state of one boot attempt as messages arrive.
-struct Run {
-    accel: AccelUsed,
-    max_result_bytes: u64,
-    start: Instant,
-    lines: Vec<GuestLine>,
-    console: VecDeque<String>,
-    first_line_after: Option<Duration>,
-    /// Set by a panic line: until when to keep reading, and the lines so far.
-    panic: Option<(Instant, Vec<String>)>,
-    /// When the guest last showed life (a console or result line; QEMU's start
-    /// before the first).
-    last_sign: Instant,
-}
-
-impl Run {
-    /// Takes one message; returns how the boot ends if this message ends it.
-    fn handle(&mut self, msg: Msg, on_event: &mut dyn FnMut(&VmEvent)) -> Option<BootEnd> {
-        match msg {
-            Msg::Console(line) => {
-                self.last_sign = Instant::now();
-                if let Some((_, lines)) = &mut self.panic {
-                    lines.push(line.clone());
-                } else if line.contains(PANIC_MARKER) {
-                    self.panic = Some((Instant::now() + PANIC_GRACE, vec![line.clone()]));
-                }
-                if self.console.len() == CONSOLE_TAIL {
-                    self.console.pop_front();
-                }
-                self.console.push_back(line.clone());
-                on_event(&VmEvent::Console(line));
-                None
-            }
-            Msg::Guest(line) => {
-                self.last_sign = Instant::now();
-                if self.first_line_after.is_none() {
-                    let after = self.start.elapsed();
-                    self.first_line_after = Some(after);
-                    on_event(&VmEvent::GuestSpoke {
-                        accel: self.accel,
-                        after,
-                    });
-                }
-                on_event(&VmEvent::GuestLine(line.clone()));
-                self.lines.push(line);
-                None
-            }
-            Msg::GuestOverflow => Some(BootEnd::TooMuchOutput {
-                limit_bytes: self.max_result_bytes,
-            }),
-        }
-    }
-
-    fn finish(self, end: BootEnd) -> BootOutcome {
-        BootOutcome {
-            accel: self.accel,
-            kvm_fallback: None,
-            lines: self.lines,
-            console_tail: self.console.into(),
-            end,
-            wall: self.start.elapsed(),
-            first_line_after: self.first_line_after,
-        }
-    }
-}
-
-fn spawn_console_reader(stdout: impl Read + Send + 'static, tx: Sender<Msg>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        // The console is unbounded in total (QEMU stops when the boot ends), only
-        // each line is capped; the tail kept is bounded by CONSOLE_TAIL.
-        read_capped_lines(stdout, MAX_CONSOLE_LINE, u64::MAX, |msg| {
-            let msg = match msg {
-                Msg::Guest(line) => Msg::Console(line.text),
-                other => other,
-            };
-            tx.send(msg).is_ok()
-        })
-    })
-}
-
-/// Reads `input` line by line, passing each line (newline and a trailing CR removed)
-/// to `emit` as [`Msg::Guest`]. A line longer than `max_line` bytes is cut there and
-/// marked truncated, and the rest of it is discarded unread into memory; once
-/// `max_total` bytes have been read, [`Msg::GuestOverflow`] is emitted and reading
-/// stops. Stops early if `emit` returns false.
-fn read_capped_lines(
-    input: impl Read,
-    max_line: usize,
-    max_total: u64,
-    mut emit: impl FnMut(Msg) -> bool,
-) {
-    let mut reader = BufReader::with_capacity(64 * 1024, input);
-    let mut line: Vec<u8> = Vec::new();
-    let mut truncated = false;
-    let mut total: u64 = 0;
-    let finish = |line: &mut Vec<u8>, truncated: &mut bool| {
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        let msg = Msg::Guest(GuestLine {
-            text: String::from_utf8_lossy(line).into_owned(),
-            truncated: *truncated,
-        });
-        line.clear();
-        *truncated = false;
-        msg
-    };
-    loop {
-        let buf = match reader.fill_buf() {
-            Ok([]) => break,
-            Ok(buf) => buf,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let (chunk, consumed, ends_line) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], i + 1, true),
-            None => (buf, buf.len(), false),
-        };
-        let room = max_line.saturating_sub(line.len());
-        if chunk.len() > room {
-            truncated = true;
-        }
-        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        reader.consume(consumed);
-        total += consumed as u64;
-        if total > max_total {
-            emit(Msg::GuestOverflow);
-            return;
-        }
-        if ends_line && !emit(finish(&mut line, &mut truncated)) {
-            return;
-        }
-    }
-    if !line.is_empty() || truncated {
-        emit(finish(&mut line, &mut truncated));
-    }
-}
-
-/// Quotes an argument for the shell, for the human-readable command in
-/// [`VmEvent::Starting`] (and the command virtme-ng runs in its guest).
-pub(crate) fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-    if plain {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bpfmatrix_kernels::BootProtocol;
-
-    fn collect(input: &[u8], max_line: usize, max_total: u64) -> Vec<Result<GuestLine, ()>> {
-        let mut out = Vec::new();
-        read_capped_lines(input, max_line, max_total, |msg| {
-            out.push(match msg {
-                Msg::Guest(l) => Ok(l),
-                Msg::GuestOverflow => Err(()),
-                Msg::Console(_) => unreachable!(),
-            });
-            true
-        });
-        out
-    }
-
-    fn line(text: &str, truncated: bool) -> Result<GuestLine, ()> {
-        Ok(GuestLine {
-            text: text.into(),
-            truncated,
-        })
-    }
-
-    #[test]
-    fn lines_are_split_and_capped() {
-        let input = b"hello\r\nthis line is far too long\nok\nlast without newline";
-        assert_eq!(
-            collect(input, 8, u64::MAX),
-            [
-                line("hello", false),
-                line("this lin", true),
-                line("ok", false),
-                line("last wit", true)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_long_line_split_across_reads_is_cut_once() {
-        // Longer than the reader's buffer, so it arrives in several chunks.
-        let mut input = vec![b'x'; 200_000];
-        input.extend_from_slice(b"\nnext\n");
-        let out = collect(&input, 1000, u64::MAX);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].as_ref().unwrap().text.len(), 1000);
-        assert!(out[0].as_ref().unwrap().truncated);
-        assert_eq!(out[1], line("next", false));
-    }
-
-    #[test]
-    fn total_cap_ends_reading() {
-        let input = b"aaaa\nbbbb\ncccc\ndddd\n".repeat(10);
-        let out = collect(&input, 100, 12);
-        assert_eq!(out, [line("aaaa", false), line("bbbb", false), Err(())]);
-    }
 
     #[test]
     fn command_line_has_console_result_port_and_accel() {
@@ -876,15 +380,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("auto, kvm or tcg"));
-    }
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(shell_quote("-m"), "-m");
-        assert_eq!(
-            shell_quote("console=ttyS0 panic=-1"),
-            "'console=ttyS0 panic=-1'"
-        );
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
 }

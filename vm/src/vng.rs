@@ -28,25 +28,20 @@
 //! [`install_vng`] puts virtme-ng into a virtualenv in the cache when it is not on
 //! PATH (the benchmark and the test trial use it; the backend only [`find_vng`]s).
 
-use crate::qemu::{
-    shell_quote, AccelUsed, BootEnd, BootOutcome, GuestLine, Runner, VmEvent, MAX_RESULT_BYTES,
+use crate::supervisor::{
+    shell_quote, supervise, AccelUsed, BootEnd, BootOutcome, ResultPort, Runner, Supervision,
+    VmEvent, MAX_RESULT_BYTES,
 };
 use anyhow::{bail, Context};
 use bpfmatrix_kernels::{BzImageHeader, Kernel, ModuleFile};
-use bpfmatrix_probes::{Plan, MAX_LINE_BYTES};
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
+use bpfmatrix_probes::Plan;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The virtme-ng release the benchmark installs and this backend was written for.
 pub const VNG_VERSION: &str = "1.42";
-
-/// Console (stderr) lines kept for [`BootOutcome::console_tail`].
-const CONSOLE_TAIL: usize = 300;
 
 /// One run under virtme-ng.
 #[derive(Clone, Debug)]
@@ -63,6 +58,10 @@ pub struct VngSpec {
     pub memory_mib: u32,
     /// The whole run, vng's start to its exit.
     pub timeout: Duration,
+    /// The most the agent may write to its result port (vng's stdout) before the
+    /// run is ended as [`BootEnd::TooMuchOutput`] ([`MAX_RESULT_BYTES`] unless a
+    /// test lowers it).
+    pub max_result_bytes: u64,
     /// Appended to the kernel command line (`--append`).
     pub extra_append: String,
     /// The vng executable; [`find_vng`] when None.
@@ -360,169 +359,34 @@ pub fn boot_vng(spec: &VngSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::R
         shell_quote(&spec.agent.to_string_lossy()),
         shell_quote(&plan_path.to_string_lossy())
     );
-    let args = vng_args(spec, &image, &agent_cmd);
-    let command = std::iter::once(vng.to_string_lossy().into_owned())
-        .chain(args.iter().cloned())
-        .map(|a| shell_quote(&a))
-        .collect::<Vec<_>>()
-        .join(" ");
-    on_event(&VmEvent::Starting {
-        runner: Runner::Vng,
-        accel: spec.accel,
+    let mut command = vng_command(&vng, dir.path());
+    command.args(vng_args(spec, &image, &agent_cmd));
+    let supervised = supervise(
         command,
-    });
+        Supervision {
+            runner: Runner::Vng,
+            accel: spec.accel,
+            results: ResultPort::Stdout,
+            timeout: spec.timeout,
+            max_result_bytes: spec.max_result_bytes,
+            // vng's stderr carries the agent's stderr only: it is silent while the
+            // guest boots (up to a minute under TCG), so no silence watchdog.
+            silence_deadline: None,
+            first_line_deadline: None,
+        },
+        on_event,
+    )?;
+    Ok(supervised.outcome)
+}
 
-    let start = Instant::now();
-    let mut child = Command::new(&vng)
-        .args(&args)
-        .current_dir(dir.path())
-        // vng finds virtme-run and friends next to itself.
-        .env("PATH", path_with(vng.parent()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group: a timeout kills vng and the QEMU it started.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start {}", vng.display()))?;
-    let pgid = child.id() as i32;
-
-    enum Msg {
-        Out(String, bool),
-        Err(String),
-        Overflow,
-    }
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let tx_out = tx.clone();
-    let out_thread = std::thread::spawn(move || {
-        let mut total = 0u64;
-        let mut reader = BufReader::new(stdout.take(MAX_RESULT_BYTES + 1));
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    total += n as u64;
-                    if total > MAX_RESULT_BYTES {
-                        let _ = tx_out.send(Msg::Overflow);
-                        break;
-                    }
-                    while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                        buf.pop();
-                    }
-                    let truncated = buf.len() > MAX_LINE_BYTES;
-                    buf.truncate(MAX_LINE_BYTES);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    if tx_out.send(Msg::Out(text, truncated)).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    let err_thread = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(Msg::Err(line)).is_err() {
-                break;
-            }
-        }
-    });
-
-    let mut lines = Vec::new();
-    let mut console: VecDeque<String> = VecDeque::new();
-    let mut first_line_after = None;
-    let mut handle =
-        |msg: Msg, lines: &mut Vec<GuestLine>, console: &mut VecDeque<String>| -> bool {
-            match msg {
-                Msg::Out(text, truncated) => {
-                    if first_line_after.is_none() {
-                        let after = start.elapsed();
-                        first_line_after = Some(after);
-                        on_event(&VmEvent::GuestSpoke {
-                            accel: spec.accel,
-                            after,
-                        });
-                    }
-                    let line = GuestLine { text, truncated };
-                    on_event(&VmEvent::GuestLine(line.clone()));
-                    lines.push(line);
-                    false
-                }
-                Msg::Err(line) => {
-                    if console.len() == CONSOLE_TAIL {
-                        console.pop_front();
-                    }
-                    console.push_back(line.clone());
-                    on_event(&VmEvent::Console(line));
-                    false
-                }
-                Msg::Overflow => true,
-            }
-        };
-    let kill = |child: &mut std::process::Child| {
-        // SAFETY: signals the process group this function created (pgid = vng's pid).
-        unsafe { libc_killpg(pgid) };
-        let _ = child.kill();
-        let _ = child.wait();
-    };
-    let end = loop {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(msg) => {
-                if handle(msg, &mut lines, &mut console) {
-                    kill(&mut child);
-                    break BootEnd::TooMuchOutput {
-                        limit_bytes: MAX_RESULT_BYTES,
-                    };
-                }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
-        }
-        if let Some(status) = child.try_wait()? {
-            let _ = out_thread.join();
-            let _ = err_thread.join();
-            let mut overflow = false;
-            while let Ok(msg) = rx.try_recv() {
-                overflow |= handle(msg, &mut lines, &mut console);
-            }
-            break if overflow {
-                BootEnd::TooMuchOutput {
-                    limit_bytes: MAX_RESULT_BYTES,
-                }
-            } else if status.success() {
-                BootEnd::PoweredOff
-            } else {
-                BootEnd::QemuFailed {
-                    status: status.to_string(),
-                    stderr: console
-                        .iter()
-                        .rev()
-                        .take(20)
-                        .rev()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                }
-            };
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= spec.timeout {
-            kill(&mut child);
-            break BootEnd::TimedOut { after: elapsed };
-        }
-    };
-    Ok(BootOutcome {
-        accel: spec.accel,
-        kvm_fallback: None,
-        lines,
-        console_tail: console.into(),
-        end,
-        wall: start.elapsed(),
-        first_line_after,
-    })
+/// `vng`, run from `dir` (its own directory for this run) with its own bin
+/// directory first on PATH (it runs `virtme-run` and friends from there).
+fn vng_command(vng: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(vng);
+    command
+        .current_dir(dir)
+        .env("PATH", path_with(vng.parent()));
+    command
 }
 
 /// Runs `vng --run KERNEL [--disable-kvm] --exec true` and returns its wall time:
@@ -548,44 +412,32 @@ pub fn time_exec_true(
         args.push("--disable-kvm".into());
     }
     args.extend(["--exec".to_string(), "true".to_string()]);
-    let start = Instant::now();
-    let mut child = Command::new(vng)
-        .args(&args)
-        .current_dir(dir.path())
-        .env("PATH", path_with(vng.parent()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start {}", vng.display()))?;
-    let pgid = child.id() as i32;
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let err_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.take(64 * 1024).read_to_string(&mut text);
-        text
-    });
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let wall = start.elapsed();
-            let stderr = err_thread.join().unwrap_or_default();
-            if !status.success() {
-                bail!(
-                    "vng --exec true failed ({status}): {}",
-                    last_words(stderr.lines())
-                );
-            }
-            return Ok(wall);
+    let mut command = vng_command(vng, dir.path());
+    command.args(&args);
+    let outcome = supervise(
+        command,
+        Supervision {
+            runner: Runner::Vng,
+            accel,
+            results: ResultPort::Stdout,
+            timeout,
+            max_result_bytes: MAX_RESULT_BYTES,
+            silence_deadline: None,
+            first_line_deadline: None,
+        },
+        &mut |_| {},
+    )?
+    .outcome;
+    match outcome.end {
+        BootEnd::PoweredOff => Ok(outcome.wall),
+        BootEnd::TimedOut { .. } => {
+            bail!("vng --exec true took longer than {timeout:?} and was killed")
         }
-        if start.elapsed() >= timeout {
-            // SAFETY: signals the process group created above.
-            unsafe { libc_killpg(pgid) };
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("vng --exec true took longer than {timeout:?} and was killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        BootEnd::QemuFailed { status, .. } => bail!(
+            "vng --exec true failed ({status}): {}",
+            last_words(outcome.console_tail.iter().map(String::as_str))
+        ),
+        other => bail!("vng --exec true ended unexpectedly: {other:?}"),
     }
 }
 
@@ -620,20 +472,6 @@ pub fn check_modules(kernel: &Kernel) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// SIGKILL to a process group.
-///
-/// # Safety
-/// `pgid` must be a process group this process created.
-unsafe fn libc_killpg(pgid: i32) {
-    extern "C" {
-        fn killpg(pgrp: i32, sig: i32) -> i32;
-    }
-    const SIGKILL: i32 = 9;
-    if pgid > 1 {
-        killpg(pgid, SIGKILL);
-    }
 }
 
 /// PATH with `dir` in front (vng runs `virtme-run` from its own bin directory).
@@ -675,6 +513,7 @@ mod tests {
             accel: AccelUsed::Tcg,
             memory_mib: 512,
             timeout: Duration::from_secs(60),
+            max_result_bytes: MAX_RESULT_BYTES,
             extra_append: String::new(),
             vng: None,
         }

@@ -76,6 +76,11 @@ fn main() {
         Trial::test("guest::dies_early", dies_early),
         Trial::test("guest::cut_short", cut_short),
         Trial::test("guest::two_runs_share_the_cache", two_runs_share_the_cache),
+        Trial::test("guest::killed_with_its_guests", killed_with_its_guests),
+        Trial::test(
+            "guest::killed_hard_with_its_guests",
+            killed_hard_with_its_guests,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -1227,4 +1232,234 @@ fn no_answers(run: &KernelRun, why: &str) -> Outcome {
         }
     }
     Ok(())
+}
+
+/// Issue 10: bpfmatrix killed with SIGTERM (`timeout`, a CI runner cancelling a
+/// job, `kill`) while its guest hangs: its QEMU dies with it, within seconds.
+fn killed_with_its_guests() -> Outcome {
+    killed_while_its_guest_hangs("TERM")
+}
+
+/// Issue 10: the same with SIGKILL, which bpfmatrix cannot catch: its QEMU still
+/// dies with it.
+fn killed_hard_with_its_guests() -> Outcome {
+    killed_while_its_guest_hangs("KILL")
+}
+
+/// Starts `bpfmatrix run -k 6.1` on a guest whose agent says hello and hangs, waits
+/// until that QEMU runs as bpfmatrix's child and the guest has spoken, sends
+/// `signal` to bpfmatrix alone (not its process group), and checks that bpfmatrix
+/// died of it and that neither QEMU nor anything else of its process group runs
+/// 5 s later.
+///
+/// The CLI has no way to inject a fault, and gets none: a qemu-system-x86_64
+/// wrapper first on PATH logs its pid and arguments and execs the real QEMU (so
+/// the pid is QEMU's) with the CLI's `-initrd` replaced by a guest built here with
+/// the agent in [`Fault::Hang`].
+fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
+    kernel()?; // the cache holds 6.1 before the CLI starts
+    let agent = agent()?;
+    let dir = tempdir()?;
+    let hang = dir.path().join("hang-initramfs.cpio");
+    let plan = bpfmatrix_probes::Plan {
+        protocol: bpfmatrix_probes::PROTOCOL_VERSION,
+        cases: ONE.to_vec(),
+        jit_modes: vec![JitMode::Jit],
+        modules: vec![],
+        result_port: "/dev/ttyS1".into(),
+        fault: Some(Fault::Hang),
+    };
+    bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &[], &hang)
+        .map_err(|e| format!("cannot build the hanging guest: {e:#}"))?;
+    let qemu =
+        which::which("qemu-system-x86_64").map_err(|_| "qemu-system-x86_64 is not on PATH")?;
+    let log = dir.path().join("qemu.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$$ $*\" >> '{log}'\nn=$#\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = -initrd ]; then a='{hang}'; fi\n  prev=$a\n  set -- \"$@\" \"$a\"\ndone\nshift $n\nexec '{qemu}' \"$@\"\n",
+        log = log.display(),
+        hang = hang.display(),
+        qemu = qemu.display()
+    );
+    let wrapper_dir = dir.path().join("bin");
+    std::fs::create_dir_all(&wrapper_dir).map_err(|e| e.to_string())?;
+    let wrapper = wrapper_dir.join("qemu-system-x86_64");
+    write(&wrapper, script.as_bytes())?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| e.to_string())?;
+    let path = std::env::join_paths(std::iter::once(wrapper_dir.clone()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .map_err(|e| e.to_string())?;
+
+    let Running(child, started) = cli_spawn(
+        &[
+            "run",
+            "-k",
+            "6.1",
+            "-c",
+            "tail_call.chain",
+            "--jit",
+            "jit",
+            "--accel",
+            "tcg",
+            "--timeout",
+            "600",
+        ],
+        &[("PATH", Some(&path.to_string_lossy()))],
+    )?;
+    // Killed (with its process group) whatever happens below.
+    let mut cli = KillOnDrop(child);
+    let bpfmatrix = cli.0.id();
+    let stderr = cli.0.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said = Vec::new();
+    let spoke = Instant::now() + CLI_DEADLINE;
+    while !said
+        .iter()
+        .any(|l: &String| l.contains("guest spoke after"))
+    {
+        let left = spoke.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => said.push(line),
+            Err(_) => {
+                return Err(format!(
+                    "the guest never spoke within {CLI_DEADLINE:?}:\n{}",
+                    said.join("\n")
+                )
+                .into())
+            }
+        }
+    }
+    // The guest said hello and hangs: QEMU runs, bpfmatrix's child.
+    let logged =
+        std::fs::read_to_string(&log).map_err(|e| format!("the wrapper never ran: {e}"))?;
+    let (pid, args) = logged
+        .lines()
+        .last()
+        .and_then(|l| l.split_once(' '))
+        .ok_or("the wrapper logged nothing")?;
+    let qemu_pid: u32 = pid.parse().map_err(|_| format!("bad pid {pid:?}"))?;
+    let socket = args
+        .split_whitespace()
+        .find_map(|a| a.split(",path=").nth(1))
+        .ok_or("no result socket in QEMU's arguments")?
+        .to_string();
+    let p = processes()
+        .find(|p| p.pid == qemu_pid)
+        .ok_or("QEMU is not running")?;
+    check!(
+        p.comm.contains("qemu") && p.ppid == bpfmatrix && p.state != 'Z',
+        "pid {qemu_pid} is not a running QEMU child of bpfmatrix {bpfmatrix}: {} (parent {}, state {})",
+        p.comm,
+        p.ppid,
+        p.state
+    );
+    let group = process_group(qemu_pid).ok_or("QEMU has no process group")?;
+    check!(
+        p.cmdline.contains(hang.to_string_lossy().as_ref()),
+        "QEMU does not boot the hanging guest: {}",
+        p.cmdline
+    );
+
+    let killed = Instant::now();
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &bpfmatrix.to_string()])
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    check!(sent.success(), "kill -{signal} {bpfmatrix} failed");
+    let status = loop {
+        if let Some(status) = cli.0.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        check!(
+            killed.elapsed() < Duration::from_secs(10),
+            "bpfmatrix still runs 10 s after SIG{signal}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let died = killed.elapsed();
+    let expected = if signal == "TERM" { 15 } else { 9 };
+    check!(
+        std::os::unix::process::ExitStatusExt::signal(&status) == Some(expected),
+        "bpfmatrix did not die of SIG{signal}: {status}"
+    );
+    // Dead is gone, or a zombie: this machine's init may not reap orphans.
+    let running = |p: &Proc| !matches!(p.state, 'Z' | 'X');
+    let left = loop {
+        let left: Vec<String> = processes()
+            .filter(|p| running(p) && p.pid != bpfmatrix)
+            .filter(|p| {
+                p.pid == qemu_pid
+                    || process_group(p.pid) == Some(group)
+                    || p.cmdline.contains(socket.as_str())
+                    || p.cmdline.contains(hang.to_string_lossy().as_ref())
+            })
+            .map(|p| {
+                format!(
+                    "{} {} (state {}, parent {}): {}",
+                    p.pid,
+                    p.comm,
+                    p.state,
+                    p.ppid,
+                    cut(&p.cmdline, 200)
+                )
+            })
+            .collect();
+        if left.is_empty() || killed.elapsed() > died + Duration::from_secs(5) {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let gone = killed.elapsed();
+    eprintln!(
+        "[faults] SIG{signal} to bpfmatrix {bpfmatrix} {:.1} s after its start, its guest hanging: bpfmatrix died of it after {} ms, QEMU {qemu_pid} and its process group {group} dead after {} ms",
+        killed.duration_since(started).as_secs_f64(),
+        died.as_millis(),
+        gone.as_millis()
+    );
+    check!(
+        left.is_empty(),
+        "5 s after bpfmatrix died of SIG{signal}, its guest still runs:\n{}",
+        left.join("\n")
+    );
+    Ok(())
+}
+
+/// A started bpfmatrix, its process group killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The process group of `pid`, from /proc.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
 }

@@ -1426,9 +1426,10 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
     };
     let gone = killed.elapsed();
     eprintln!(
-        "[faults] SIG{signal} to bpfmatrix {bpfmatrix} {:.1} s after its start, its guest hanging: bpfmatrix died of it after {} ms, QEMU {qemu_pid} and its process group {group} dead after {} ms",
+        "[faults] SIG{signal} to bpfmatrix {bpfmatrix} {:.1} s after its start, its guest hanging: bpfmatrix died of it after {} ms; QEMU {qemu_pid} and its process group {group} {} {} ms after the signal",
         killed.duration_since(started).as_secs_f64(),
         died.as_millis(),
+        if left.is_empty() { "dead" } else { "still running" },
         gone.as_millis()
     );
     check!(

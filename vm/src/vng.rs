@@ -27,6 +27,10 @@
 //!
 //! [`install_vng`] puts virtme-ng into a virtualenv in the cache when it is not on
 //! PATH (the benchmark and the test trial use it; the backend only [`find_vng`]s).
+//!
+//! vng is run by [`crate::supervisor`], like QEMU: vng, the shell it starts,
+//! `virtme-run` and the QEMU that one forks share one process group, killed
+//! together at a timeout, at the result cap, and when bpfmatrix dies.
 
 use crate::supervisor::{
     shell_quote, supervise, AccelUsed, BootEnd, BootOutcome, ResultPort, Runner, Supervision,

@@ -64,7 +64,6 @@ pub fn build_guest_initramfs(
 mod tests {
     use super::*;
     use bpfmatrix_probes::{CaseId, JitMode, PROTOCOL_VERSION};
-    use std::process::Command;
 
     fn plan(modules: Vec<String>) -> Plan {
         Plan {
@@ -93,26 +92,19 @@ mod tests {
         let plan = plan(vec![plan_module_path(&module)]);
         build_guest_initramfs(&agent, &plan, &[module], &out).unwrap();
 
-        if which::which("cpio").is_err() {
-            return;
-        }
-        let listing = Command::new("cpio")
-            .args(["-itv", "--quiet", "-F"])
-            .arg(&out)
-            .output()
-            .unwrap();
-        let listing = String::from_utf8(listing.stdout).unwrap();
+        let entries = crate::initramfs::tests::list(&out);
         let find = |name: &str| {
-            listing
-                .lines()
-                .find(|l| l.split_whitespace().last() == Some(name))
-                .unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
-                .to_owned()
+            entries
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap_or_else(|| panic!("{name} missing: {entries:?}"))
         };
-        assert!(find("dev/console").starts_with('c'));
-        assert!(find("init").starts_with("-rwxr-xr-x"));
+        assert_eq!(find("dev/console").mode & 0o170000, 0o020000);
+        assert_eq!(find("dev/urandom").rdev, (1, 9));
+        assert_eq!(find("init").mode, 0o100755);
+        assert_eq!(find("init").data, b"agent");
         find(PLAN_PATH.trim_start_matches('/'));
-        find("modules/cls_bpf.ko");
+        assert_eq!(find("modules/cls_bpf.ko").data, b"module");
     }
 
     #[test]

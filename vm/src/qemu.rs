@@ -106,7 +106,7 @@ pub struct BootSpec {
 
 impl BootSpec {
     /// A spec with the defaults: Auto accelerator, 512 MiB, 120 s, KVM deadline 8 s,
-    /// silence deadline 10 s.
+    /// silence deadline 8 s.
     pub fn new(kernel: Kernel, initramfs: PathBuf) -> BootSpec {
         BootSpec {
             kernel,
@@ -117,7 +117,7 @@ impl BootSpec {
             timeout: Duration::from_secs(120),
             kvm_deadline: Duration::from_secs(8),
             max_result_bytes: MAX_RESULT_BYTES,
-            silence_deadline: Duration::from_secs(10),
+            silence_deadline: Duration::from_secs(8),
         }
     }
 }

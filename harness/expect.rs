@@ -7,11 +7,13 @@
 
 use anyhow::{bail, Context, Result};
 use bpfmatrix_probes::{
-    control_retval, CaseId, CaseRecord, JitMode, Outcome, Trigger, EMPTY_SLOT_RETVAL,
+    control_retval, CaseId, CaseRecord, ConnEvent, JitMode, Outcome, SeedObserved, Trigger,
+    EMPTY_SLOT_RETVAL, NO_KERNEL_BTF, PROBE_TYPE_FENTRY, PROBE_TYPE_FEXIT, SECCOMP_DEMO_COMM,
     TEST_FRAME_LEN,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
 pub const EINVAL: i32 = 22;
@@ -210,6 +212,53 @@ pub struct Checks {
     /// fexit saw exactly the verdict the tc program returned, for OK and SHOT, via
     /// this trigger; on loopback OK packets arrive and SHOT packets do not.
     pub verdicts: Option<Trigger>,
+    /// A seed demo showed what its article shows.
+    pub seed: Option<SeedCheck>,
+}
+
+/// What a seed demo must show, judged from its observations (`Measured::seed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeedCheck {
+    /// seed.tcpconn_tail_call: an event for the outgoing connection (127.0.0.1 to
+    /// 127.0.0.1, the client's port to the listener's: tcp_connect's sock) and one
+    /// for the accepted connection (the listener's port to the client's:
+    /// inet_csk_complete_hashdance's child sock).
+    Connections,
+    /// seed.fentry_fexit_tc_icmp: the echo answered, fentry and fexit events for
+    /// its packets (as many of each), every one 127.0.0.1 to 127.0.0.1, fexit's
+    /// with TC_ACT_OK.
+    IcmpTraced,
+    /// seed.seccomp_tail_call: the write, read and open programs' lines with the
+    /// calls' arguments, the kprobe's fall-through line for getpid (no program at
+    /// its number), and none for the three numbers that have one. With `args`
+    /// false the programs read a NULL seccomp_data (x86_seccomp_data_null): no
+    /// write or read line (their size checks see 0), open's with fd=0. With
+    /// `oops` (interpreter_tail_call_stack) the kernel faults once the open
+    /// program has printed its line: the child dies with SIGSEGV in open(), the
+    /// kernel log has the oops for it, and getpid is never reached.
+    SeccompLines { args: bool, oops: bool },
+}
+
+impl SeedCheck {
+    fn describe(self) -> &'static str {
+        match self {
+            SeedCheck::Connections => {
+                "events for the outgoing and the accepted connection, 127.0.0.1 and their ports"
+            }
+            SeedCheck::IcmpTraced => {
+                "fentry and fexit events for the ICMP echo, 127.0.0.1, fexit TC_ACT_OK"
+            }
+            SeedCheck::SeccompLines { oops: true, .. } => {
+                "open's line, then a kernel oops in the child's open() (SIGSEGV): the interpreter's stack overrun"
+            }
+            SeedCheck::SeccompLines { args: true, .. } => {
+                "write, read and open lines with their arguments, getpid's fall-through line"
+            }
+            SeedCheck::SeccompLines { args: false, .. } => {
+                "no write or read line, open(fd=0, ...), getpid's fall-through line (seccomp_data is NULL)"
+            }
+        }
+    }
 }
 
 /// The outcome an expectation asks for.
@@ -222,6 +271,11 @@ pub enum ExpectedOutcome {
         step: String,
         errno: i32,
         message: Option<String>,
+    },
+    /// The kernel lacks something the case needs: the agent says so, in words
+    /// that contain `reason`.
+    Unsupported {
+        reason: String,
     },
 }
 
@@ -305,6 +359,13 @@ fn expected_in(
         },
         because,
         jited_len_unreported: jited_len_unreported.clone(),
+    };
+    let unsupported = |reason: &str, because: String| {
+        let mut e = accepted(Checks::default(), because);
+        e.outcome = ExpectedOutcome::Unsupported {
+            reason: reason.to_string(),
+        };
+        e
     };
     let mix = case.object() == "bpf2bpf_tail_mix" && case != CaseId::Bpf2bpfControl;
     match case {
@@ -403,7 +464,9 @@ fn expected_in(
                 rejected(EACCES, Some(&message), because)
             }
         }
-        CaseId::FentryTcTestRun | CaseId::FentryTcLoopback if !t.has("fentry_on_bpf_prog", v) => {
+        CaseId::FentryTcTestRun | CaseId::FentryTcLoopback | CaseId::SeedFentryFexitTcIcmp
+            if !t.has("fentry_on_bpf_prog", v) =>
+        {
             rejected(
                 E2BIG,
                 None,
@@ -415,7 +478,9 @@ fn expected_in(
                 ),
             )
         }
-        CaseId::FentryTcTestRun | CaseId::FentryTcLoopback if jit == JitMode::Interpreter => {
+        CaseId::FentryTcTestRun | CaseId::FentryTcLoopback | CaseId::SeedFentryFexitTcIcmp
+            if jit == JitMode::Interpreter =>
+        {
             rejected(
                 EINVAL,
                 Some(msg::ONLY_JITED_TARGETS),
@@ -439,6 +504,69 @@ fn expected_in(
             },
             t.cite("fentry_on_bpf_prog"),
         ),
+        // The seed demos: the articles' own programs (probes/bpf/seed_*.c).
+        CaseId::SeedFentryFexitTcIcmp => accepted(
+            Checks {
+                seed: Some(SeedCheck::IcmpTraced),
+                ..Checks::default()
+            },
+            format!(
+                "{}; {}; {}",
+                t.cite("fentry_on_bpf_prog"),
+                t.cite("perf_event_output"),
+                t.cite("kernel_btf")
+            ),
+        ),
+        CaseId::SeedTcpconnTailCall if !t.has("kernel_btf", v) => unsupported(
+            NO_KERNEL_BTF,
+            format!(
+                "before {}: no kernel BTF, so handle_new_connection's CO-RE reads of struct sock cannot be relocated; {}",
+                t.get("kernel_btf").first,
+                t.cite("kernel_btf")
+            ),
+        ),
+        CaseId::SeedTcpconnTailCall => accepted(
+            Checks {
+                seed: Some(SeedCheck::Connections),
+                ..Checks::default()
+            },
+            format!(
+                "{}; {}, kprobe programs included; {}; {}",
+                t.cite("kprobe_progs"),
+                t.cite("tail_calls"),
+                t.cite("perf_event_output"),
+                t.cite("kernel_btf")
+            ),
+        ),
+        CaseId::SeedSeccompTailCall => {
+            let args = !t.has("x86_seccomp_data_null", v);
+            let oops = jit == JitMode::Interpreter && t.has("interpreter_tail_call_stack", v);
+            let mut because = format!(
+                "{}; {}, kprobe programs included; {}",
+                t.cite("kprobe_progs"),
+                t.cite("tail_calls"),
+                t.cite("trace_printk")
+            );
+            if !args {
+                because += &format!(
+                    "; the per-syscall programs read their arguments from a NULL seccomp_data: {}",
+                    t.cite("x86_seccomp_data_null")
+                );
+            }
+            if oops {
+                because += &format!(
+                    "; interpreter: the tail-called open program overruns the stack sized for __seccomp_filter, the kernel oopses: {}",
+                    t.cite("interpreter_tail_call_stack")
+                );
+            }
+            accepted(
+                Checks {
+                    seed: Some(SeedCheck::SeccompLines { args, oops }),
+                    ..Checks::default()
+                },
+                because,
+            )
+        }
     }
 }
 
@@ -489,6 +617,13 @@ pub fn check(expected: &Expectation, record: &CaseRecord) -> Result<(), Vec<Stri
                     last_line(verifier_tail)
                 )),
                 _ => {}
+            }
+        }
+        (ExpectedOutcome::Unsupported { reason }, Outcome::Unsupported { reason: got_reason }) => {
+            if !got_reason.contains(reason.as_str()) {
+                wrong.push(format!(
+                    "unsupported: expected the reason to contain \"{reason}\", got \"{got_reason}\""
+                ));
             }
         }
         (want, _) => wrong.push(format!(
@@ -556,6 +691,12 @@ fn check_frame(record: &CaseRecord, wrong: &mut Vec<String>) {
 
 fn check_measured(checks: &Checks, record: &CaseRecord, wrong: &mut Vec<String>) {
     let m = &record.measured;
+    if let Some(seed) = checks.seed {
+        match m.seed.as_deref() {
+            Some(seen) => check_seed(seed, seen, wrong),
+            None => wrong.push("seed demo: the agent reported no observations".to_string()),
+        }
+    }
     if let Some(want) = checks.tail_calls {
         if m.tail_calls != Some(want) {
             wrong.push(format!(
@@ -626,6 +767,256 @@ fn check_measured(checks: &Checks, record: &CaseRecord, wrong: &mut Vec<String>)
     }
 }
 
+/// An observation that agrees with `check`: what a guest shows when the demo
+/// does exactly what its article (and the feature table) says. For fixtures that
+/// build agreeing records from expectations (the host's own tests).
+pub fn agreeing_observation(check: SeedCheck) -> SeedObserved {
+    use bpfmatrix_probes::{IcmpEcho, PacketEvent, SyscallMade, TcpPorts};
+    let lo = Ipv4Addr::LOCALHOST;
+    match check {
+        SeedCheck::Connections => SeedObserved {
+            tcp_ports: Some(TcpPorts {
+                listener: 40000,
+                client: 50000,
+            }),
+            conn_events: vec![
+                ConnEvent {
+                    saddr: lo,
+                    daddr: lo,
+                    sport: 50000,
+                    dport: 40000,
+                },
+                ConnEvent {
+                    saddr: lo,
+                    daddr: lo,
+                    sport: 40000,
+                    dport: 50000,
+                },
+            ],
+            perf_lost: Some(0),
+            ..SeedObserved::default()
+        },
+        SeedCheck::IcmpTraced => SeedObserved {
+            icmp_echo: Some(IcmpEcho {
+                requests: 1,
+                replies: 1,
+            }),
+            packet_events: [PROBE_TYPE_FENTRY, PROBE_TYPE_FEXIT]
+                .repeat(2)
+                .into_iter()
+                .map(|probe_type| PacketEvent {
+                    saddr: lo,
+                    daddr: lo,
+                    probe_type,
+                    verdict: 0,
+                })
+                .collect(),
+            perf_lost: Some(0),
+            ..SeedObserved::default()
+        },
+        SeedCheck::SeccompLines { args, oops } => {
+            let call = |name: &str, nr, args: Vec<u64>, ret| SyscallMade {
+                name: name.into(),
+                nr,
+                args,
+                ret: (!oops || nr == 1 || nr == 0).then_some(ret),
+            };
+            let mut lines: Vec<String> = Vec::new();
+            if args {
+                lines.push("write(fd=4, buf=(____ptrval____), size=5)".into());
+                lines.push("read(fd=3, buf=(____ptrval____), size=5)".into());
+                lines.push("open(fd=305419896, path=(null))".into());
+            } else {
+                lines.push("open(fd=0, path=0000000000000000)".into());
+            }
+            if !oops {
+                lines.push(format!("syscall=39 common={SECCOMP_DEMO_COMM}"));
+                lines.push(format!("syscall=231 common={SECCOMP_DEMO_COMM}"));
+            }
+            SeedObserved {
+                syscalls: vec![
+                    call("write", 1, vec![4, 0x7ffd_0000_1000, 5], 5),
+                    call("read", 0, vec![3, 0x7ffd_0000_1008, 5], 5),
+                    call("open", 2, vec![0x5555_1234_5678, 0], 5),
+                    call("getpid", 39, vec![], 100),
+                ],
+                trace_lines: lines,
+                child_signal: oops.then_some(11),
+                kernel_oops: if oops {
+                    vec![
+                        "Oops: general protection fault: 0000 [#1] PREEMPT SMP NOPTI".into(),
+                        format!("CPU: 0 UID: 0 PID: 100 Comm: {SECCOMP_DEMO_COMM} Not tainted"),
+                    ]
+                } else {
+                    Vec::new()
+                },
+                ..SeedObserved::default()
+            }
+        }
+    }
+}
+
+/// A seed demo against what its article shows.
+fn check_seed(check: SeedCheck, seen: &SeedObserved, wrong: &mut Vec<String>) {
+    const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+    const TC_ACT_OK: u8 = 0;
+    match check {
+        SeedCheck::Connections => {
+            let Some(ports) = seen.tcp_ports else {
+                wrong.push("tcp_connect demo: the agent reported no connection".to_string());
+                return;
+            };
+            let conn = |sport, dport| ConnEvent {
+                saddr: LOCALHOST,
+                daddr: LOCALHOST,
+                sport,
+                dport,
+            };
+            for (what, want) in [
+                (
+                    "outgoing connection (tcp_connect)",
+                    conn(ports.client, ports.listener),
+                ),
+                (
+                    "accepted connection (inet_csk_complete_hashdance)",
+                    conn(ports.listener, ports.client),
+                ),
+            ] {
+                if !seen.conn_events.contains(&want) {
+                    wrong.push(format!(
+                        "tcp_connect demo: no event for the {what}, {}:{} -> {}:{}; the events: [{}]",
+                        want.saddr,
+                        want.sport,
+                        want.daddr,
+                        want.dport,
+                        seen.conn_events
+                            .iter()
+                            .map(|e| format!("{}:{} -> {}:{}", e.saddr, e.sport, e.daddr, e.dport))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        SeedCheck::IcmpTraced => {
+            match seen.icmp_echo {
+                Some(echo) if echo.replies > 0 => {}
+                Some(echo) => wrong.push(format!(
+                    "ICMP demo: {} echo request(s) to 127.0.0.1, no reply",
+                    echo.requests
+                )),
+                None => wrong.push("ICMP demo: the agent sent no echo".to_string()),
+            }
+            let count = |t| {
+                seen.packet_events
+                    .iter()
+                    .filter(|e| e.probe_type == t)
+                    .count()
+            };
+            let (fentry, fexit) = (count(PROBE_TYPE_FENTRY), count(PROBE_TYPE_FEXIT));
+            if fentry == 0 || fexit == 0 || fentry != fexit {
+                wrong.push(format!(
+                    "ICMP demo: {fentry} fentry and {fexit} fexit events, expected as many of each, at least one"
+                ));
+            }
+            for e in &seen.packet_events {
+                let fine = e.saddr == LOCALHOST
+                    && e.daddr == LOCALHOST
+                    && match e.probe_type {
+                        PROBE_TYPE_FENTRY | PROBE_TYPE_FEXIT => e.verdict == TC_ACT_OK,
+                        _ => false,
+                    };
+                if !fine {
+                    wrong.push(format!(
+                        "ICMP demo: an event {} -> {}, probe type {}, verdict {}; expected 127.0.0.1 -> 127.0.0.1, fentry (1) or fexit (2), TC_ACT_OK (0)",
+                        e.saddr, e.daddr, e.probe_type, e.verdict
+                    ));
+                }
+            }
+        }
+        SeedCheck::SeccompLines { args, oops } => {
+            const SIGSEGV: i32 = 11;
+            let lines = &seen.trace_lines;
+            if oops {
+                let child_oops = seen
+                    .kernel_oops
+                    .iter()
+                    .any(|l| l.contains(&format!("Comm: {SECCOMP_DEMO_COMM}")));
+                if seen.child_signal != Some(SIGSEGV) || !child_oops {
+                    wrong.push(format!(
+                        "seccomp demo: expected the kernel to oops in the child (killed by SIGSEGV, an oops naming {SECCOMP_DEMO_COMM}), got signal {} and {} oops line(s)",
+                        opt(seen.child_signal),
+                        seen.kernel_oops.len()
+                    ));
+                }
+            } else if let Some(signal) = seen.child_signal {
+                wrong.push(format!(
+                    "seccomp demo: the child was killed by signal {signal}{}",
+                    seen.kernel_oops
+                        .first()
+                        .map(|l| format!(" ({l})"))
+                        .unwrap_or_default()
+                ));
+            }
+            let has = |pred: &dyn Fn(&str) -> bool| lines.iter().any(|l| pred(l));
+            // bpf_trace_printk's %d prints the low 32 bits as an int.
+            let int = |v: u64| v as u32 as i32;
+            for name in ["write", "read", "open", "getpid"] {
+                let Some(call) = seen.syscalls.iter().find(|c| c.name == name) else {
+                    wrong.push(format!("seccomp demo: the child made no {name} call"));
+                    continue;
+                };
+                let arg = |i: usize| call.args.get(i).copied().unwrap_or(0);
+                let fall_through = format!("syscall={} common={SECCOMP_DEMO_COMM}", call.nr);
+                if name == "getpid" && oops {
+                    if has(&|l| l == fall_through) {
+                        wrong.push(format!(
+                            "seccomp demo: \"{fall_through}\": the child got past open(), expected the kernel to oops there"
+                        ));
+                    }
+                    continue;
+                }
+                if name == "getpid" {
+                    if !has(&|l| l == fall_through) {
+                        wrong.push(format!(
+                            "seccomp demo: no fall-through line \"{fall_through}\" for getpid (no program at {})",
+                            call.nr
+                        ));
+                    }
+                    continue;
+                }
+                if has(&|l| l == fall_through) {
+                    wrong.push(format!(
+                        "seccomp demo: \"{fall_through}\": {name} fell through, its tail call into progs[{}] was not taken",
+                        call.nr
+                    ));
+                }
+                let (prefix, suffix) = match (name, args) {
+                    ("open", true) => (format!("open(fd={}, path=", int(arg(0))), String::new()),
+                    ("open", false) => ("open(fd=0, path=".to_string(), String::new()),
+                    (_, true) => (
+                        format!("{name}(fd={}, buf=", int(arg(0))),
+                        format!(", size={})", int(arg(2))),
+                    ),
+                    (_, false) => {
+                        if has(&|l| l.starts_with(&format!("{name}("))) {
+                            wrong.push(format!(
+                                "seccomp demo: a {name} line, expected none: its program reads a NULL seccomp_data, so its size check fails"
+                            ));
+                        }
+                        continue;
+                    }
+                };
+                if !has(&|l| l.starts_with(&prefix) && l.ends_with(&suffix)) {
+                    wrong.push(format!(
+                        "seccomp demo: no line \"{prefix}...{suffix}\" from {name}'s program"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 fn opt<T: fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "nothing".to_string(), |v| v.to_string())
 }
@@ -646,8 +1037,12 @@ pub fn describe_expected(e: &ExpectedOutcome) -> String {
             if let Some(t) = c.verdicts {
                 s += &format!(", fexit sees each verdict ({t:?})");
             }
+            if let Some(seed) = c.seed {
+                s += &format!(", {}", seed.describe());
+            }
             s
         }
+        ExpectedOutcome::Unsupported { reason } => format!("unsupported: {reason}"),
         ExpectedOutcome::Rejected {
             step,
             errno,
@@ -1060,7 +1455,7 @@ reason = "a deliberately wrong errno"
                         },
                         ..refusal(case, jit, 0, "")
                     },
-                    ExpectedOutcome::Accepted(_) => continue,
+                    ExpectedOutcome::Accepted(_) | ExpectedOutcome::Unsupported { .. } => continue,
                 };
                 assert_eq!(check(&shipped, &rec), Ok(()), "{case} {jit}");
                 let changed = expected_for_release(&table, case, jit, release, None).unwrap();
@@ -1250,5 +1645,287 @@ reason = "a deliberately wrong errno"
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(check(&e, &rec(vec![obs(0, vec![0], 5)])).is_err());
         assert!(check(&e, &rec(vec![])).is_err());
+    }
+
+    fn seed_record(case: CaseId, seed: SeedObserved) -> CaseRecord {
+        record(
+            case,
+            JitMode::Jit,
+            Outcome::Accepted,
+            Measured {
+                seed: Some(Box::new(seed)),
+                ..Measured::default()
+            },
+        )
+    }
+
+    #[test]
+    fn the_seed_demos_follow_the_feature_table() {
+        use bpfmatrix_probes::CaseId::{
+            SeedFentryFexitTcIcmp as Icmp, SeedSeccompTailCall as Seccomp,
+            SeedTcpconnTailCall as Tcpconn,
+        };
+        // No kernel BTF before 5.4: the tcp_connect demo's CO-RE cannot relocate.
+        for jit in JitMode::ALL {
+            let e = expected(Tcpconn, jit, v("4.16"));
+            assert_eq!(
+                e.outcome,
+                ExpectedOutcome::Unsupported {
+                    reason: NO_KERNEL_BTF.into()
+                }
+            );
+            assert!(e.because.contains("341dfcf8d78e"), "{}", e.because);
+        }
+        for ver in ["5.4", "5.10", "6.1"] {
+            assert!(matches!(
+                expected(Tcpconn, JitMode::Interpreter, v(ver)).outcome,
+                ExpectedOutcome::Accepted(Checks {
+                    seed: Some(SeedCheck::Connections),
+                    ..
+                })
+            ));
+        }
+        // The ICMP tracer is fentry on a tc program: the fentry rules.
+        assert_eq!(
+            expected(Icmp, JitMode::Jit, v("5.4")).outcome,
+            rejected(Icmp, E2BIG, None)
+        );
+        assert_eq!(
+            expected(Icmp, JitMode::Interpreter, v("6.12")).outcome,
+            rejected(Icmp, EINVAL, Some(msg::ONLY_JITED_TARGETS))
+        );
+        assert!(matches!(
+            expected(Icmp, JitMode::Jit, v("6.1")).outcome,
+            ExpectedOutcome::Accepted(Checks {
+                seed: Some(SeedCheck::IcmpTraced),
+                ..
+            })
+        ));
+        // The seccomp demo runs everywhere; from 5.9 its programs read zeros, and
+        // from 6.9 the interpreter's stack is too small for them.
+        let lines = |jit, ver| match expected(Seccomp, jit, v(ver)).outcome {
+            ExpectedOutcome::Accepted(Checks {
+                seed: Some(SeedCheck::SeccompLines { args, oops }),
+                ..
+            }) => (args, oops),
+            other => panic!("{other:?}"),
+        };
+        for jit in JitMode::ALL {
+            for ver in ["4.16", "5.4", "5.8"] {
+                assert_eq!(lines(jit, ver), (true, false), "{jit} {ver}");
+            }
+            for ver in ["5.9", "5.10", "6.1", "6.8"] {
+                assert_eq!(lines(jit, ver), (false, false), "{jit} {ver}");
+            }
+        }
+        for ver in ["6.9", "6.12", "7.2"] {
+            assert_eq!(lines(JitMode::Jit, ver), (false, false));
+            assert_eq!(lines(JitMode::Interpreter, ver), (false, true));
+        }
+        assert!(expected(Seccomp, JitMode::Jit, v("5.10"))
+            .because
+            .contains("27d6b4d14f5c"));
+        assert!(expected(Seccomp, JitMode::Interpreter, v("6.12"))
+            .because
+            .contains("011832b97b31"));
+    }
+
+    #[test]
+    fn the_agreeing_observations_agree() {
+        for check in [
+            SeedCheck::Connections,
+            SeedCheck::IcmpTraced,
+            SeedCheck::SeccompLines {
+                args: true,
+                oops: false,
+            },
+            SeedCheck::SeccompLines {
+                args: false,
+                oops: false,
+            },
+            SeedCheck::SeccompLines {
+                args: false,
+                oops: true,
+            },
+        ] {
+            let mut wrong = Vec::new();
+            check_seed(check, &agreeing_observation(check), &mut wrong);
+            assert!(wrong.is_empty(), "{check:?}: {wrong:?}");
+        }
+    }
+
+    #[test]
+    fn an_unsupported_cell_must_say_what_the_kernel_lacks() {
+        let case = CaseId::SeedTcpconnTailCall;
+        let e = expected(case, JitMode::Jit, v("4.16"));
+        let said = |reason: &str| {
+            record(
+                case,
+                JitMode::Jit,
+                Outcome::Unsupported {
+                    reason: reason.into(),
+                },
+                Measured::default(),
+            )
+        };
+        assert_eq!(
+            check(&e, &said("no kernel BTF (/sys/kernel/btf/vmlinux): handle_new_connection's CO-RE reads cannot be relocated")),
+            Ok(())
+        );
+        let errs = check(
+            &e,
+            &said("kprobe target tcp_connect is not in /proc/kallsyms"),
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].starts_with("unsupported: expected the reason"),
+            "{errs:?}"
+        );
+        let accepted = seed_record(case, SeedObserved::default());
+        assert!(check(&e, &accepted).unwrap_err()[0].starts_with("outcome: expected unsupported"));
+        // And a kernel with BTF that says it has none disagrees.
+        let e = expected(case, JitMode::Jit, v("5.10"));
+        assert!(check(&e, &said(NO_KERNEL_BTF)).is_err());
+    }
+
+    #[test]
+    fn the_tcp_connect_demo_must_show_both_connections() {
+        use bpfmatrix_probes::TcpPorts;
+        let case = CaseId::SeedTcpconnTailCall;
+        let e = expected(case, JitMode::Jit, v("6.1"));
+        let lo = Ipv4Addr::LOCALHOST;
+        let ev = |sport, dport| ConnEvent {
+            saddr: lo,
+            daddr: lo,
+            sport,
+            dport,
+        };
+        let seen = |events| SeedObserved {
+            tcp_ports: Some(TcpPorts {
+                listener: 40000,
+                client: 50000,
+            }),
+            conn_events: events,
+            ..SeedObserved::default()
+        };
+        let both = vec![ev(50000, 40000), ev(40000, 50000)];
+        assert_eq!(check(&e, &seed_record(case, seen(both))), Ok(()));
+        let errs = check(&e, &seed_record(case, seen(vec![ev(50000, 40000)]))).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("accepted connection"), "{errs:?}");
+        // Ports swapped in the outgoing event: wrong fields read.
+        let errs = check(
+            &e,
+            &seed_record(case, seen(vec![ev(40000, 50000), ev(40000, 50000)])),
+        )
+        .unwrap_err();
+        assert!(errs[0].contains("outgoing connection"), "{errs:?}");
+        let mut none = seed_record(case, SeedObserved::default());
+        assert!(check(&e, &none).is_err());
+        none.measured.seed = None;
+        assert!(check(&e, &none).unwrap_err()[0].contains("no observations"));
+    }
+
+    #[test]
+    fn the_icmp_demo_must_trace_the_echo_with_its_verdict() {
+        use bpfmatrix_probes::{IcmpEcho, PacketEvent};
+        let case = CaseId::SeedFentryFexitTcIcmp;
+        let e = expected(case, JitMode::Jit, v("6.12"));
+        let lo = Ipv4Addr::LOCALHOST;
+        let ev = |probe_type, verdict| PacketEvent {
+            saddr: lo,
+            daddr: lo,
+            probe_type,
+            verdict,
+        };
+        let seen = |events, replies| SeedObserved {
+            icmp_echo: Some(IcmpEcho {
+                requests: 1,
+                replies,
+            }),
+            packet_events: events,
+            ..SeedObserved::default()
+        };
+        let good = vec![ev(1, 0), ev(2, 0), ev(1, 0), ev(2, 0)];
+        assert_eq!(check(&e, &seed_record(case, seen(good.clone(), 1))), Ok(()));
+        assert!(check(&e, &seed_record(case, seen(good, 0))).is_err());
+        let shot = vec![ev(1, 0), ev(2, 2)];
+        assert!(check(&e, &seed_record(case, seen(shot, 1))).unwrap_err()[0].contains("verdict 2"));
+        let no_fexit = vec![ev(1, 0)];
+        assert!(check(&e, &seed_record(case, seen(no_fexit, 1))).is_err());
+    }
+
+    #[test]
+    fn the_seccomp_demo_must_print_each_programs_line() {
+        use bpfmatrix_probes::SyscallMade;
+        let case = CaseId::SeedSeccompTailCall;
+        let call = |name: &str, nr, args: Vec<u64>| SyscallMade {
+            name: name.into(),
+            nr,
+            args,
+            ret: Some(0),
+        };
+        let calls = vec![
+            call("write", 1, vec![4, 0x7ffd_1234_0000, 5]),
+            call("read", 0, vec![3, 0x7ffd_1234_0010, 5]),
+            call("open", 2, vec![0x5555_9abc_def0, 0]),
+            call("getpid", 39, vec![]),
+        ];
+        let seen = |lines: &[&str]| SeedObserved {
+            syscalls: calls.clone(),
+            trace_lines: lines.iter().map(|l| l.to_string()).collect(),
+            ..SeedObserved::default()
+        };
+        // 0x9abcdef0 printed by %d: -1698898192.
+        let with_args = [
+            "write(fd=4, buf=00000000a1b2c3d4, size=5)",
+            "read(fd=3, buf=00000000e5f60718, size=5)",
+            "open(fd=-1698898192, path=(null))",
+            "syscall=39 common=seccomp-demo",
+            "syscall=231 common=seccomp-demo",
+        ];
+        let e = expected(case, JitMode::Jit, v("5.4"));
+        assert_eq!(check(&e, &seed_record(case, seen(&with_args))), Ok(()));
+        let errs = check(&e, &seed_record(case, seen(&with_args[1..]))).unwrap_err();
+        assert_eq!(
+            errs,
+            vec!["seccomp demo: no line \"write(fd=4, buf=..., size=5)\" from write's program"]
+        );
+        // A tail call not taken: the kprobe's own line for write.
+        let mut fell = with_args.to_vec();
+        fell.push("syscall=1 common=seccomp-demo");
+        assert!(check(&e, &seed_record(case, seen(&fell))).unwrap_err()[0].contains("fell through"));
+        // From 5.9 the programs see zeros: no write or read line, open's fd is 0.
+        let e = expected(case, JitMode::Jit, v("6.1"));
+        let zeros = ["open(fd=0, path=(null))", "syscall=39 common=seccomp-demo"];
+        assert_eq!(check(&e, &seed_record(case, seen(&zeros))), Ok(()));
+        let errs = check(&e, &seed_record(case, seen(&with_args))).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        // A child killed where no oops is expected.
+        let mut killed = seen(&zeros);
+        killed.child_signal = Some(11);
+        assert!(check(&e, &seed_record(case, killed)).unwrap_err()[0].contains("signal 11"));
+        // From 6.9 with the interpreter: open's line, then the kernel's oops.
+        let e = expected(case, JitMode::Interpreter, v("6.12"));
+        let mut rec = seed_record(case, seen(&["open(fd=0, path=0000000000000000)"]));
+        rec.jit = JitMode::Interpreter;
+        rec.measured.bpf_jit_enable = Some("0".into());
+        rec.measured.jited_bytes = BTreeMap::from([("prog".to_string(), 0)]);
+        let crashed = |signal: Option<i32>, oops: &[&str]| {
+            let mut r = rec.clone();
+            let seed = r.measured.seed.as_mut().unwrap();
+            seed.child_signal = signal;
+            seed.kernel_oops = oops.iter().map(|l| l.to_string()).collect();
+            r
+        };
+        let oops = [
+            "Oops: general protection fault: 0000 [#1] PREEMPT SMP NOPTI",
+            "CPU: 0 UID: 0 PID: 125 Comm: seccomp-demo Not tainted 6.12.117+deb13-amd64 #1",
+        ];
+        assert_eq!(check(&e, &crashed(Some(11), &oops)), Ok(()));
+        assert!(
+            check(&e, &crashed(None, &[])).unwrap_err()[0].contains("expected the kernel to oops")
+        );
+        assert!(check(&e, &crashed(Some(9), &oops)).is_err());
     }
 }

@@ -424,7 +424,11 @@ pub(crate) mod tests {
                 errno,
                 verifier_tail: message.unwrap_or_default(),
             },
+            ExpectedOutcome::Unsupported { reason } => Outcome::Unsupported { reason },
             ExpectedOutcome::Accepted(checks) => {
+                measured.seed = checks
+                    .seed
+                    .map(|s| Box::new(expect::agreeing_observation(s)));
                 let len = if jit == JitMode::Jit { 64 } else { 0 };
                 measured.jited_bytes = [(case.program().to_string(), len)].into();
                 measured.tail_calls = checks.tail_calls;

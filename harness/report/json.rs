@@ -631,7 +631,7 @@ mod tests {
             "{err}"
         );
         let mut derived = doc.clone();
-        derived["records"][9 + 3]["errno_name"] = "EPERM".into();
+        derived["records"][bpfmatrix_probes::CaseId::ALL.len() + 3]["errno_name"] = "EPERM".into();
         let err = format!("{:#}", from_json(&derived.to_string()).unwrap_err());
         assert!(
             err.contains("kernel '6.1' interpreter bpf2bpf.tail_call_in_subprog: errno_name: stored \"EPERM\", the guest's record gives \"EINVAL\""),

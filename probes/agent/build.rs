@@ -5,7 +5,14 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const OBJECTS: [&str; 3] = ["tail_call", "bpf2bpf_tail_mix", "fentry_tc"];
+const OBJECTS: [&str; 6] = [
+    "tail_call",
+    "bpf2bpf_tail_mix",
+    "fentry_tc",
+    "seed_tcpconn",
+    "seed_fentry_fexit_tc",
+    "seed_seccomp",
+];
 const MULTIARCH_INCLUDE: &str = "/usr/include/x86_64-linux-gnu";
 const INSTALL_HINT: &str =
     "install Debian's clang and libbpf-dev (apt-get install clang libbpf-dev)";
@@ -32,7 +39,14 @@ fn main() {
         Ok(out) if out.status.success() => {}
         _ => fail(&format!("clang not found: {INSTALL_HINT}")),
     }
-    for header in ["bpf/bpf_helpers.h", "bpf/bpf_core_read.h", "linux/bpf.h"] {
+    for header in [
+        "bpf/bpf_helpers.h",
+        "bpf/bpf_core_read.h",
+        "bpf/bpf_tracing.h",
+        "bpf/bpf_endian.h",
+        "linux/bpf.h",
+        "asm/ptrace.h",
+    ] {
         let found = [Path::new("/usr/include"), Path::new(MULTIARCH_INCLUDE)]
             .iter()
             .any(|dir| dir.join(header).exists());

@@ -41,9 +41,10 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 
 /// Bumped whenever a message or plan changes shape; the host refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Where the host puts the plan inside the initramfs.
 pub const PLAN_PATH: &str = "/bpfmatrix/plan.json";
@@ -133,10 +134,24 @@ pub enum CaseId {
     /// triggered by real UDP packets.
     #[serde(rename = "fentry_fexit_tc.loopback")]
     FentryTcLoopback,
+    /// The tail-call notes' demo: kprobes on tcp_connect and
+    /// inet_csk_complete_hashdance tail-call handle_new_connection, which reads
+    /// the sock with CO-RE and reports each connection through a perf event array.
+    #[serde(rename = "seed.tcpconn_tail_call")]
+    SeedTcpconnTailCall,
+    /// The fentry/fexit-on-tc article's demo: its tc program at clsact ingress on
+    /// lo, traced by its fentry and fexit programs during an ICMP echo.
+    #[serde(rename = "seed.fentry_fexit_tc_icmp")]
+    SeedFentryFexitTcIcmp,
+    /// The tail-call-vs-bpf2bpf article's demo (tracex5 in CO-RE): a kprobe on
+    /// __seccomp_filter tail-calls into one program per syscall number, each
+    /// printing the call's arguments with bpf_trace_printk.
+    #[serde(rename = "seed.seccomp_tail_call")]
+    SeedSeccompTailCall,
 }
 
 impl CaseId {
-    pub const ALL: [CaseId; 9] = [
+    pub const ALL: [CaseId; 12] = [
         CaseId::TailCallChain,
         CaseId::TailCallEmptySlot,
         CaseId::Bpf2bpfControl,
@@ -146,6 +161,9 @@ impl CaseId {
         CaseId::Bpf2bpfCallerFrame240,
         CaseId::FentryTcTestRun,
         CaseId::FentryTcLoopback,
+        CaseId::SeedTcpconnTailCall,
+        CaseId::SeedFentryFexitTcIcmp,
+        CaseId::SeedSeccompTailCall,
     ];
 
     /// The stable name used in JSON, trial names and reports.
@@ -160,6 +178,9 @@ impl CaseId {
             CaseId::Bpf2bpfCallerFrame240 => "bpf2bpf.caller_frame_240",
             CaseId::FentryTcTestRun => "fentry_fexit_tc.test_run",
             CaseId::FentryTcLoopback => "fentry_fexit_tc.loopback",
+            CaseId::SeedTcpconnTailCall => "seed.tcpconn_tail_call",
+            CaseId::SeedFentryFexitTcIcmp => "seed.fentry_fexit_tc_icmp",
+            CaseId::SeedSeccompTailCall => "seed.seccomp_tail_call",
         }
     }
 
@@ -173,6 +194,9 @@ impl CaseId {
             | CaseId::Bpf2bpfCallerFrame224
             | CaseId::Bpf2bpfCallerFrame240 => "bpf2bpf_tail_mix",
             CaseId::FentryTcTestRun | CaseId::FentryTcLoopback => "fentry_tc",
+            CaseId::SeedTcpconnTailCall => "seed_tcpconn",
+            CaseId::SeedFentryFexitTcIcmp => "seed_fentry_fexit_tc",
+            CaseId::SeedSeccompTailCall => "seed_seccomp",
         }
     }
 
@@ -189,6 +213,34 @@ impl CaseId {
             CaseId::Bpf2bpfCallerFrame240 => "frame240_entry",
             // The tc program is plain; the tracer attached to it is the question.
             CaseId::FentryTcTestRun | CaseId::FentryTcLoopback => "fentry_tc",
+            // The tail-call target that reads the sock with CO-RE.
+            CaseId::SeedTcpconnTailCall => "handle_new_connection",
+            // As above: the tracer of the article's tc program.
+            CaseId::SeedFentryFexitTcIcmp => "fentry_tc",
+            // The kprobe that tail-calls into the per-syscall programs.
+            CaseId::SeedSeccompTailCall => "__seccomp_filter",
+        }
+    }
+
+    /// The seed article whose demo the case runs, for the seed demos.
+    pub fn seed_article(self) -> Option<SeedArticle> {
+        match self {
+            CaseId::SeedTcpconnTailCall => Some(SeedArticle {
+                name: "tail-call-notes-zh",
+                title: "bpf_tail_call() notes (zh): bpf_tail_call() 例子一则, the tcp connection demo",
+                link: None,
+            }),
+            CaseId::SeedFentryFexitTcIcmp => Some(SeedArticle {
+                name: "fentry-fexit-on-tc-zh",
+                title: "eBPF Talk: tracing a tc-bpf program with fentry/fexit (zh), trace tc-bpf 程序的 demo",
+                link: Some("https://github.com/Asphaltt/learn-by-example/tree/main/ebpf/fentry_fexit-tc"),
+            }),
+            CaseId::SeedSeccompTailCall => Some(SeedArticle {
+                name: "tail-call-vs-bpf2bpf-en",
+                title: "Tail calls and BPF to BPF calls (Richard Li), 4. CO-RE Sample: tracex5 on __seccomp_filter",
+                link: Some("https://www.ebpf.top/post/bpf2pbpf_tail_call"),
+            }),
+            _ => None,
         }
     }
 
@@ -220,6 +272,30 @@ impl fmt::Display for CaseId {
         f.write_str(self.as_str())
     }
 }
+
+/// One of the articles the project grew from, whose demo a seed case runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedArticle {
+    /// The article's short name (its file among the project's seed articles).
+    pub name: &'static str,
+    /// Its title and the demo's section, as a reader would look for it.
+    pub title: &'static str,
+    /// Where it (or its demo's source) is published, when known.
+    pub link: Option<&'static str>,
+}
+
+/// How a case that needs CO-RE says the kernel has no BTF to relocate against
+/// (the start of its `Unsupported` reason).
+pub const NO_KERNEL_BTF: &str = "no kernel BTF (/sys/kernel/btf/vmlinux)";
+
+/// The name seed.seccomp_tail_call's child process gives itself (PR_SET_NAME), so
+/// the article's fall-through line ("syscall=%d common=%s") names it.
+pub const SECCOMP_DEMO_COMM: &str = "seccomp-demo";
+
+/// The article's probe types in seed.fentry_fexit_tc_icmp's events (its
+/// `enum probing_type`).
+pub const PROBE_TYPE_FENTRY: u8 = 1;
+pub const PROBE_TYPE_FEXIT: u8 = 2;
 
 /// A test-only behaviour of the agent, used by the fault suite to prove the host
 /// gives every misbehaving guest a verdict. Never set by a normal run.
@@ -398,6 +474,58 @@ pub struct VerdictObservation {
     pub packets_received: Option<u32>,
 }
 
+/// The loopback TCP connection seed.tcpconn_tail_call made.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpPorts {
+    /// The listener's port (127.0.0.1).
+    pub listener: u16,
+    /// The client's ephemeral port (127.0.0.1).
+    pub client: u16,
+}
+
+/// One event of seed.tcpconn_tail_call's perf event array, as
+/// handle_new_connection filled it: the sock's local and remote addresses, its
+/// local port (skc_num) and remote port (skc_dport, byte-swapped).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// The ICMP echo seed.fentry_fexit_tc_icmp sent to 127.0.0.1 from a raw socket.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpEcho {
+    pub requests: u32,
+    pub replies: u32,
+}
+
+/// One event of seed.fentry_fexit_tc_icmp's perf event array, as the article's
+/// __handle_packet filled it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketEvent {
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    /// [`PROBE_TYPE_FENTRY`] or [`PROBE_TYPE_FEXIT`].
+    pub probe_type: u8,
+    /// The tc verdict fexit saw (fentry sends 0).
+    pub verdict: u8,
+}
+
+/// A system call seed.seccomp_tail_call's child made under its seccomp filter.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SyscallMade {
+    pub name: String,
+    /// Its x86_64 number: the PROG_ARRAY slot the article's programs sit at.
+    pub nr: u32,
+    /// Its arguments, as passed.
+    pub args: Vec<u64>,
+    /// What it returned; none when the child never came back from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<i64>,
+}
+
 /// Numbers a case measured; each case fills the fields it has.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Measured {
@@ -424,6 +552,46 @@ pub struct Measured {
     /// name: the proof of the JIT mode (above 0 when JITed, 0 when interpreted).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub jited_bytes: BTreeMap<String, u32>,
+    /// The seed demos: what the article's programs showed, and what the agent did
+    /// to make them show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<Box<SeedObserved>>,
+}
+
+/// What a seed demo observed; each seed case fills the fields it has.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeedObserved {
+    /// seed.tcpconn_tail_call: the connection the agent made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_ports: Option<TcpPorts>,
+    /// seed.tcpconn_tail_call: every event the perf event array delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conn_events: Vec<ConnEvent>,
+    /// seed.fentry_fexit_tc_icmp: the echo the agent sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_echo: Option<IcmpEcho>,
+    /// seed.fentry_fexit_tc_icmp: every event the perf event array delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packet_events: Vec<PacketEvent>,
+    /// Samples the perf event array reported lost (seed cases with one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perf_lost: Option<u64>,
+    /// seed.seccomp_tail_call: the calls the child made under its filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub syscalls: Vec<SyscallMade>,
+    /// seed.seccomp_tail_call: the child's bpf_trace_printk lines from tracefs,
+    /// the message only (what follows the trace's own prefix), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace_lines: Vec<String>,
+    /// seed.seccomp_tail_call: the signal that ended the child, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_signal: Option<i32>,
+    /// seed.seccomp_tail_call: when a signal ended the child, the kernel's oops
+    /// report for it, if the kernel log has one (the task dies with SIGSEGV when
+    /// the kernel faults in its context): from the fault line to the end of the
+    /// trace, timestamps removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_oops: Vec<String>,
 }
 
 #[cfg(test)]
@@ -439,6 +607,65 @@ mod tests {
             assert_eq!(CaseId::parse(case.as_str()), Some(case));
         }
         assert_eq!(CaseId::parse("tail_call"), None);
+    }
+
+    #[test]
+    fn the_seed_cases_name_their_articles_and_only_they_do() {
+        for case in CaseId::ALL {
+            let seed = case.as_str().starts_with("seed.");
+            assert_eq!(case.seed_article().is_some(), seed, "{case}");
+        }
+        let names: Vec<&str> = CaseId::ALL
+            .iter()
+            .filter_map(|c| c.seed_article())
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "tail-call-notes-zh",
+                "fentry-fexit-on-tc-zh",
+                "tail-call-vs-bpf2bpf-en"
+            ]
+        );
+    }
+
+    #[test]
+    fn seed_observations_round_trip_and_stay_out_of_other_records() {
+        let seed = SeedObserved {
+            tcp_ports: Some(TcpPorts {
+                listener: 40000,
+                client: 50000,
+            }),
+            conn_events: vec![ConnEvent {
+                saddr: Ipv4Addr::LOCALHOST,
+                daddr: Ipv4Addr::LOCALHOST,
+                sport: 50000,
+                dport: 40000,
+            }],
+            packet_events: vec![PacketEvent {
+                saddr: Ipv4Addr::LOCALHOST,
+                daddr: Ipv4Addr::LOCALHOST,
+                probe_type: PROBE_TYPE_FEXIT,
+                verdict: 0,
+            }],
+            syscalls: vec![SyscallMade {
+                name: "write".into(),
+                nr: 1,
+                args: vec![4, 0x7ffd_0000_1000, 5],
+                ret: Some(5),
+            }],
+            trace_lines: vec!["write(fd=4, buf=00000000a1b2c3d4, size=5)".into()],
+            ..SeedObserved::default()
+        };
+        let m = Measured {
+            seed: Some(Box::new(seed)),
+            ..Measured::default()
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains(r#""saddr":"127.0.0.1""#), "{json}");
+        assert_eq!(serde_json::from_str::<Measured>(&json).unwrap(), m);
+        assert_eq!(serde_json::to_string(&Measured::default()).unwrap(), "{}");
     }
 
     #[test]

@@ -53,10 +53,14 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "probes/agent/src/main.rs",
     "probes/agent/src/objects.rs",
     "probes/agent/src/prog_tracing.rs",
+    "probes/agent/src/seeds.rs",
     "probes/agent/src/sys.rs",
     "probes/bpf/bpf2bpf_tail_mix.c",
     "probes/bpf/fentry_tc.c",
     "probes/bpf/legacy_maps.h",
+    "probes/bpf/seed_fentry_fexit_tc.c",
+    "probes/bpf/seed_seccomp.c",
+    "probes/bpf/seed_tcpconn.c",
     "probes/bpf/tail_call.c",
 ];
 

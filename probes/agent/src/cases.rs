@@ -15,10 +15,11 @@ use bpfmatrix_probes::{CaseId, Measured, Outcome, Trigger, VerdictObservation};
 
 use crate::objects;
 use crate::prog_tracing::{self, TraceKind, TracingLoad};
+use crate::seeds;
 use crate::sys;
 
-const TAIL_MAX_LINES: usize = 4;
-const TAIL_MAX_BYTES: usize = 2048;
+pub(crate) const TAIL_MAX_LINES: usize = 4;
+pub(crate) const TAIL_MAX_BYTES: usize = 2048;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const LOOPBACK_PACKETS: u32 = 5;
@@ -62,7 +63,7 @@ impl Fail {
     }
 }
 
-type CaseResult = Result<(), Fail>;
+pub(crate) type CaseResult = Result<(), Fail>;
 
 /// A real Ethernet + IPv4 + UDP frame, 64 bytes (127.0.0.1:4000 -> :4001).
 pub const FRAME: [u8; bpfmatrix_probes::TEST_FRAME_LEN] = {
@@ -183,6 +184,9 @@ impl<'a> Runner<'a> {
             CaseId::Bpf2bpfCallerFrame240 => self.mix_chain("frame240_entry", 3, measured),
             CaseId::FentryTcTestRun => self.fentry_tc_test_run(measured),
             CaseId::FentryTcLoopback => self.fentry_tc_loopback(measured),
+            CaseId::SeedTcpconnTailCall => seeds::tcpconn_tail_call(self, measured),
+            CaseId::SeedFentryFexitTcIcmp => seeds::fentry_fexit_tc_icmp(self, measured),
+            CaseId::SeedSeccompTailCall => seeds::seccomp_tail_call(self, measured),
         };
         match result {
             Ok(()) => Outcome::Accepted,
@@ -190,7 +194,49 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn load_object(&mut self, case: CaseId) -> Result<Ebpf, Fail> {
+    /// The kernel's BTF, when it has one (/sys/kernel/btf/vmlinux).
+    pub(crate) fn kernel_btf(&self) -> Option<&'a Btf> {
+        self.kernel_btf
+    }
+
+    /// Brings lo up, once per run.
+    pub(crate) fn loopback(&mut self) -> CaseResult {
+        self.loopback
+            .get_or_insert_with(|| sys::loopback_up().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| Fail::Error(format!("loopback set-up: {e}")))
+    }
+
+    /// Runs `f` with lo ready for a tc program at ingress: aya attaches with TCX
+    /// from 6.6 on; before that it needs the clsact qdisc, added here (netlink)
+    /// and removed after `f`.
+    pub(crate) fn with_lo_ingress(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> CaseResult,
+    ) -> CaseResult {
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if !tcx {
+            if let Err(e) = aya::programs::tc::qdisc_add_clsact("lo") {
+                let exists = matches!(&e, aya::programs::tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+                if !exists {
+                    return Err(Fail::Rejected {
+                        step: "add clsact qdisc on lo".into(),
+                        errno: netlink_errno(&e),
+                        verifier_tail: chain(&e),
+                    });
+                }
+            }
+        }
+        let result = f(self);
+        if !tcx {
+            if let Err(e) = sys::qdisc_del_clsact("lo") {
+                eprintln!("bpfmatrix-agent: removing clsact from lo: {e:#}");
+            }
+        }
+        result
+    }
+
+    pub(crate) fn load_object(&mut self, case: CaseId) -> Result<Ebpf, Fail> {
         let bytes = objects::by_name(case.object())
             .ok_or_else(|| Fail::Error(format!("no embedded object {}", case.object())))?;
         self.loader
@@ -344,32 +390,8 @@ impl<'a> Runner<'a> {
     }
 
     fn fentry_tc_loopback(&mut self, m: &mut Measured) -> CaseResult {
-        let lo = self
-            .loopback
-            .get_or_insert_with(|| sys::loopback_up().map_err(|e| format!("{e:#}")))
-            .clone();
-        lo.map_err(|e| Fail::Error(format!("loopback set-up: {e}")))?;
-        // aya attaches with TCX from 6.6 on; before that it needs clsact (netlink).
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        if !tcx {
-            if let Err(e) = aya::programs::tc::qdisc_add_clsact("lo") {
-                let exists = matches!(&e, aya::programs::tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
-                if !exists {
-                    return Err(Fail::Rejected {
-                        step: "add clsact qdisc on lo".into(),
-                        errno: netlink_errno(&e),
-                        verifier_tail: chain(&e),
-                    });
-                }
-            }
-        }
-        let result = self.loopback_inner(m);
-        if !tcx {
-            if let Err(e) = sys::qdisc_del_clsact("lo") {
-                eprintln!("bpfmatrix-agent: removing clsact from lo: {e:#}");
-            }
-        }
-        result
+        self.loopback()?;
+        self.with_lo_ingress(|r| r.loopback_inner(m))
     }
 
     fn loopback_inner(&mut self, m: &mut Measured) -> CaseResult {
@@ -506,7 +528,7 @@ fn drain(rx: &UdpSocket, sent: u32, counted: bool) -> Result<u32, Fail> {
 
 /// An error with its causes ("failed to create map `x`: Invalid argument"): aya's
 /// errors keep the errno in their source, which plain Display leaves out.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -527,7 +549,7 @@ fn netlink_errno(e: &aya::programs::tc::TcError) -> i32 {
     }
 }
 
-fn program_errno(e: &ProgramError) -> i32 {
+pub(crate) fn program_errno(e: &ProgramError) -> i32 {
     match e {
         ProgramError::SyscallError(s) => s.io_error.raw_os_error().unwrap_or(0),
         ProgramError::TcError(t) => netlink_errno(t),
@@ -543,7 +565,7 @@ fn map_fd(map: &Map) -> Option<RawFd> {
     Some(data.fd().as_fd().as_raw_fd())
 }
 
-fn classifier<'b>(bpf: &'b Ebpf, name: &str) -> Result<&'b SchedClassifier, Fail> {
+pub(crate) fn classifier<'b>(bpf: &'b Ebpf, name: &str) -> Result<&'b SchedClassifier, Fail> {
     bpf.program(name)
         .ok_or_else(|| Fail::Error(format!("no program {name} in the object")))?
         .try_into()

@@ -6,6 +6,7 @@ mod cases;
 mod hosted;
 mod objects;
 mod prog_tracing;
+mod seeds;
 mod sys;
 
 use std::fs::File;

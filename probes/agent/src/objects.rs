@@ -8,12 +8,25 @@ pub static BPF2BPF_TAIL_MIX: &[u8] =
 /// fentry_tc.c: the configurable tc verdict and its fentry/fexit tracers.
 pub static FENTRY_TC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fentry_tc.o"));
 
+/// seed_tcpconn.c: the tail-call notes' tcp_connect demo.
+pub static SEED_TCPCONN: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/seed_tcpconn.o"));
+/// seed_fentry_fexit_tc.c: the fentry/fexit-on-tc article's ICMP tracer.
+pub static SEED_FENTRY_FEXIT_TC: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/seed_fentry_fexit_tc.o"));
+/// seed_seccomp.c: the tail-call-vs-bpf2bpf article's __seccomp_filter demo.
+pub static SEED_SECCOMP: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/seed_seccomp.o"));
+
 /// The object a case names with `CaseId::object()`.
 pub fn by_name(name: &str) -> Option<&'static [u8]> {
     match name {
         "tail_call" => Some(TAIL_CALL),
         "bpf2bpf_tail_mix" => Some(BPF2BPF_TAIL_MIX),
         "fentry_tc" => Some(FENTRY_TC),
+        "seed_tcpconn" => Some(SEED_TCPCONN),
+        "seed_fentry_fexit_tc" => Some(SEED_FENTRY_FEXIT_TC),
+        "seed_seccomp" => Some(SEED_SECCOMP),
         _ => None,
     }
 }

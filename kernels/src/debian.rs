@@ -1,21 +1,18 @@
-//! Fetches a Debian kernel package with apt through a private configuration inside
-//! the cache (its own sources list, state and package cache; the system's apt
-//! sources and state are never read or touched), unpacks the parts a guest needs and
-//! describes how the kernel in it boots. apt verifies the Release signature against
-//! Debian's archive keyring and every package's checksum, so nothing unverified is
-//! booted.
+//! The Debian source: fetches a kernel's packages (`[kernel.debian]` in the catalog)
+//! with apt through a private configuration inside the cache (its own sources list,
+//! state and package cache; the system's apt sources and state are never read or
+//! touched) into the kernel folder the catalog has locked, and makes the kernel of
+//! them with [`crate::layout`]. apt verifies the Release signature against Debian's
+//! archive keyring and every package's checksum, so nothing unverified is booted.
 
-use crate::bzimage::BzImageHeader;
-use crate::catalog::{FetchError, Source, Unreachable};
-use crate::image::{boot_bzimage, read_config, sha256_file};
-use crate::layout::{self, Held, Unpacked};
-use crate::{cache_dir, BootProtocol, Kernel};
+use crate::error::Unreachable;
+use crate::image::sha256_file;
+use crate::layout::kernel_from_debs;
+use crate::version::version_cmp;
+use crate::{cache_dir, Kernel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
-use std::fs::File;
-use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Which Debian kernel to fetch.
@@ -86,16 +83,6 @@ impl DebianSpec {
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
-
-/// Fetches (or finds in the cache) the newest package of `spec.suite` matching
-/// `spec.package_regex` and returns it as a [`Kernel`]. The mirror is
-/// `$BPFMATRIX_DEBIAN_MIRROR`, else <http://deb.debian.org/debian>. Progress lines go
-/// to `progress`. The same as [`crate::catalog::fetch`] of a Debian entry (cache
-/// lock, interrupted downloads and all), with the error as an [`anyhow::Error`].
-pub fn fetch_debian(spec: &DebianSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Kernel> {
-    crate::catalog::fetch_source(&spec.name, &Source::Debian(spec.clone()), progress)
-        .map_err(FetchError::into_anyhow)
-}
 
 /// Downloads and unpacks the package into `kdir`, which the caller has locked and
 /// cleared of anything incomplete; the caller writes the marker.
@@ -347,85 +334,6 @@ fn release_dates(apt_dir: &Path, suite: &str) -> Option<String> {
     ))
 }
 
-/// Unpacks the guest's parts of `debs` into `kdir/root` (through a temporary
-/// folder), finds the kernel image, decides how it boots (extracting its vmlinux
-/// into `kdir` when it boots through PVH; the package's config counts), and
-/// describes the result. The image and its modules may come in one package (Ubuntu's
-/// 4.x mainline builds, Debian up to 6.x) or in several (later Ubuntu builds:
-/// linux-image-* and linux-modules-*; Debian 7.x: linux-binary-R, linux-modules-R,
-/// linux-base-R): all are unpacked into the same tree, which [`layout::arrange`]
-/// checks and brings into one shape whichever layout the packages use. `source` is
-/// left empty for the caller.
-pub(crate) fn kernel_from_debs(
-    kdir: &Path,
-    debs: &[PathBuf],
-    name: &str,
-    progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<Kernel> {
-    let root = kdir.join("root");
-    let tmp_root = crate::tmp_sibling(&root);
-    let _ = std::fs::remove_dir_all(&tmp_root);
-    std::fs::create_dir_all(&tmp_root)
-        .with_context(|| format!("cannot create {}", tmp_root.display()))?;
-    let mut held = Vec::new();
-    for deb in debs {
-        progress(&format!(
-            "unpacking {}",
-            deb.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let files = unpack_deb(deb, &tmp_root)?;
-        held.push(Held {
-            deb: deb.clone(),
-            files,
-        });
-    }
-    let arranged = layout::arrange(&tmp_root, &held, progress)?;
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::rename(&tmp_root, &root)?;
-    let moved = |p: &Path| root.join(p.strip_prefix(&tmp_root).expect("inside the tree"));
-    let image = moved(&arranged.image);
-    let release = arranged.release;
-    let package = held
-        .iter()
-        .find(|h| {
-            h.files
-                .iter()
-                .any(|f| layout::image_release(&f.rel).as_deref() == Some(release.as_str()))
-        })
-        .map_or_else(
-            || root.display().to_string(),
-            |h| h.deb.display().to_string(),
-        );
-
-    let mut head = Vec::new();
-    File::open(&image)?
-        .take(BzImageHeader::READ_LEN as u64)
-        .read_to_end(&mut head)?;
-    let Some(header) = BzImageHeader::parse(&head)? else {
-        bail!(
-            "the kernel image of {release} in {package} has no bzImage header: not an x86 kernel?"
-        );
-    };
-    // The kernel's own version string first; the file name is the packager's.
-    let version = header.release().unwrap_or_else(|| release.clone());
-    let config = read_config(&root.join("boot").join(format!("config-{release}")));
-    let boot = boot_bzimage(&image, Some(&version), config.as_deref(), kdir)?;
-    progress(&match boot.choice.protocol {
-        BootProtocol::Pvh => format!("booting the vmlinux through PVH: {}", boot.choice.why),
-        BootProtocol::BzImage => format!("booting the bzImage: {}", boot.choice.why),
-    });
-    let (boot_image, boot_protocol) = (boot.image, boot.choice.protocol);
-    Ok(Kernel {
-        name: name.to_owned(),
-        release: Some(release),
-        image,
-        boot_image,
-        boot_protocol,
-        modules_dir: arranged.modules_dir.as_deref().map(moved),
-        source: String::new(),
-    })
-}
-
 /// The host part of a mirror URL, for messages.
 fn mirror_host(mirror: &str) -> String {
     let rest = mirror.split_once("://").map_or(mirror, |(_, r)| r);
@@ -615,209 +523,9 @@ fn newest_name<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
     names.max_by(|a, b| version_cmp(a, b)).map(str::to_owned)
 }
 
-pub(crate) fn version_cmp(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (a.first(), b.first()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
-                let split = |s: &'_ [u8]| {
-                    s.iter()
-                        .position(|c| !c.is_ascii_digit())
-                        .unwrap_or(s.len())
-                };
-                let (na, nb) = (split(a), split(b));
-                let strip = |s: &'_ [u8]| -> Vec<u8> {
-                    s.iter().copied().skip_while(|&c| c == b'0').collect()
-                };
-                let (da, db) = (strip(&a[..na]), strip(&b[..nb]));
-                let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(&db));
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-                a = &a[na..];
-                b = &b[nb..];
-            }
-            (Some(x), Some(y)) => {
-                if x != y {
-                    return x.cmp(y);
-                }
-                a = &a[1..];
-                b = &b[1..];
-            }
-        }
-    }
-}
-
-/// The parts of lib/modules/<release>/ that are unpacked: net/ for clsact (the
-/// guest's sch_ingress and cls_bpf), and what virtme-ng loads to mount the host's
-/// root over 9p (9p, netfs/fscache, overlayfs, virtio, its console).
-const KEPT_MODULES: &[&str] = &[
-    "kernel/net",
-    "kernel/fs/9p",
-    "kernel/fs/netfs",
-    "kernel/fs/fscache",
-    "kernel/fs/overlayfs",
-    "kernel/drivers/virtio",
-    "kernel/drivers/char/virtio_console.ko",
-    "kernel/drivers/char/virtio_console.ko.xz",
-    "kernel/drivers/char/virtio_console.ko.zst",
-];
-
-/// Where a file of the package goes under the unpack root, if the guest can need it:
-/// boot/vmlinuz-*, boot/config-*, and of the modules tree (found under
-/// /usr/lib/modules in merged-/usr packages, kept as lib/modules here) the image
-/// and config kept beside the modules (vmlinuz, vmlinuz.unsigned, config: Debian
-/// 7.x, Fedora, Arch), modules.builtin*, modules.order and the subtrees in
-/// [`KEPT_MODULES`]: the guest
-/// loads sch_ingress and cls_bpf (kernel/net/sched), and keeping all of net/ keeps
-/// what they could depend on; the virtme-ng backend needs 9p, virtio and overlayfs.
-/// That is under 10% of the tree (the whole is 400-600 MB unpacked).
-/// [`crate::resolve_modules`] names a module that lies outside what was kept.
-fn wanted(path: &Path) -> Option<PathBuf> {
-    if !path
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return None;
-    }
-    let rel: PathBuf = path
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    let rel = rel
-        .strip_prefix("usr")
-        .map(Path::to_path_buf)
-        .unwrap_or(rel);
-    let text = rel.to_string_lossy();
-    let keep = if let Some(file) = text.strip_prefix("boot/") {
-        !file.contains('/') && (file.starts_with("vmlinuz-") || file.starts_with("config-"))
-    } else if let Some(rest) = text.strip_prefix("lib/modules/") {
-        // <release>/<inside>
-        match rest.split_once('/') {
-            None => true, // the release directory itself
-            Some((_, inside)) => {
-                (!inside.contains('/')
-                    && (inside.starts_with("modules.builtin")
-                        || inside == "modules.order"
-                        || inside == "config"
-                        || layout::IMAGES_BESIDE_MODULES.contains(&inside)))
-                    || KEPT_MODULES.iter().any(|kept| {
-                        // The subtree itself, what is in it, and the folders above it.
-                        inside == *kept
-                            || inside.starts_with(&format!("{kept}/"))
-                            || kept.starts_with(&format!("{inside}/"))
-                    })
-            }
-        }
-    } else {
-        false
-    };
-    keep.then_some(rel)
-}
-
-/// Unpacks the wanted parts of a .deb (an ar archive holding data.tar.{xz,zst,gz})
-/// into `dest`, and says which regular files it unpacked.
-pub(crate) fn unpack_deb(deb: &Path, dest: &Path) -> anyhow::Result<Vec<Unpacked>> {
-    let mut unpacked = Vec::new();
-    let file = File::open(deb).with_context(|| format!("cannot open {}", deb.display()))?;
-    let mut archive = ar::Archive::new(file);
-    while let Some(entry) = archive.next_entry() {
-        let entry =
-            entry.with_context(|| format!("{} is not a valid .deb (ar archive)", deb.display()))?;
-        let id = String::from_utf8_lossy(entry.header().identifier())
-            .trim_end_matches('/')
-            .to_owned();
-        let data: Box<dyn Read> = match id.as_str() {
-            "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(entry)),
-            "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
-            "data.tar.zst" => Box::new(
-                ruzstd::decoding::StreamingDecoder::new(entry)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            ),
-            "data.tar" => Box::new(entry),
-            _ => continue,
-        };
-        let mut tar = tar::Archive::new(data);
-        for item in tar.entries()? {
-            let mut item =
-                item.with_context(|| format!("corrupt data archive in {}", deb.display()))?;
-            let path = item.path()?.into_owned();
-            let Some(rel) = wanted(&path) else {
-                continue;
-            };
-            let target = dest.join(&rel);
-            match item.header().entry_type() {
-                tar::EntryType::Directory => std::fs::create_dir_all(&target)?,
-                tar::EntryType::Regular => {
-                    std::fs::create_dir_all(target.parent().unwrap())?;
-                    item.unpack(&target).with_context(|| {
-                        format!("cannot unpack {} from {}", rel.display(), deb.display())
-                    })?;
-                    let in_package = path
-                        .components()
-                        .filter(|c| matches!(c, Component::Normal(_)))
-                        .collect::<PathBuf>();
-                    unpacked.push(Unpacked {
-                        in_package: in_package.display().to_string(),
-                        rel,
-                    });
-                }
-                // Links (build/source in some packages) point outside the package.
-                _ => {}
-            }
-        }
-        return Ok(unpacked);
-    }
-    bail!(
-        "{} holds no data.tar.*: not a Debian package",
-        deb.display()
-    )
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A .deb (ar archive: debian-binary, data.tar.xz) holding `files`.
-    pub(crate) fn synthetic_deb(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        synthetic_deb_with_control(files, None)
-    }
-
-    fn tar_xz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut tar = tar::Builder::new(Vec::new());
-        for (path, body) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(body.len() as u64);
-            header.set_mode(0o644);
-            header.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut header, path, body.as_slice()).unwrap();
-        }
-        crate::bzimage::tests::xz(&tar.into_inner().unwrap())
-    }
-
-    /// [`synthetic_deb`] with a control.tar.xz holding `control` as ./control.
-    pub(crate) fn synthetic_deb_with_control(
-        files: &[(&str, Vec<u8>)],
-        control: Option<&str>,
-    ) -> Vec<u8> {
-        let mut members = vec![("debian-binary", b"2.0\n".to_vec())];
-        if let Some(control) = control {
-            members.push((
-                "control.tar.xz",
-                tar_xz(&[("./control", control.as_bytes().to_vec())]),
-            ));
-        }
-        members.push(("data.tar.xz", tar_xz(files)));
-        let mut deb = ar::Builder::new(Vec::new());
-        for (id, body) in members {
-            let header = ar::Header::new(id.as_bytes().to_vec(), body.len() as u64);
-            deb.append(&header, body.as_slice()).unwrap();
-        }
-        deb.into_inner().unwrap()
-    }
 
     #[test]
     fn newest_name_compares_numbers_as_numbers() {
@@ -831,57 +539,6 @@ pub(crate) mod tests {
             "linux-image-6.1.0-56-amd64-unsigned"
         );
         assert_eq!(newest_name(std::iter::empty()), None);
-        assert_eq!(version_cmp("a-010", "a-9"), Ordering::Greater);
-    }
-
-    #[test]
-    fn only_boot_files_and_the_modules_guests_load_are_wanted() {
-        let keep = |p: &str| wanted(Path::new(p)).map(|p| p.display().to_string());
-        assert_eq!(
-            keep("./boot/vmlinuz-6.1.0-56-amd64").as_deref(),
-            Some("boot/vmlinuz-6.1.0-56-amd64")
-        );
-        assert!(keep("./boot/config-6.1.0-56-amd64").is_some());
-        // Debian 7.x, Fedora, Arch: image and config beside the modules.
-        for beside in ["vmlinuz", "vmlinuz.unsigned", "config", "modules.order"] {
-            assert_eq!(
-                keep(&format!("./usr/lib/modules/7.2.13+deb14-amd64/{beside}")),
-                Some(format!("lib/modules/7.2.13+deb14-amd64/{beside}")),
-            );
-        }
-        assert_eq!(
-            keep("./usr/lib/modules/7.2.13+deb14-amd64/System.map"),
-            None
-        );
-        assert_eq!(
-            keep("./usr/lib/modules/6.12.1/kernel/net/sched/cls_bpf.ko.xz").as_deref(),
-            Some("lib/modules/6.12.1/kernel/net/sched/cls_bpf.ko.xz")
-        );
-        for yes in [
-            "./lib/modules/4.16.0-041600-generic/kernel/net/sched/sch_ingress.ko",
-            "./lib/modules/4.16.0-041600-generic/kernel/net/",
-            "./lib/modules/4.16.0-041600-generic/modules.builtin",
-            "./lib/modules/4.16.0-041600-generic/modules.builtin.modinfo",
-            "./lib/modules/4.16.0-041600-generic/modules.order",
-            "./lib/modules/4.16.0-041600-generic/",
-            "./lib/modules/6.1.0-56-amd64/kernel/fs/9p/9p.ko",
-            "./lib/modules/6.1.0-56-amd64/kernel/fs/",
-            "./lib/modules/6.1.0-56-amd64/kernel/drivers/char/virtio_console.ko",
-        ] {
-            assert!(keep(yes).is_some(), "{yes}");
-        }
-        for no in [
-            "./boot/System.map-6.1",
-            "./usr/share/doc/x",
-            "../boot/vmlinuz-evil",
-            "./lib/modules/6.1.0-56-amd64/kernel/drivers/net/virtio_net.ko",
-            "./lib/modules/6.1.0-56-amd64/kernel/fs/ext4/ext4.ko",
-            "./lib/modules/6.1.0-56-amd64/kernel/drivers/char/tpm/tpm.ko",
-            "./lib/modules/6.1.0-56-amd64/kernel/network.ko",
-            "./lib/modules/6.1.0-56-amd64/modules.dep",
-        ] {
-            assert_eq!(keep(no), None, "{no}");
-        }
     }
 
     #[test]
@@ -981,9 +638,9 @@ pub(crate) mod tests {
     }
 
     /// Real: apt against a host name that never resolves (.invalid is reserved).
+    /// Needs apt-get on PATH: without it this fails, "cannot run apt-get".
     #[test]
     fn an_unreachable_mirror_is_unavailable_within_seconds() {
-        // Without apt-get the answer is "unavailable" too, and faster.
         let dir = tempfile::tempdir().unwrap();
         let spec = DebianSpec {
             name: "6.1".into(),

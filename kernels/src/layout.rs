@@ -1,38 +1,183 @@
-//! Finds the kernel in the tree its packages were unpacked into, whichever layout
-//! they use: the classic `boot/vmlinuz-R` (Debian up to 6.x, Ubuntu), or the image
-//! beside its modules, `usr/lib/modules/R/vmlinuz` (Debian 7.x's linux-binary-R,
-//! where linux-binary-unsigned-R names it `vmlinuz.unsigned`; Fedora; Arch). Its
-//! modules are under `usr/lib/modules/R` (or `lib/modules/R`), in the image's
-//! package or in a package of their own (linux-modules-R).
+//! The tree a kernel's packages are unpacked into (`<kernel folder>/root`), and the
+//! [`Kernel`] it makes ([`kernel_from_debs`]): which of the packages' files are
+//! kept ([`wanted`]), where the image is, how it boots.
+//!
+//! Packages come in either layout: the classic `boot/vmlinuz-R` (Debian up to 6.x,
+//! Ubuntu), or the image beside its modules, `usr/lib/modules/R/vmlinuz` (Debian
+//! 7.x's linux-binary-R, where linux-binary-unsigned-R names it `vmlinuz.unsigned`;
+//! Fedora; Arch). Its modules are under `usr/lib/modules/R` (or `lib/modules/R`), in
+//! the image's package or in a package of their own (linux-modules-R).
 //!
 //! [`arrange`] checks that the packages make one kernel (one image, modules of the
 //! same release, no package's file hiding another's) and moves image and config to
 //! the classic places, so every kernel's tree looks the same: `boot/vmlinuz-R`,
 //! `boot/config-R`, `lib/modules/R` (the paths are kept without `usr/`).
 
+use crate::bzimage::BzImageHeader;
+use crate::deb::{self, Unpacked};
+use crate::image::{boot_bzimage, read_config};
+use crate::{BootProtocol, Kernel};
 use anyhow::{bail, Context};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-/// A regular file unpacked from a package.
-#[derive(Clone, Debug)]
-pub(crate) struct Unpacked {
-    /// Its path in the package, e.g. "usr/lib/modules/7.2.13+deb14-amd64/vmlinuz".
-    pub in_package: String,
-    /// Where it went in the tree, e.g. "lib/modules/7.2.13+deb14-amd64/vmlinuz".
-    pub rel: PathBuf,
+/// Unpacks the guest's parts of `debs` into `kdir/root` (through a temporary
+/// folder), finds the kernel image, decides how it boots (extracting its vmlinux
+/// into `kdir` when it boots through PVH; the package's config counts), and
+/// describes the result. The image and its modules may come in one package (Ubuntu's
+/// 4.x mainline builds, Debian up to 6.x) or in several (later Ubuntu builds:
+/// linux-image-* and linux-modules-*; Debian 7.x: linux-binary-R, linux-modules-R,
+/// linux-base-R): all are unpacked into the same tree, which [`arrange`]
+/// checks and brings into one shape whichever layout the packages use. `source` is
+/// left empty for the caller.
+pub(crate) fn kernel_from_debs(
+    kdir: &Path,
+    debs: &[PathBuf],
+    name: &str,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Kernel> {
+    let root = kdir.join("root");
+    let tmp_root = crate::tmp_sibling(&root);
+    let _ = std::fs::remove_dir_all(&tmp_root);
+    std::fs::create_dir_all(&tmp_root)
+        .with_context(|| format!("cannot create {}", tmp_root.display()))?;
+    let mut held = Vec::new();
+    for deb in debs {
+        progress(&format!(
+            "unpacking {}",
+            deb.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let files = deb::unpack_deb(deb, &tmp_root, &wanted)?;
+        held.push(Held {
+            deb: deb.clone(),
+            files,
+        });
+    }
+    let arranged = arrange(&tmp_root, &held, progress)?;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&tmp_root, &root)?;
+    let moved = |p: &Path| root.join(p.strip_prefix(&tmp_root).expect("inside the tree"));
+    let image = moved(&arranged.image);
+    let release = arranged.release;
+    let package = held
+        .iter()
+        .find(|h| {
+            h.files
+                .iter()
+                .any(|f| image_release(&f.rel).as_deref() == Some(release.as_str()))
+        })
+        .map_or_else(
+            || root.display().to_string(),
+            |h| h.deb.display().to_string(),
+        );
+
+    let mut head = Vec::new();
+    File::open(&image)?
+        .take(BzImageHeader::READ_LEN as u64)
+        .read_to_end(&mut head)?;
+    let Some(header) = BzImageHeader::parse(&head)? else {
+        bail!(
+            "the kernel image of {release} in {package} has no bzImage header: not an x86 kernel?"
+        );
+    };
+    // The kernel's own version string first; the file name is the packager's.
+    let version = header.release().unwrap_or_else(|| release.clone());
+    let config = read_config(&root.join("boot").join(format!("config-{release}")));
+    let boot = boot_bzimage(&image, Some(&version), config.as_deref(), kdir)?;
+    progress(&match boot.choice.protocol {
+        BootProtocol::Pvh => format!("booting the vmlinux through PVH: {}", boot.choice.why),
+        BootProtocol::BzImage => format!("booting the bzImage: {}", boot.choice.why),
+    });
+    let (boot_image, boot_protocol) = (boot.image, boot.choice.protocol);
+    Ok(Kernel {
+        name: name.to_owned(),
+        release: Some(release),
+        image,
+        boot_image,
+        boot_protocol,
+        modules_dir: arranged.modules_dir.as_deref().map(moved),
+        source: String::new(),
+    })
+}
+
+/// The parts of `lib/modules/<release>/` that are unpacked: net/ for clsact (the
+/// guest's sch_ingress and cls_bpf), and what virtme-ng loads to mount the host's
+/// root over 9p (9p, netfs/fscache, overlayfs, virtio, its console).
+const KEPT_MODULES: &[&str] = &[
+    "kernel/net",
+    "kernel/fs/9p",
+    "kernel/fs/netfs",
+    "kernel/fs/fscache",
+    "kernel/fs/overlayfs",
+    "kernel/drivers/virtio",
+    "kernel/drivers/char/virtio_console.ko",
+    "kernel/drivers/char/virtio_console.ko.xz",
+    "kernel/drivers/char/virtio_console.ko.zst",
+];
+
+/// Where a file of the package goes under the unpack root, if the guest can need it:
+/// boot/vmlinuz-*, boot/config-*, and of the modules tree (found under
+/// /usr/lib/modules in merged-/usr packages, kept as lib/modules here) the image
+/// and config kept beside the modules (vmlinuz, vmlinuz.unsigned, config: Debian
+/// 7.x, Fedora, Arch), modules.builtin*, modules.order and the subtrees in
+/// [`KEPT_MODULES`]: the guest
+/// loads sch_ingress and cls_bpf (kernel/net/sched), and keeping all of net/ keeps
+/// what they could depend on; the virtme-ng backend needs 9p, virtio and overlayfs.
+/// That is under 10% of the tree (the whole is 400-600 MB unpacked).
+/// [`crate::modules::resolve_modules`] names a module that lies outside what was kept.
+fn wanted(path: &Path) -> Option<PathBuf> {
+    if !path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return None;
+    }
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let rel = rel
+        .strip_prefix("usr")
+        .map(Path::to_path_buf)
+        .unwrap_or(rel);
+    let text = rel.to_string_lossy();
+    let keep = if let Some(file) = text.strip_prefix("boot/") {
+        !file.contains('/') && (file.starts_with("vmlinuz-") || file.starts_with("config-"))
+    } else if let Some(rest) = text.strip_prefix("lib/modules/") {
+        // <release>/<inside>
+        match rest.split_once('/') {
+            None => true, // the release directory itself
+            Some((_, inside)) => {
+                (!inside.contains('/')
+                    && (inside.starts_with("modules.builtin")
+                        || inside == "modules.order"
+                        || inside == "config"
+                        || IMAGES_BESIDE_MODULES.contains(&inside)))
+                    || KEPT_MODULES.iter().any(|kept| {
+                        // The subtree itself, what is in it, and the folders above it.
+                        inside == *kept
+                            || inside.starts_with(&format!("{kept}/"))
+                            || kept.starts_with(&format!("{inside}/"))
+                    })
+            }
+        }
+    } else {
+        false
+    };
+    keep.then_some(rel)
 }
 
 /// What one package put into the tree.
-pub(crate) struct Held {
+struct Held {
     pub deb: PathBuf,
     pub files: Vec<Unpacked>,
 }
 
 /// The kernel found in the tree.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Arranged {
+struct Arranged {
     /// The release the packages name it by (`uname -r`, for Debian and Ubuntu).
     pub release: String,
     /// `<root>/boot/vmlinuz-<release>`.
@@ -43,12 +188,12 @@ pub(crate) struct Arranged {
 
 /// The names of the files where an image may be: `boot/vmlinuz-R`, and
 /// `lib/modules/R/` + one of these.
-pub(crate) const IMAGES_BESIDE_MODULES: [&str; 2] = ["vmlinuz", "vmlinuz.unsigned"];
+const IMAGES_BESIDE_MODULES: [&str; 2] = ["vmlinuz", "vmlinuz.unsigned"];
 
 const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
 
 /// The release a kernel image at `rel` (a path in the tree) is for, if it is one.
-pub(crate) fn image_release(rel: &Path) -> Option<String> {
+fn image_release(rel: &Path) -> Option<String> {
     let text = rel.to_str()?;
     if let Some(release) = text.strip_prefix("boot/vmlinuz-") {
         return (!release.is_empty() && !release.contains('/')).then(|| release.to_owned());
@@ -82,11 +227,7 @@ fn file_name(deb: &Path) -> String {
 
 /// Checks and arranges the tree at `root` that `held` was unpacked into (see the
 /// module's documentation). Every error names the package and the file.
-pub(crate) fn arrange(
-    root: &Path,
-    held: &[Held],
-    progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<Arranged> {
+fn arrange(root: &Path, held: &[Held], progress: &mut dyn FnMut(&str)) -> anyhow::Result<Arranged> {
     let all = || {
         held.iter()
             .map(|h| h.deb.display().to_string())
@@ -203,7 +344,7 @@ pub(crate) fn arrange(
         .flat_map(|h| &h.files)
         .any(|f| modules_release(&f.rel) == Some(&release) && is_module(&f.rel));
     if !has_modules {
-        let config = crate::image::read_config(&config);
+        let config = read_config(&config);
         let as_modules: Vec<&str> = config
             .as_deref()
             .unwrap_or_default()
@@ -264,7 +405,7 @@ fn no_image(held: &[Held], all: &str) -> String {
                 list[0]
             ));
         } else if h.files.is_empty() {
-            why.push(match control(&h.deb) {
+            why.push(match deb::control(&h.deb) {
                 Some(c) if c.depends.contains("linux-binary-") => format!(
                     "{} is the metapackage {}: it holds no kernel, it depends on {}; give those packages instead (the image is in linux-binary-<release>, the modules in linux-modules-<release>)",
                     file_name(&h.deb),
@@ -304,55 +445,10 @@ fn no_image(held: &[Held], all: &str) -> String {
     }
 }
 
-/// The fields of a package's control file that say what it is.
-struct Control {
-    package: String,
-    depends: String,
-}
-
-/// `Package` and `Depends` from the control.tar.* of `deb`, for messages.
-fn control(deb: &Path) -> Option<Control> {
-    let mut archive = ar::Archive::new(std::fs::File::open(deb).ok()?);
-    while let Some(entry) = archive.next_entry() {
-        let entry = entry.ok()?;
-        let id = String::from_utf8_lossy(entry.header().identifier())
-            .trim_end_matches('/')
-            .to_owned();
-        let data: Box<dyn Read> = match id.as_str() {
-            "control.tar.xz" => Box::new(xz2::read::XzDecoder::new(entry)),
-            "control.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
-            "control.tar.zst" => Box::new(ruzstd::decoding::StreamingDecoder::new(entry).ok()?),
-            "control.tar" => Box::new(entry),
-            _ => continue,
-        };
-        let mut tar = tar::Archive::new(data);
-        for item in tar.entries().ok()? {
-            let item = item.ok()?;
-            let path = item.path().ok()?.into_owned();
-            if path.file_name().is_some_and(|n| n == "control") {
-                let mut text = String::new();
-                item.take(1 << 20).read_to_string(&mut text).ok()?;
-                let field = |name: &str| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
-                        .map(|v| v.trim().to_owned())
-                };
-                return Some(Control {
-                    package: field("Package")?,
-                    depends: field("Depends").unwrap_or_default(),
-                });
-            }
-        }
-        return None;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::debian::kernel_from_debs;
-    use crate::debian::tests::synthetic_deb_with_control;
+    use crate::deb::tests::synthetic_deb_with_control;
 
     const R: &str = "7.2.13+deb14-amd64";
 
@@ -654,6 +750,56 @@ mod tests {
             "lib/modules/vmlinuz",
         ] {
             assert_eq!(r(no), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn only_boot_files_and_the_modules_guests_load_are_wanted() {
+        let keep = |p: &str| wanted(Path::new(p)).map(|p| p.display().to_string());
+        assert_eq!(
+            keep("./boot/vmlinuz-6.1.0-56-amd64").as_deref(),
+            Some("boot/vmlinuz-6.1.0-56-amd64")
+        );
+        assert!(keep("./boot/config-6.1.0-56-amd64").is_some());
+        // Debian 7.x, Fedora, Arch: image and config beside the modules.
+        for beside in ["vmlinuz", "vmlinuz.unsigned", "config", "modules.order"] {
+            assert_eq!(
+                keep(&format!("./usr/lib/modules/7.2.13+deb14-amd64/{beside}")),
+                Some(format!("lib/modules/7.2.13+deb14-amd64/{beside}")),
+            );
+        }
+        assert_eq!(
+            keep("./usr/lib/modules/7.2.13+deb14-amd64/System.map"),
+            None
+        );
+        assert_eq!(
+            keep("./usr/lib/modules/6.12.1/kernel/net/sched/cls_bpf.ko.xz").as_deref(),
+            Some("lib/modules/6.12.1/kernel/net/sched/cls_bpf.ko.xz")
+        );
+        for yes in [
+            "./lib/modules/4.16.0-041600-generic/kernel/net/sched/sch_ingress.ko",
+            "./lib/modules/4.16.0-041600-generic/kernel/net/",
+            "./lib/modules/4.16.0-041600-generic/modules.builtin",
+            "./lib/modules/4.16.0-041600-generic/modules.builtin.modinfo",
+            "./lib/modules/4.16.0-041600-generic/modules.order",
+            "./lib/modules/4.16.0-041600-generic/",
+            "./lib/modules/6.1.0-56-amd64/kernel/fs/9p/9p.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/fs/",
+            "./lib/modules/6.1.0-56-amd64/kernel/drivers/char/virtio_console.ko",
+        ] {
+            assert!(keep(yes).is_some(), "{yes}");
+        }
+        for no in [
+            "./boot/System.map-6.1",
+            "./usr/share/doc/x",
+            "../boot/vmlinuz-evil",
+            "./lib/modules/6.1.0-56-amd64/kernel/drivers/net/virtio_net.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/fs/ext4/ext4.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/drivers/char/tpm/tpm.ko",
+            "./lib/modules/6.1.0-56-amd64/kernel/network.ko",
+            "./lib/modules/6.1.0-56-amd64/modules.dep",
+        ] {
+            assert_eq!(keep(no), None, "{no}");
         }
     }
 }

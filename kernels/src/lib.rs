@@ -13,20 +13,25 @@
 mod bzimage;
 mod cache;
 pub mod catalog;
+mod deb;
 mod debian;
+mod error;
+mod given;
 mod image;
 mod layout;
 mod mainline;
 mod modules;
 mod protocol;
+mod version;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub use bzimage::{BzImageHeader, Compression};
-pub use catalog::{cached, catalog, fetch, find, CatalogEntry, FetchError, Source};
-pub use debian::{fetch_debian, DebianSpec};
-pub use image::from_image;
+pub use catalog::{cached, catalog, fetch, fetch_debian, find, CatalogEntry, Source};
+pub use debian::DebianSpec;
+pub use error::FetchError;
+pub use given::from_image;
 pub use mainline::MainlineSpec;
 pub use modules::{resolve_modules, ModuleFile};
 

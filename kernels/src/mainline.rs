@@ -1,5 +1,7 @@
-//! Ubuntu's mainline kernel builds (<https://kernel.ubuntu.com/mainline/>), fetched
-//! as the site really lays them out:
+//! The Ubuntu mainline source: fetches a build of <https://kernel.ubuntu.com/mainline/>
+//! (`[kernel.ubuntu_mainline]` in the catalog) into the kernel folder the catalog has
+//! locked, and makes the kernel of its packages with [`crate::layout`]. The site is
+//! read as it really lays builds out:
 //!
 //! - Where the files are. Folders built before June 2020 (v5.6.17 and v5.7-rc7 were
 //!   the last, and the 5.4.y of that time, e.g. v5.4.42) hold every architecture's
@@ -29,9 +31,10 @@
 //! and are renamed into place only once their SHA256 matches CHECKSUMS (and the
 //! catalog's pin when there is one).
 
-use crate::catalog::Unreachable;
-use crate::debian::{kernel_from_debs, version_cmp};
+use crate::error::Unreachable;
 use crate::image::sha256_file;
+use crate::layout::kernel_from_debs;
+use crate::version::version_cmp;
 use crate::Kernel;
 use anyhow::{bail, Context};
 use regex::Regex;
@@ -586,7 +589,7 @@ impl Transport for Curl {
 pub(crate) mod tests {
     use super::*;
     use crate::bzimage::tests::{synthetic_bzimage_of, synthetic_vmlinux, xz};
-    use crate::debian::tests::synthetic_deb;
+    use crate::deb::tests::synthetic_deb;
     use crate::BootProtocol;
 
     // The pages below are shaped after what public parsers of kernel.ubuntu.com
@@ -713,11 +716,14 @@ Test arm64/build succeeded (rc=0, on=arm64, time=0:14:02, log=arm64/log)<br>
         sha(body)[..40].to_owned()
     }
 
-    fn entry(name: &str) -> MainlineSpec {
-        let crate::catalog::Source::UbuntuMainline(spec) = crate::find(name).unwrap().source else {
-            panic!("{name} is a mainline kernel")
-        };
-        spec
+    /// The catalog's entry for `name` ("4.16" or "5.4"), written out here so that
+    /// this source's tests need no catalog; the catalog's tests check that it says
+    /// the same.
+    pub(crate) fn entry(name: &str) -> MainlineSpec {
+        spec_for(
+            &format!("https://kernel.ubuntu.com/mainline/v{name}/"),
+            &format!("{name}.0"),
+        )
     }
 
     /// A spec like the catalog's, for another folder and version.
@@ -1144,7 +1150,8 @@ Test arm64/build succeeded (rc=0, on=arm64, time=0:14:02, log=arm64/log)<br>
                 "https://kernel.ubuntu.com/mainline/v5.4/CHECKSUMS"
             ]
         );
-        let modules = crate::resolve_modules(&kernel, &["sch_ingress", "cls_bpf"]).unwrap();
+        let modules =
+            crate::modules::resolve_modules(&kernel, &["sch_ingress", "cls_bpf"]).unwrap();
         assert_eq!(modules.len(), 1, "sch_ingress is built in: {modules:?}");
     }
 
@@ -1343,8 +1350,8 @@ Test arm64/build succeeded (rc=0, on=arm64, time=0:14:02, log=arm64/log)<br>
         assert_eq!(server.downloads, 0);
     }
 
-    /// Real, here: kernel.ubuntu.com does not resolve on this project's machines.
-    /// Where it does, the test says so and checks nothing.
+    /// Real: curl against a host name that never resolves (.invalid is reserved).
+    /// Needs curl on PATH: without it the reason given differs and this fails.
     #[test]
     fn an_unreachable_host_is_unavailable_within_seconds() {
         let spec = MainlineSpec {

@@ -142,7 +142,7 @@ pub fn extract_vmlinux(
     };
     file.seek(SeekFrom::Start(header.payload_start))?;
     let input = BufReader::with_capacity(1 << 20, file);
-    let tmp = crate::tmp_sibling(out);
+    let tmp = crate::util::tmp_sibling(out);
     let result = (|| -> anyhow::Result<()> {
         let mut writer = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         let mut decoder: Box<dyn Read> = match compression {

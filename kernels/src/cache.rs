@@ -1,7 +1,7 @@
-//! One kernel's folder in the cache (`cache_dir()/kernels/<name>/`) and the rules
-//! that keep it trustworthy when downloads are interrupted or two bpfmatrix processes
-//! fetch the same kernel at once, applied around a source's work by
-//! [`fetch_locked`]:
+//! The cache: where it is ([`cache_dir`]), one kernel's folder in it
+//! (`cache_dir()/kernels/<name>/`), and the rules that keep that folder trustworthy
+//! when downloads are interrupted or two bpfmatrix processes fetch the same kernel
+//! at once, applied around a source's work by [`fetch_locked`]:
 //!
 //! - `kernel.json` (the marker) is written last, through a rename: while it is
 //!   missing, nothing else in the folder is trusted.
@@ -17,10 +17,28 @@
 //!   bzImage, which the entry holds anyway, with nothing fetched again.
 
 use crate::error::FetchError;
-use crate::{BootProtocol, Kernel};
+use crate::kernel::{BootProtocol, Kernel};
 use anyhow::{bail, Context};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+/// Where bpfmatrix keeps kernels, extracted vmlinux images and decompressed modules:
+/// `$BPFMATRIX_CACHE` if set and non-empty, else `$XDG_CACHE_HOME/bpfmatrix`, else
+/// `~/.cache/bpfmatrix` (falling back to the system temp dir when there is no home).
+/// Deleting it is always safe: everything in it is fetched or derived again.
+pub fn cache_dir() -> PathBuf {
+    let non_empty = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty("BPFMATRIX_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = non_empty("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("bpfmatrix");
+    }
+    match non_empty("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("bpfmatrix"),
+        None => std::env::temp_dir().join("bpfmatrix-cache"),
+    }
+}
 
 /// Written last: its presence means everything else in the kernel's folder is
 /// complete, and it holds the [`Kernel`] to return without touching the network.
@@ -66,7 +84,7 @@ pub(crate) fn completed(kdir: &Path) -> Option<Kernel> {
 
 /// Records `kernel` as the completed content of `kdir`.
 pub(crate) fn complete(kdir: &Path, kernel: &Kernel) -> anyhow::Result<()> {
-    crate::write_atomically(
+    crate::util::write_atomically(
         &kdir.join(MARKER),
         serde_json::to_string_pretty(kernel)?.as_bytes(),
     )
@@ -173,9 +191,8 @@ pub(crate) fn fetch_locked_in(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     #[test]
     fn names_that_escape_the_cache_are_refused() {
@@ -269,130 +286,5 @@ pub(crate) mod tests {
         assert_eq!(completed(d), None);
         std::fs::write(d.join(MARKER), b"{ half").unwrap();
         assert_eq!(completed(d), None);
-    }
-
-    fn deb_source(dir: &Path) -> Vec<PathBuf> {
-        let deb = dir.join("linux-image-9.9.9-test_9.9.9_amd64.deb");
-        let image = crate::bzimage::tests::synthetic_bzimage(
-            &crate::bzimage::tests::xz(b"kernel"),
-            0,
-            None,
-        );
-        std::fs::write(
-            &deb,
-            crate::deb::tests::synthetic_deb(&[
-                ("./boot/vmlinuz-9.9.9-test", image),
-                (
-                    "./lib/modules/9.9.9-test/kernel/net/sched/cls_bpf.ko",
-                    b"\x7fELF".to_vec(),
-                ),
-            ]),
-        )
-        .unwrap();
-        vec![deb]
-    }
-
-    /// The names in `dir`, sorted.
-    pub(crate) fn left_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn a_half_entry_left_by_a_killed_run_is_redone() {
-        let tmp = tempfile::tempdir().unwrap();
-        let cache = tmp.path().join("cache");
-        let debs = deb_source(tmp.path());
-        let kdir = cache.join("kernels/k");
-        // What a run killed at various points leaves: a half download, a half
-        // unpacked tree, a half vmlinux, and a marker of an entry whose files are gone.
-        std::fs::create_dir_all(kdir.join("root.tmp.4242/boot")).unwrap();
-        std::fs::create_dir_all(kdir.join("root/boot")).unwrap();
-        std::fs::write(kdir.join("root/boot/vmlinuz-9.9.9-test"), b"half").unwrap();
-        std::fs::write(kdir.join("x_amd64.deb.tmp.4242"), b"half").unwrap();
-        std::fs::write(kdir.join("vmlinux"), b"\x7fELF half").unwrap();
-        let stale = Kernel {
-            name: "k".into(),
-            release: None,
-            image: kdir.join("gone"),
-            boot_image: kdir.join("gone"),
-            boot_protocol: crate::BootProtocol::Pvh,
-            modules_dir: None,
-            source: "stale".into(),
-        };
-        complete(&kdir, &stale).unwrap();
-        assert_eq!(completed(&kdir), None);
-
-        let mut work = |kdir: &Path, p: &mut dyn FnMut(&str)| {
-            crate::layout::kernel_from_debs(kdir, &debs, "k", p)
-        };
-        let kernel = fetch_locked(&cache, "k", &mut |_| {}, &mut work).unwrap();
-        assert_eq!(kernel.release.as_deref(), Some("9.9.9-test"));
-        assert_eq!(
-            std::fs::read(&kernel.image).unwrap(),
-            std::fs::read(
-                tmp.path()
-                    .join("cache/kernels/k/root/boot/vmlinuz-9.9.9-test")
-            )
-            .unwrap()
-        );
-        assert!(kernel
-            .modules_dir
-            .as_ref()
-            .unwrap()
-            .join("kernel/net/sched/cls_bpf.ko")
-            .is_file());
-        assert_eq!(left_in(&kdir), ["kernel.json", "lock", "root", "vmlinux"]);
-        // Extracted again, not the half one (this payload is no ELF, so no PVH).
-        assert_eq!(std::fs::read(kdir.join("vmlinux")).unwrap(), b"kernel");
-        assert_eq!(completed(&kdir), Some(kernel.clone()));
-        // And the next run takes it from the cache without doing anything.
-        let again = fetch_locked(&cache, "k", &mut |l| panic!("{l}"), &mut |_, _| {
-            panic!("a completed entry must not be fetched again")
-        })
-        .unwrap();
-        assert_eq!(again, kernel);
-    }
-
-    #[test]
-    fn two_fetches_at_once_both_succeed_and_one_does_the_work() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::{mpsc, Arc};
-        let tmp = tempfile::tempdir().unwrap();
-        let cache = tmp.path().join("cache");
-        let debs = deb_source(tmp.path());
-        let works = Arc::new(AtomicUsize::new(0));
-        let (locked_tx, locked_rx) = mpsc::channel();
-        let first = {
-            let (cache, debs, works) = (cache.clone(), debs.clone(), works.clone());
-            std::thread::spawn(move || {
-                fetch_locked(&cache, "k", &mut |_| {}, &mut |kdir, p| {
-                    works.fetch_add(1, Ordering::SeqCst);
-                    locked_tx.send(()).unwrap();
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                    crate::layout::kernel_from_debs(kdir, &debs, "k", p)
-                })
-            })
-        };
-        locked_rx.recv().unwrap();
-        let mut lines = Vec::new();
-        let second = fetch_locked(
-            &cache,
-            "k",
-            &mut |l| lines.push(l.to_owned()),
-            &mut |kdir, p| {
-                works.fetch_add(1, Ordering::SeqCst);
-                crate::layout::kernel_from_debs(kdir, &debs, "k", p)
-            },
-        )
-        .unwrap();
-        let first = first.join().unwrap().unwrap();
-        assert_eq!(first, second);
-        assert_eq!(works.load(Ordering::SeqCst), 1);
-        assert_eq!(lines, ["waiting for another bpfmatrix fetching k"]);
     }
 }

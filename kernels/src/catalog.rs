@@ -10,11 +10,11 @@
 //! checksum mismatch, a corrupt package, a package without a kernel). See
 //! the `cache` module for how interrupted and concurrent fetches stay safe.
 
-use crate::cache::{self, fetch_locked, kernel_dir};
+use crate::cache::{self, cache_dir, fetch_locked, kernel_dir};
 use crate::debian::{self, DebianSpec};
 use crate::given;
+use crate::kernel::Kernel;
 use crate::mainline::{self, MainlineSpec};
-use crate::{cache_dir, Kernel};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -236,6 +236,135 @@ mod tests {
         assert!(format!("{err:#}").contains("regex"), "{err:#}");
     }
 
+    // The cache's rules (`cache::fetch_locked`) around real work: the tests below
+    // unpack packages (`layout`) or fetch from a fake mainline folder, so they live
+    // here, where the catalog brings cache and sources together.
+
+    fn deb_source(dir: &Path) -> Vec<PathBuf> {
+        let deb = dir.join("linux-image-9.9.9-test_9.9.9_amd64.deb");
+        let image = crate::bzimage::tests::synthetic_bzimage(
+            &crate::bzimage::tests::xz(b"kernel"),
+            0,
+            None,
+        );
+        std::fs::write(
+            &deb,
+            crate::deb::tests::synthetic_deb(&[
+                ("./boot/vmlinuz-9.9.9-test", image),
+                (
+                    "./lib/modules/9.9.9-test/kernel/net/sched/cls_bpf.ko",
+                    b"\x7fELF".to_vec(),
+                ),
+            ]),
+        )
+        .unwrap();
+        vec![deb]
+    }
+
+    /// The names in `dir`, sorted.
+    fn left_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_half_entry_left_by_a_killed_run_is_redone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let debs = deb_source(tmp.path());
+        let kdir = cache.join("kernels/k");
+        // What a run killed at various points leaves: a half download, a half
+        // unpacked tree, a half vmlinux, and a marker of an entry whose files are gone.
+        std::fs::create_dir_all(kdir.join("root.tmp.4242/boot")).unwrap();
+        std::fs::create_dir_all(kdir.join("root/boot")).unwrap();
+        std::fs::write(kdir.join("root/boot/vmlinuz-9.9.9-test"), b"half").unwrap();
+        std::fs::write(kdir.join("x_amd64.deb.tmp.4242"), b"half").unwrap();
+        std::fs::write(kdir.join("vmlinux"), b"\x7fELF half").unwrap();
+        let stale = Kernel {
+            name: "k".into(),
+            release: None,
+            image: kdir.join("gone"),
+            boot_image: kdir.join("gone"),
+            boot_protocol: crate::kernel::BootProtocol::Pvh,
+            modules_dir: None,
+            source: "stale".into(),
+        };
+        cache::complete(&kdir, &stale).unwrap();
+        assert_eq!(cache::completed(&kdir), None);
+
+        let mut work = |kdir: &Path, p: &mut dyn FnMut(&str)| {
+            crate::layout::kernel_from_debs(kdir, &debs, "k", p)
+        };
+        let kernel = fetch_locked(&cache, "k", &mut |_| {}, &mut work).unwrap();
+        assert_eq!(kernel.release.as_deref(), Some("9.9.9-test"));
+        assert_eq!(
+            std::fs::read(&kernel.image).unwrap(),
+            std::fs::read(
+                tmp.path()
+                    .join("cache/kernels/k/root/boot/vmlinuz-9.9.9-test")
+            )
+            .unwrap()
+        );
+        assert!(kernel
+            .modules_dir
+            .as_ref()
+            .unwrap()
+            .join("kernel/net/sched/cls_bpf.ko")
+            .is_file());
+        assert_eq!(left_in(&kdir), ["kernel.json", "lock", "root", "vmlinux"]);
+        // Extracted again, not the half one (this payload is no ELF, so no PVH).
+        assert_eq!(std::fs::read(kdir.join("vmlinux")).unwrap(), b"kernel");
+        assert_eq!(cache::completed(&kdir), Some(kernel.clone()));
+        // And the next run takes it from the cache without doing anything.
+        let again = fetch_locked(&cache, "k", &mut |l| panic!("{l}"), &mut |_, _| {
+            panic!("a completed entry must not be fetched again")
+        })
+        .unwrap();
+        assert_eq!(again, kernel);
+    }
+
+    #[test]
+    fn two_fetches_at_once_both_succeed_and_one_does_the_work() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{mpsc, Arc};
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let debs = deb_source(tmp.path());
+        let works = Arc::new(AtomicUsize::new(0));
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let first = {
+            let (cache, debs, works) = (cache.clone(), debs.clone(), works.clone());
+            std::thread::spawn(move || {
+                fetch_locked(&cache, "k", &mut |_| {}, &mut |kdir, p| {
+                    works.fetch_add(1, Ordering::SeqCst);
+                    locked_tx.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    crate::layout::kernel_from_debs(kdir, &debs, "k", p)
+                })
+            })
+        };
+        locked_rx.recv().unwrap();
+        let mut lines = Vec::new();
+        let second = fetch_locked(
+            &cache,
+            "k",
+            &mut |l| lines.push(l.to_owned()),
+            &mut |kdir, p| {
+                works.fetch_add(1, Ordering::SeqCst);
+                crate::layout::kernel_from_debs(kdir, &debs, "k", p)
+            },
+        )
+        .unwrap();
+        let first = first.join().unwrap().unwrap();
+        assert_eq!(first, second);
+        assert_eq!(works.load(Ordering::SeqCst), 1);
+        assert_eq!(lines, ["waiting for another bpfmatrix fetching k"]);
+    }
+
     /// A download that writes half the file and then hangs, for the child process
     /// of the test below.
     struct HangingServer(crate::mainline::tests::FakeServer);
@@ -349,9 +478,6 @@ mod tests {
         assert_eq!(downloads, 2, "both packages downloaded again");
         assert!(!half.exists());
         assert_eq!(kernel.release.as_deref(), Some("5.4.0-050400-generic"));
-        assert_eq!(
-            crate::cache::tests::left_in(&kdir),
-            ["kernel.json", "lock", "root", "vmlinux"]
-        );
+        assert_eq!(left_in(&kdir), ["kernel.json", "lock", "root", "vmlinux"]);
     }
 }

@@ -5,11 +5,12 @@
 //! them with [`crate::layout`]. apt verifies the Release signature against Debian's
 //! archive keyring and every package's checksum, so nothing unverified is booted.
 
+use crate::cache::{self, cache_dir};
 use crate::error::Unreachable;
-use crate::image::sha256_file;
+use crate::kernel::Kernel;
 use crate::layout::kernel_from_debs;
+use crate::util::sha256_file;
 use crate::version::version_cmp;
-use crate::{cache_dir, Kernel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -123,7 +124,7 @@ fn fetch_from(
     // Two kernels from one suite share the private apt state; apt's own lock would
     // make the second fail rather than wait.
     let apt_dir = apt_root.join(&spec.suite);
-    let _apt_lock = crate::cache::lock_dir(&apt_dir, &mut || {
+    let _apt_lock = cache::lock_dir(&apt_dir, &mut || {
         progress(&format!(
             "waiting for another bpfmatrix using apt for {}",
             spec.suite
@@ -286,7 +287,7 @@ impl AptPackage {
         progress(&format!("downloading {name} {version} ({size_mb} MB)"));
         // apt-get download writes into the current directory; a fresh per-process
         // directory keeps a half download from ever being taken for a finished one.
-        let tmp = crate::tmp_sibling(&kdir.join("download"));
+        let tmp = crate::util::tmp_sibling(&kdir.join("download"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
         apt.run(
@@ -465,7 +466,7 @@ impl PrivateApt {
         name: &str,
     ) -> anyhow::Result<String> {
         let mut cmd = Command::new(tool);
-        crate::die_with_parent(&mut cmd);
+        crate::util::die_with_parent(&mut cmd);
         cmd.env("APT_CONFIG", &self.config).env("LC_ALL", "C");
         for (k, v) in &self.options {
             cmd.arg("-o").arg(format!("{k}={v}"));

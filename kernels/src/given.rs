@@ -4,12 +4,13 @@
 //! [`from_image`]), which need no fetching.
 
 use crate::bzimage::{self, BzImageHeader};
-use crate::cache;
+use crate::cache::{self, cache_dir};
 use crate::error::FetchError;
-use crate::image::{boot_bzimage, read_config, read_head, sha256_file};
+use crate::image::{boot_bzimage, read_config, read_head};
+use crate::kernel::{BootProtocol, Kernel};
 use crate::layout::kernel_from_debs;
 use crate::protocol;
-use crate::{cache_dir, BootProtocol, Kernel};
+use crate::util::sha256_file;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
@@ -113,7 +114,7 @@ pub fn from_image(name: &str, image: &Path, modules_dir: Option<&Path>) -> anyho
 }
 
 /// [`from_image`] with an explicit cache directory.
-pub(crate) fn from_image_in(
+fn from_image_in(
     cache: &Path,
     name: &str,
     image: &Path,

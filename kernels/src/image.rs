@@ -1,12 +1,11 @@
 //! How a kernel image file boots: a bzImage as it is, or its vmlinux, extracted into
 //! the cache, through PVH where that is safe ([`crate::protocol`]); and reading the
-//! files around it (its config, its first bytes, its SHA256).
+//! files around it (its config, its first bytes).
 
 use crate::bzimage::{self, BzImageHeader};
+use crate::kernel::BootProtocol;
 use crate::protocol::{self, Choice};
-use crate::BootProtocol;
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -77,17 +76,4 @@ pub(crate) fn read_head(path: &Path) -> anyhow::Result<Vec<u8>> {
         .read_to_end(&mut head)
         .with_context(|| format!("cannot read kernel image {}", path.display()))?;
     Ok(head)
-}
-
-/// The SHA256 of the file at `path`, in lowercase hex.
-pub(crate) fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }

@@ -16,7 +16,7 @@
 use crate::bzimage::BzImageHeader;
 use crate::deb::{self, Unpacked};
 use crate::image::{boot_bzimage, read_config};
-use crate::{BootProtocol, Kernel};
+use crate::kernel::{BootProtocol, Kernel};
 use anyhow::{bail, Context};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -39,7 +39,7 @@ pub(crate) fn kernel_from_debs(
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Kernel> {
     let root = kdir.join("root");
-    let tmp_root = crate::tmp_sibling(&root);
+    let tmp_root = crate::util::tmp_sibling(&root);
     let _ = std::fs::remove_dir_all(&tmp_root);
     std::fs::create_dir_all(&tmp_root)
         .with_context(|| format!("cannot create {}", tmp_root.display()))?;
@@ -528,7 +528,7 @@ mod tests {
             )
         }
 
-        fn unpack(&self, debs: &[PathBuf]) -> (anyhow::Result<crate::Kernel>, Vec<String>) {
+        fn unpack(&self, debs: &[PathBuf]) -> (anyhow::Result<crate::kernel::Kernel>, Vec<String>) {
             let kdir = self.dir.path().join("k");
             std::fs::create_dir_all(&kdir).unwrap();
             let mut lines = Vec::new();

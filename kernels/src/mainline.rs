@@ -16,7 +16,7 @@
 //!   its modules (v4.16: `linux-image-4.16.0-041600-generic_4.16.0-041600.201804012230_amd64.deb`,
 //!   no `-unsigned`, no `linux-modules`); later ones split them into
 //!   `linux-image-unsigned-*` (boot/vmlinuz-*) and `linux-modules-*`
-//!   (lib/modules/<release>/). Public scripts disagree on v5.4's image name: most
+//!   (`lib/modules/<release>/`). Public scripts disagree on v5.4's image name: most
 //!   fetch `linux-image-unsigned-5.4.0-050400-generic_…`, one (polycube's docs) names
 //!   `linux-image-5.4.0-050400-generic_…`; the catalog's pattern takes either.
 //! - The ABI number packs the version in two digits each (5.4.0 → 050400), so from
@@ -32,10 +32,10 @@
 //! catalog's pin when there is one).
 
 use crate::error::Unreachable;
-use crate::image::sha256_file;
+use crate::kernel::Kernel;
 use crate::layout::kernel_from_debs;
+use crate::util::sha256_file;
 use crate::version::version_cmp;
-use crate::Kernel;
 use anyhow::{bail, Context};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,7 @@ use std::time::Duration;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MainlineSpec {
-    /// The build's folder, e.g. "https://kernel.ubuntu.com/mainline/v5.4/".
+    /// The build's folder, e.g. `https://kernel.ubuntu.com/mainline/v5.4/`.
     pub folder: String,
     /// A regex on the amd64 file names in the folder picking the image package.
     pub image: String,
@@ -189,7 +189,7 @@ pub(crate) fn fetch_with(
         }
         if !deb.exists() {
             progress(&format!("downloading {folder}{file}"));
-            let tmp = crate::tmp_sibling(&deb);
+            let tmp = crate::util::tmp_sibling(&deb);
             let result = transport
                 .download(&format!("{folder}{file}"), &tmp)
                 .and_then(|()| {
@@ -475,7 +475,7 @@ impl Curl {
             .into());
         }
         let mut cmd = Command::new("curl");
-        crate::die_with_parent(&mut cmd);
+        crate::util::die_with_parent(&mut cmd);
         cmd.args([
             "--fail",
             "--location",
@@ -590,7 +590,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::bzimage::tests::{synthetic_bzimage_of, synthetic_vmlinux, xz};
     use crate::deb::tests::synthetic_deb;
-    use crate::BootProtocol;
+    use crate::kernel::BootProtocol;
 
     // The pages below are shaped after what public parsers of kernel.ubuntu.com
     // expect (pimlie/ubuntu-mainline-kernel.sh, bkw777/mainline, cappelikan/mainline)

@@ -2,7 +2,8 @@
 //! modules directory. Debian's packages ship no modules.dep (depmod runs at install
 //! time), so dependencies come from each module's own `.modinfo` section.
 
-use crate::{cache_dir, Kernel};
+use crate::cache::cache_dir;
+use crate::kernel::Kernel;
 use anyhow::{bail, Context};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -243,12 +244,12 @@ fn uncompressed(source: &Path, unpack_dir: &Path, name: &str) -> anyhow::Result<
     if source.extension().is_some_and(|e| e == "ko") {
         return Ok(source.to_path_buf());
     }
-    let dir = unpack_dir.join(&crate::image::sha256_file(source)?[..32]);
+    let dir = unpack_dir.join(&crate::util::sha256_file(source)?[..32]);
     let out = dir.join(format!("{name}.ko"));
     if !out.exists() {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        crate::write_atomically(&out, &read_module(source)?)?;
+        crate::util::write_atomically(&out, &read_module(source)?)?;
     }
     Ok(out)
 }

@@ -11,7 +11,7 @@
 //! own config says CONFIG_PVH=y (a backport); anything else boots the bzImage, which
 //! is slower under TCG but always works.
 
-use crate::BootProtocol;
+use crate::kernel::BootProtocol;
 
 /// How a kernel boots, and why, in words for progress lines and error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]

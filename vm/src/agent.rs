@@ -14,11 +14,16 @@
 //! from its own source tree's `target/` (`cargo run`, `cargo test`), else
 //! `<cache>/agent` (see `bpfmatrix_kernels::cache_dir`). In it:
 //!
-//! - `src-<hash>/`: the sources, with a workspace manifest of their own, unpacked
-//!   through a temporary folder renamed into place (an interrupted unpack is never
-//!   taken for a finished one); `<hash>` is that of the sources.
-//! - cargo's target directory is the home itself, shared by every `src-<hash>`, so
-//!   a new version of the agent rebuilds the agent, not its dependencies.
+//! - `src/`: the sources, with a workspace manifest of their own, unpacked through
+//!   a temporary folder renamed into place (an interrupted unpack is never taken for
+//!   a finished one); `src/.sources-hash`, written last, names the sources it holds,
+//!   and other sources replace them. The folder keeps one path on purpose: cargo
+//!   tells a path crate's changes by the mtimes of the files its last build read,
+//!   so sources unpacked beside the old ones (a `src-<hash>` per version) were
+//!   taken for up to date and the old agent was linked again (seen when the
+//!   protocol crate gained cases).
+//! - cargo's target directory is the home itself, so a new version of the agent
+//!   rebuilds the agent, not its dependencies.
 //! - `bin/bpfmatrix-agent-<hash>`: the built agent, copied there through a rename,
 //!   so a second bpfmatrix building different sources never swaps the binary under
 //!   a run that is still packing guests with it.
@@ -179,27 +184,30 @@ fn lock_home(home: &Path, progress: &mut dyn FnMut(&str)) -> anyhow::Result<File
     Ok(file)
 }
 
-/// With `home` locked: the agent's workspace `home/src-<hash>`, unpacked unless it
-/// is there already, and `<hash>`. Temporary folders left by a killed unpack are
-/// removed.
+/// With `home` locked: the agent's workspace `home/src`, holding these sources
+/// (unpacked unless it holds them already), and their hash. Temporary folders left
+/// by a killed unpack are removed.
 fn unpack(home: &Path, progress: &mut dyn FnMut(&str)) -> anyhow::Result<(PathBuf, String)> {
     let manifest = workspace_manifest()?;
     let hash = sources_hash(&manifest);
-    let dir = home.join(format!("src-{hash}"));
+    let dir = home.join("src");
+    let marker = dir.join(".sources-hash");
     for entry in std::fs::read_dir(home)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("src-") && name.contains(".tmp.") {
+        // A killed unpack's leftovers, and the per-version folders of older
+        // bpfmatrix releases (src-<hash>), which nothing reads any more.
+        if (name.starts_with("src") && name.contains(".tmp.")) || name.starts_with("src-") {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    if dir.is_dir() {
+    if std::fs::read_to_string(&marker).is_ok_and(|h| h == hash) {
         return Ok((dir, hash));
     }
     progress(&format!(
         "unpacking the guest agent's sources into {}",
         dir.display()
     ));
-    let tmp = home.join(format!("src-{hash}.tmp.{}", std::process::id()));
+    let tmp = home.join(format!("src.tmp.{}", std::process::id()));
     let files = [("Cargo.toml", manifest.as_bytes())]
         .into_iter()
         .chain(SOURCES.iter().copied());
@@ -209,8 +217,13 @@ fn unpack(home: &Path, progress: &mut dyn FnMut(&str)) -> anyhow::Result<(PathBu
         std::fs::write(&target, content)
             .with_context(|| format!("cannot write {}", target.display()))?;
     }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove the old sources in {}", dir.display()))?;
+    }
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    std::fs::write(&marker, &hash).with_context(|| format!("cannot write {}", marker.display()))?;
     Ok((dir, hash))
 }
 
@@ -374,7 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path();
         let (src, hash) = unpack(home, &mut |_| {}).unwrap();
-        assert_eq!(src, home.join(format!("src-{hash}")));
+        assert_eq!(src, home.join("src"));
         assert_eq!(hash.len(), 16);
         assert!(src.join("probes/agent/build.rs").is_file());
         assert_eq!(
@@ -383,7 +396,7 @@ mod tests {
         );
         // A second unpack finds it (and says nothing); a killed one's leftovers go.
         std::fs::write(src.join("probes/src/lib.rs"), b"changed by cargo").unwrap();
-        let stale = home.join(format!("src-{hash}.tmp.999999999"));
+        let stale = home.join("src.tmp.999999999");
         std::fs::create_dir_all(stale.join("probes")).unwrap();
         let mut said = Vec::new();
         let (again, _) = unpack(home, &mut |m| said.push(m.to_owned())).unwrap();
@@ -393,6 +406,23 @@ mod tests {
         assert_eq!(
             std::fs::read(src.join("probes/src/lib.rs")).unwrap(),
             b"changed by cargo"
+        );
+        // Other sources (another bpfmatrix) replace them in the same folder, so
+        // cargo sees new mtimes at the paths its last build read.
+        std::fs::write(src.join(".sources-hash"), b"another version").unwrap();
+        std::fs::write(src.join("left-over.rs"), b"").unwrap();
+        let mut said = Vec::new();
+        let (again, _) = unpack(home, &mut |m| said.push(m.to_owned())).unwrap();
+        assert_eq!(again, src);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_ne!(
+            std::fs::read(src.join("probes/src/lib.rs")).unwrap(),
+            b"changed by cargo"
+        );
+        assert!(!src.join("left-over.rs").exists());
+        assert_eq!(
+            std::fs::read_to_string(src.join(".sources-hash")).unwrap(),
+            hash
         );
     }
 
@@ -415,7 +445,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(entries.len(), 2, "{entries:?}"); // lock and src-<hash>
+        assert_eq!(entries.len(), 2, "{entries:?}"); // lock and src
     }
 
     #[test]

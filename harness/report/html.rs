@@ -4,7 +4,7 @@
 
 use super::{
     cell_summary, coverage_lines, explain, generated_by, grid, header, kernel_line, mark,
-    verdict_line, MISSING,
+    seed_articles, verdict_line, MISSING,
 };
 use crate::expect::{describe_expected, last_line};
 use crate::matrix::{Cell, Matrix, Verdict};
@@ -27,6 +27,7 @@ table { border-collapse: separate; border-spacing: 4px; }
 th { text-align: left; font-weight: 600; padding: 4px 8px; white-space: nowrap; }
 td { vertical-align: top; padding: 6px 8px; border-radius: 6px; min-width: 110px; max-width: 220px; }
 td.case { font-family: ui-monospace, monospace; background: #f6f8fa; }
+th.group { text-align: left; background: #eaeef2; font-weight: 600; }
 td.accepted { background: #dafbe1; } td.rejected { background: #fff1c2; }
 td.unsupported { background: #eaeef2; } td.error { background: #ffd8d3; }
 td.none { background: #f6f8fa; color: #6e7781; }
@@ -116,6 +117,15 @@ pub fn html(m: &Matrix) -> String {
     }
     out += "</tr>\n";
     for (case, cells) in &rows {
+        if cells.is_empty() {
+            let _ = writeln!(
+                out,
+                "<tr><th class=\"group\" colspan=\"{}\">{}</th></tr>",
+                columns.len() + 1,
+                esc(case)
+            );
+            continue;
+        }
         let _ = write!(out, "<tr><td class=\"case\">{}</td>", esc(case));
         for (c, (k, _)) in cells.iter().zip(&columns) {
             match c {
@@ -130,6 +140,14 @@ pub fn html(m: &Matrix) -> String {
         out += "</tr>\n";
     }
     out += "</table>\n<p class=\"legend\"><span style=\"background:#dafbe1\">accepted</span><span style=\"background:#fff1c2\">rejected by the kernel</span><span style=\"background:#eaeef2\">unsupported</span><span style=\"background:#ffd8d3\">harness error</span><span style=\"background:#f6f8fa\">no answer</span><span style=\"outline:3px solid #cf222e\">disagrees with the documented facts</span></p>\n";
+    let articles = seed_articles(&m.cases());
+    if !articles.is_empty() {
+        out += "<p>The seed demos' articles:</p><ul>";
+        for a in articles {
+            let _ = write!(out, "<li>{}</li>", esc(&a));
+        }
+        out += "</ul>\n";
+    }
     if m.runs.iter().any(|k| !k.tested()) {
         out += "<p>Cells of unavailable kernels are not results: the kernel could not be had here.</p>\n";
     }

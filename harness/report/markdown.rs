@@ -1,6 +1,8 @@
 //! The Markdown matrix: reads well on GitHub and in `$GITHUB_STEP_SUMMARY`.
 
-use super::{cell_summary, coverage_lines, grid, header, kernel_line, verdict_line, MISSING};
+use super::{
+    cell_summary, coverage_lines, grid, header, kernel_line, seed_articles, verdict_line, MISSING,
+};
 use crate::expect::{errno_name, last_line};
 use crate::matrix::{Matrix, Verdict};
 use bpfmatrix_probes::Outcome;
@@ -42,6 +44,10 @@ pub fn markdown(m: &Matrix) -> String {
     let _ = writeln!(out, "| case | {} |", headers.join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(headers.len()));
     for (case, cells) in &rows {
+        if cells.is_empty() {
+            let _ = writeln!(out, "| **{}** |{}", cell(case), " |".repeat(headers.len()));
+            continue;
+        }
         let texts: Vec<String> = cells
             .iter()
             .zip(&columns)
@@ -54,6 +60,13 @@ pub fn markdown(m: &Matrix) -> String {
         let _ = writeln!(out, "| `{case}` | {} |", texts.join(" | "));
     }
     out += "\n✅ agrees with the documented kernel facts · ❌ disagrees · ⚪ no answer\n";
+    let articles = seed_articles(&m.cases());
+    if !articles.is_empty() {
+        out += "\nThe seed demos' articles:\n\n";
+        for a in articles {
+            let _ = writeln!(out, "- {}", cell(&a));
+        }
+    }
 
     let tested = || m.cells().filter(|(k, _)| k.tested());
     let rejected: Vec<_> = tested()

@@ -16,7 +16,7 @@ use crate::expect::{describe_expected, errno_name, last_line};
 use crate::matrix::{Cell, KernelRun, Matrix, RunStatus, Verdict};
 use crate::merge::Gap;
 use anyhow::{Context, Result};
-use bpfmatrix_probes::{CaseId, JitMode, Measured, Outcome};
+use bpfmatrix_probes::{CaseId, JitMode, Measured, Outcome, PROBE_TYPE_FEXIT};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,7 @@ pub fn cell_summary(c: &Cell) -> String {
     };
     let m = &record.measured;
     match &record.outcome {
+        Outcome::Accepted if m.seed.is_some() => format!("accepted, {}", seed_seen(c.case, m)),
         Outcome::Accepted => {
             let mut s = "accepted".to_string();
             if let Some(n) = m.tail_calls {
@@ -67,6 +68,7 @@ pub fn short_summary(c: &Cell) -> String {
     };
     let m = &record.measured;
     match &record.outcome {
+        Outcome::Accepted if m.seed.is_some() => seed_seen(c.case, m),
         Outcome::Accepted if !m.verdicts.is_empty() => fexit_seen(m),
         Outcome::Accepted if m.fell_through.is_some() => if m.fell_through == Some(true) {
             "falls through"
@@ -81,6 +83,33 @@ pub fn short_summary(c: &Cell) -> String {
         },
         Outcome::Rejected { errno, .. } => format!("rejected {}", errno_name(*errno)),
         other => other.kind().to_string(),
+    }
+}
+
+/// What a seed demo showed, in a few words: the events its article prints.
+fn seed_seen(case: CaseId, m: &Measured) -> String {
+    let Some(seed) = m.seed.as_deref() else {
+        return "accepted".to_string();
+    };
+    match case {
+        CaseId::SeedTcpconnTailCall => format!("{} conn events", seed.conn_events.len()),
+        CaseId::SeedFentryFexitTcIcmp => {
+            let fexit = seed
+                .packet_events
+                .iter()
+                .filter(|e| e.probe_type == PROBE_TYPE_FEXIT)
+                .count();
+            format!(
+                "{} fentry + {fexit} fexit",
+                seed.packet_events.len() - fexit
+            )
+        }
+        CaseId::SeedSeccompTailCall => match seed.child_signal {
+            Some(sig) if !seed.kernel_oops.is_empty() => format!("oops (signal {sig})"),
+            Some(sig) => format!("child killed (signal {sig})"),
+            None => format!("{} trace lines", seed.trace_lines.len()),
+        },
+        _ => "accepted".to_string(),
     }
 }
 
@@ -153,8 +182,33 @@ pub(crate) const MISSING: &str = "missing";
 /// A column of the matrix: a kernel in one JIT mode.
 pub(crate) type Column<'a> = (&'a KernelRun, JitMode);
 
-/// A row of the matrix: the case and its cell in each column.
+/// A row of the matrix: the case and its cell in each column. A row with no
+/// cells is a group's heading (the seed demos), which renderers show as such.
 pub(crate) type Row<'a> = (String, Vec<Option<&'a Cell>>);
+
+/// The heading of the rows that run the articles' own demos.
+pub(crate) const SEED_GROUP: &str =
+    "seed demos: the programs of the articles the project grew from";
+
+/// A case's row label: its name, and for a seed demo the article it comes from.
+pub(crate) fn row_label(case: CaseId) -> String {
+    match case.seed_article() {
+        Some(a) => format!("{case} [{}]", a.name),
+        None => case.to_string(),
+    }
+}
+
+/// Each seed demo's article, one line each, for under the table.
+pub(crate) fn seed_articles(cases: &[CaseId]) -> Vec<String> {
+    cases
+        .iter()
+        .filter_map(|c| c.seed_article())
+        .map(|a| match a.link {
+            Some(link) => format!("[{}] {} ({link})", a.name, a.title),
+            None => format!("[{}] {}", a.name, a.title),
+        })
+        .collect()
+}
 
 /// The columns and rows of the matrix, for every renderer; the terminal leaves
 /// out kernels that could not be had (their line above says why).
@@ -164,14 +218,17 @@ pub(crate) fn grid(m: &Matrix, unavailable_too: bool) -> (Vec<Column<'_>>, Vec<R
         .into_iter()
         .filter(|(k, _)| unavailable_too || k.tested())
         .collect();
-    let rows = m
-        .cases()
-        .into_iter()
-        .map(|case| {
-            let cells = columns.iter().map(|(k, jit)| k.cell(case, *jit)).collect();
-            (case.to_string(), cells)
-        })
-        .collect();
+    let mut rows = Vec::new();
+    let mut in_seeds = false;
+    for case in m.cases() {
+        let seed = case.seed_article().is_some();
+        if seed && !in_seeds {
+            rows.push((SEED_GROUP.to_string(), vec![]));
+        }
+        in_seeds = seed;
+        let cells = columns.iter().map(|(k, jit)| k.cell(case, *jit)).collect();
+        rows.push((row_label(case), cells));
+    }
     (columns, rows)
 }
 
@@ -206,6 +263,7 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
     let (columns, rows) = grid(m, false);
     let texts: Vec<Vec<String>> = rows
         .iter()
+        .filter(|(_, cells)| !cells.is_empty())
         .map(|(case, cells)| {
             std::iter::once(case.clone())
                 .chain(cells.iter().map(|c| match c {
@@ -238,7 +296,15 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
             .collect(),
     );
     out += &join(widths.iter().map(|w| "-".repeat(*w)).collect());
-    for ((_, cells), text) in rows.iter().zip(&texts) {
+    // `texts` holds the cell rows in order; headings are printed where their
+    // group starts.
+    let mut texts = texts.iter();
+    for (label, cells) in &rows {
+        if cells.is_empty() {
+            let _ = writeln!(out, "-- {label}");
+            continue;
+        }
+        let Some(text) = texts.next() else { break };
         let mut line = vec![pad(&text[0], widths[0])];
         for (i, cell) in cells.iter().enumerate() {
             let padded = pad(&text[i + 1], widths[i + 1]);
@@ -248,6 +314,13 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
             });
         }
         out += &join(line);
+    }
+    let articles = seed_articles(&m.cases());
+    if !articles.is_empty() {
+        out.push('\n');
+        for a in articles {
+            let _ = writeln!(out, "{a}");
+        }
     }
     for k in m.runs.iter().filter(|k| k.tested()) {
         let wrong: Vec<&Cell> = k.cells.iter().filter(|c| !c.agrees()).collect();
@@ -473,6 +546,23 @@ pub(crate) mod tests {
             &[CaseId::TailCallChain],
             &[JitMode::Jit],
         )
+    }
+
+    #[test]
+    fn seed_demos_are_grouped_under_a_heading_naming_their_articles() {
+        let m = Matrix::from_runs([crate::matrix::tests::complete_except("6.1", &[])]);
+        for text in [
+            terminal(&m, false),
+            super::markdown::markdown(&m),
+            super::html::html(&m),
+        ] {
+            let heading = text.find(SEED_GROUP).expect("the seed heading");
+            let first_seed = text.find("seed.tcpconn_tail_call [tail-call-notes-zh]").unwrap();
+            let last_plain = text.find("fentry_fexit_tc.loopback").unwrap();
+            assert!(last_plain < heading && heading < first_seed, "{text}");
+            assert!(text.contains("seed.seccomp_tail_call [tail-call-vs-bpf2bpf-en]"));
+            assert!(text.contains("https://www.ebpf.top/post/bpf2pbpf_tail_call"));
+        }
     }
 
     #[test]

@@ -557,7 +557,9 @@ pub(crate) mod tests {
             super::html::html(&m),
         ] {
             let heading = text.find(SEED_GROUP).expect("the seed heading");
-            let first_seed = text.find("seed.tcpconn_tail_call [tail-call-notes-zh]").unwrap();
+            let first_seed = text
+                .find("seed.tcpconn_tail_call [tail-call-notes-zh]")
+                .unwrap();
             let last_plain = text.find("fentry_fexit_tc.loopback").unwrap();
             assert!(last_plain < heading && heading < first_seed, "{text}");
             assert!(text.contains("seed.seccomp_tail_call [tail-call-vs-bpf2bpf-en]"));

@@ -18,7 +18,7 @@ use crate::matrix::KernelRun;
 use crate::run::{self, Progress, Settings};
 use anyhow::{Context, Result};
 use bpfmatrix_kernels::Kernel;
-use bpfmatrix_probes::GuestMessage;
+use bpfmatrix_protocol::GuestMessage;
 use bpfmatrix_vm::qemu::{self, AccelUsed, BootEnd, BootSpec, VmEvent};
 use bpfmatrix_vm::Initramfs;
 use serde::Serialize;

@@ -2,7 +2,7 @@
 //! input: every line that is not a well-formed message for the plan that was sent
 //! becomes a named problem, never a result.
 
-use bpfmatrix_probes::{CaseId, CaseRecord, GuestMessage, JitMode, Plan, PROTOCOL_VERSION};
+use bpfmatrix_protocol::{CaseId, CaseRecord, GuestMessage, JitMode, Plan, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -52,7 +52,7 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
         if line.truncated {
             c.problems.push(format!(
                 "line {n}: longer than the {} byte limit, cut: {}",
-                bpfmatrix_probes::MAX_LINE_BYTES,
+                bpfmatrix_protocol::MAX_LINE_BYTES,
                 quote(text)
             ));
             continue;
@@ -153,7 +153,7 @@ fn cut(text: &str, chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpfmatrix_probes::{Measured, Outcome};
+    use bpfmatrix_protocol::{Measured, Outcome};
 
     fn plan() -> Plan {
         Plan {

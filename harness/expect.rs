@@ -3,10 +3,10 @@
 //! `features.toml` (first kernel version of each feature, with its upstream commit),
 //! and the comparison of a guest's record against it ([`check`]). The rules are
 //! applied in one place, [`crate::matrix::Cell::judge`], which turns them into a
-//! verdict (the words are defined in `bpfmatrix_probes`).
+//! verdict (the words are defined in `bpfmatrix_protocol`).
 
 use anyhow::{bail, Context, Result};
-use bpfmatrix_probes::{
+use bpfmatrix_protocol::{
     control_retval, CaseId, CaseRecord, ConnEvent, JitMode, Outcome, SeedObserved, Trigger,
     EMPTY_SLOT_RETVAL, NO_KERNEL_BTF, PROBE_TYPE_FENTRY, PROBE_TYPE_FEXIT, SECCOMP_DEMO_COMM,
     TEST_FRAME_LEN,
@@ -771,7 +771,7 @@ fn check_measured(checks: &Checks, record: &CaseRecord, wrong: &mut Vec<String>)
 /// does exactly what its article (and the feature table) says. For fixtures that
 /// build agreeing records from expectations (the host's own tests).
 pub fn agreeing_observation(check: SeedCheck) -> SeedObserved {
-    use bpfmatrix_probes::{IcmpEcho, PacketEvent, SyscallMade, TcpPorts};
+    use bpfmatrix_protocol::{IcmpEcho, PacketEvent, SyscallMade, TcpPorts};
     let lo = Ipv4Addr::LOCALHOST;
     match check {
         SeedCheck::Connections => SeedObserved {
@@ -1100,7 +1100,7 @@ pub fn errno_name(errno: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpfmatrix_probes::{Measured, VerdictObservation};
+    use bpfmatrix_protocol::{Measured, VerdictObservation};
     use std::collections::BTreeMap;
 
     fn v(s: &str) -> KernelVersion {
@@ -1661,7 +1661,7 @@ reason = "a deliberately wrong errno"
 
     #[test]
     fn the_seed_demos_follow_the_feature_table() {
-        use bpfmatrix_probes::CaseId::{
+        use bpfmatrix_protocol::CaseId::{
             SeedFentryFexitTcIcmp as Icmp, SeedSeccompTailCall as Seccomp,
             SeedTcpconnTailCall as Tcpconn,
         };
@@ -1790,7 +1790,7 @@ reason = "a deliberately wrong errno"
 
     #[test]
     fn the_tcp_connect_demo_must_show_both_connections() {
-        use bpfmatrix_probes::TcpPorts;
+        use bpfmatrix_protocol::TcpPorts;
         let case = CaseId::SeedTcpconnTailCall;
         let e = expected(case, JitMode::Jit, v("6.1"));
         let lo = Ipv4Addr::LOCALHOST;
@@ -1828,7 +1828,7 @@ reason = "a deliberately wrong errno"
 
     #[test]
     fn the_icmp_demo_must_trace_the_echo_with_its_verdict() {
-        use bpfmatrix_probes::{IcmpEcho, PacketEvent};
+        use bpfmatrix_protocol::{IcmpEcho, PacketEvent};
         let case = CaseId::SeedFentryFexitTcIcmp;
         let e = expected(case, JitMode::Jit, v("6.12"));
         let lo = Ipv4Addr::LOCALHOST;
@@ -1857,7 +1857,7 @@ reason = "a deliberately wrong errno"
 
     #[test]
     fn the_seccomp_demo_must_print_each_programs_line() {
-        use bpfmatrix_probes::SyscallMade;
+        use bpfmatrix_protocol::SyscallMade;
         let case = CaseId::SeedSeccompTailCall;
         let call = |name: &str, nr, args: Vec<u64>| SyscallMade {
             name: name.into(),

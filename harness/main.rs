@@ -10,7 +10,7 @@ use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
 use bpfmatrix_kernels::catalog::FetchError;
 use bpfmatrix_kernels::Kernel;
-use bpfmatrix_probes::{CaseId, JitMode};
+use bpfmatrix_protocol::{CaseId, JitMode};
 use bpfmatrix_vm::qemu::{Accel, VmEvent};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;

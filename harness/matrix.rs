@@ -1,7 +1,7 @@
 //! The result model, the one every part of the host reads: a [`Matrix`] holds one
 //! [`KernelRun`] per kernel, and each run one [`Cell`] per JIT mode x case, with
 //! the guest's record (its outcome and what it measured), the expectation and the
-//! verdict. The words are those of the protocol crate's doc (`bpfmatrix_probes`).
+//! verdict. The words are those of the protocol crate's doc (`bpfmatrix_protocol`).
 //!
 //! - Cells are judged in one place, [`Cell::judge`], by the rules of
 //!   [`crate::expect`]: when a guest's lines are collected ([`KernelRun::judge`]) and
@@ -14,7 +14,7 @@
 use crate::collect::{Collected, JitSwitch};
 use crate::expect::{self, Expectation, KernelVersion};
 use crate::merge::{Coverage, Gap};
-use bpfmatrix_probes::{CaseId, CaseRecord, JitMode};
+use bpfmatrix_protocol::{CaseId, CaseRecord, JitMode};
 
 /// What became of a kernel's run as a whole (how its boot ended, `BootEnd`, is
 /// one of the things that decide it).
@@ -401,7 +401,7 @@ impl Matrix {
 pub(crate) mod tests {
     use super::*;
     use crate::expect::{ExpectedOutcome, CONFIGURED_VERDICTS};
-    use bpfmatrix_probes::{Measured, Outcome, Trigger, VerdictObservation, TEST_FRAME_LEN};
+    use bpfmatrix_protocol::{Measured, Outcome, Trigger, VerdictObservation, TEST_FRAME_LEN};
 
     pub(crate) const RELEASE: &str = "6.1.0-56-amd64";
 

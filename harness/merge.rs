@@ -11,7 +11,7 @@
 use crate::matrix::{KernelRun, Matrix, RunStatus};
 use crate::report::json;
 use anyhow::{bail, Result};
-use bpfmatrix_probes::{CaseId, JitMode};
+use bpfmatrix_protocol::{CaseId, JitMode};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@ use crate::collect::{self, Line};
 use crate::matrix::KernelRun;
 use anyhow::{Context, Result};
 use bpfmatrix_kernels::Kernel;
-use bpfmatrix_probes::{CaseId, Fault, JitMode, Plan, PROTOCOL_VERSION};
+use bpfmatrix_protocol::{CaseId, Fault, JitMode, Plan, PROTOCOL_VERSION};
 use bpfmatrix_vm::qemu::{self, Accel, AccelUsed, BootEnd, BootSpec, VmEvent};
 use bpfmatrix_vm::vng;
 use std::path::Path;

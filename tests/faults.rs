@@ -13,7 +13,7 @@
 //!   exit 2 (a setup error; a kernel that cannot be fetched here may instead be
 //!   reported unavailable, exit 1), naming the file or the missing tool.
 //! - `guest::*` trials boot the catalog kernel 6.1 under TCG with the real agent in
-//!   a fault mode (`bpfmatrix_probes::Fault`): kernel panic, hang, garbage, an
+//!   a fault mode (`bpfmatrix_protocol::Fault`): kernel panic, hang, garbage, an
 //!   enormous line, a flood, silence, a record cut short; plus the KVM fallback
 //!   (the real one, and a deterministic KVM hang through a QEMU wrapper) and two
 //!   CLI runs sharing one cache.
@@ -25,7 +25,7 @@ use bpfmatrix::report::json;
 use bpfmatrix::run::{self, Progress, Settings};
 use bpfmatrix::targets;
 use bpfmatrix_kernels::Kernel;
-use bpfmatrix_probes::{CaseId, Fault, JitMode, MAX_LINE_BYTES};
+use bpfmatrix_protocol::{CaseId, Fault, JitMode, MAX_LINE_BYTES};
 use bpfmatrix_vm::qemu::{Accel, VmEvent, MAX_RESULT_BYTES};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::io::Read;
@@ -1268,8 +1268,8 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
     let agent = agent()?;
     let dir = tempdir()?;
     let hang = dir.path().join("hang-initramfs.cpio");
-    let plan = bpfmatrix_probes::Plan {
-        protocol: bpfmatrix_probes::PROTOCOL_VERSION,
+    let plan = bpfmatrix_protocol::Plan {
+        protocol: bpfmatrix_protocol::PROTOCOL_VERSION,
         cases: ONE.to_vec(),
         jit_modes: vec![JitMode::Jit],
         modules: vec![],

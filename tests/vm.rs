@@ -18,7 +18,7 @@ use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
 use bpfmatrix_kernels::catalog::FetchError;
 use bpfmatrix_kernels::Kernel;
-use bpfmatrix_probes::{CaseId, JitMode};
+use bpfmatrix_protocol::{CaseId, JitMode};
 use bpfmatrix_vm::qemu::{Accel, VmEvent};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use std::path::PathBuf;

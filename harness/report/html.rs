@@ -8,7 +8,7 @@ use super::{
 };
 use crate::expect::{describe_expected, last_line};
 use crate::matrix::{Cell, Matrix, Verdict};
-use bpfmatrix_probes::Outcome;
+use bpfmatrix_protocol::Outcome;
 use std::fmt::Write;
 
 fn esc(text: &str) -> String {

@@ -46,7 +46,7 @@ use crate::expect::{describe_expected, errno_name};
 use crate::matrix::{Cell, KernelRun, Matrix, RunStatus, Verdict};
 use crate::merge::Coverage;
 use anyhow::{bail, Context, Result};
-use bpfmatrix_probes::{CaseId, CaseRecord, JitMode, Measured, Outcome};
+use bpfmatrix_protocol::{CaseId, CaseRecord, JitMode, Measured, Outcome};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -631,7 +631,8 @@ mod tests {
             "{err}"
         );
         let mut derived = doc.clone();
-        derived["records"][bpfmatrix_probes::CaseId::ALL.len() + 3]["errno_name"] = "EPERM".into();
+        derived["records"][bpfmatrix_protocol::CaseId::ALL.len() + 3]["errno_name"] =
+            "EPERM".into();
         let err = format!("{:#}", from_json(&derived.to_string()).unwrap_err());
         assert!(
             err.contains("kernel '6.1' interpreter bpf2bpf.tail_call_in_subprog: errno_name: stored \"EPERM\", the guest's record gives \"EINVAL\""),

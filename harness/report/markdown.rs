@@ -5,7 +5,7 @@ use super::{
 };
 use crate::expect::{errno_name, last_line};
 use crate::matrix::{Matrix, Verdict};
-use bpfmatrix_probes::Outcome;
+use bpfmatrix_protocol::Outcome;
 use std::fmt::Write;
 
 /// The mark of a cell without an answer (or without a cell at all).

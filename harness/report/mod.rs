@@ -16,7 +16,7 @@ use crate::expect::{describe_expected, errno_name, last_line};
 use crate::matrix::{Cell, KernelRun, Matrix, RunStatus, Verdict};
 use crate::merge::Gap;
 use anyhow::{Context, Result};
-use bpfmatrix_probes::{CaseId, JitMode, Measured, Outcome, PROBE_TYPE_FEXIT};
+use bpfmatrix_protocol::{CaseId, JitMode, Measured, Outcome, PROBE_TYPE_FEXIT};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 

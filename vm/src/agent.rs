@@ -372,7 +372,7 @@ mod tests {
                 assert_eq!(path.as_str(), Some("probes"), "{name}");
             }
         }
-        for inherited in ["nix", "serde", "serde_json", "anyhow", "bpfmatrix-probes"] {
+        for inherited in ["nix", "serde", "serde_json", "anyhow", "bpfmatrix-protocol"] {
             assert!(
                 workspace["dependencies"].get(inherited).is_some(),
                 "{inherited}"

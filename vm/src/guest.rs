@@ -5,7 +5,7 @@
 use crate::initramfs::Initramfs;
 use anyhow::{bail, Context};
 use bpfmatrix_kernels::ModuleFile;
-use bpfmatrix_probes::{Plan, PLAN_PATH};
+use bpfmatrix_protocol::{Plan, PLAN_PATH};
 use std::path::Path;
 
 /// Where a module goes inside the guest; the plan names modules by these paths.
@@ -63,7 +63,7 @@ pub fn build_guest_initramfs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpfmatrix_probes::{CaseId, JitMode, PROTOCOL_VERSION};
+    use bpfmatrix_protocol::{CaseId, JitMode, PROTOCOL_VERSION};
 
     fn plan(modules: Vec<String>) -> Plan {
         Plan {

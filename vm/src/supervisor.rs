@@ -38,7 +38,7 @@
 //! signal), which is what `timeout` and CI runners expect.
 
 use anyhow::Context;
-use bpfmatrix_probes::MAX_LINE_BYTES;
+use bpfmatrix_protocol::MAX_LINE_BYTES;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;

@@ -38,7 +38,7 @@ use crate::supervisor::{
 };
 use anyhow::{bail, Context};
 use bpfmatrix_kernels::{BzImageHeader, Kernel, ModuleFile};
-use bpfmatrix_probes::Plan;
+use bpfmatrix_protocol::Plan;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -491,7 +491,7 @@ fn path_with(dir: Option<&Path>) -> std::ffi::OsString {
 mod tests {
     use super::*;
     use bpfmatrix_kernels::BootProtocol;
-    use bpfmatrix_probes::{CaseId, JitMode, PROTOCOL_VERSION};
+    use bpfmatrix_protocol::{CaseId, JitMode, PROTOCOL_VERSION};
 
     fn spec() -> VngSpec {
         VngSpec {

@@ -11,7 +11,7 @@ use aya::maps::{Array, Map, MapData, ProgramArray};
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
 use aya::util::KernelVersion;
 use aya::{Btf, Ebpf, EbpfLoader};
-use bpfmatrix_probes::{CaseId, Measured, Outcome, Trigger, VerdictObservation};
+use bpfmatrix_protocol::{CaseId, Measured, Outcome, Trigger, VerdictObservation};
 
 use crate::objects;
 use crate::prog_tracing::{self, TraceKind, TracingLoad};
@@ -66,7 +66,7 @@ impl Fail {
 pub(crate) type CaseResult = Result<(), Fail>;
 
 /// A real Ethernet + IPv4 + UDP frame, 64 bytes (127.0.0.1:4000 -> :4001).
-pub const FRAME: [u8; bpfmatrix_probes::TEST_FRAME_LEN] = {
+pub const FRAME: [u8; bpfmatrix_protocol::TEST_FRAME_LEN] = {
     let mut f = [0u8; 64];
     // Ethernet: dst, src (locally administered), EtherType IPv4.
     let hdr: [u8; 42] = [

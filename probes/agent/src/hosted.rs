@@ -1,6 +1,6 @@
 //! Whether the agent is the guest's init or a process in a guest someone else
 //! booted. As PID 1 of the bpfmatrix initramfs it mounts what it needs, reads the
-//! plan at `bpfmatrix_probes::PLAN_PATH` and powers off at the end. Started by another init (the
+//! plan at `bpfmatrix_protocol::PLAN_PATH` and powers off at the end. Started by another init (the
 //! virtme-ng backend runs `bpfmatrix-agent --plan FILE` through `vng --exec`, on a
 //! guest whose root is the host's, shared read-only) it mounts nothing, reads the
 //! plan named by `--plan`, and exits instead of powering off; its result port is

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use bpfmatrix_probes::{
+use bpfmatrix_protocol::{
     CaseId, CaseRecord, Fault, GuestMessage, JitMode, Measured, Outcome, Plan, ENORMOUS_LINE_BYTES,
     FLOOD_BYTES, PLAN_PATH, PROTOCOL_VERSION,
 };

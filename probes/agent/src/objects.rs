@@ -106,7 +106,7 @@ fn frame_depth(insns: &[aya_obj::generated::bpf_insn]) -> u32 {
 mod tests {
     #[test]
     fn every_case_has_its_object() {
-        for case in bpfmatrix_probes::CaseId::ALL {
+        for case in bpfmatrix_protocol::CaseId::ALL {
             let bytes = super::by_name(case.object())
                 .unwrap_or_else(|| panic!("no object {}", case.object()));
             assert_eq!(&bytes[..4], b"\x7fELF");

@@ -33,7 +33,7 @@ use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
 use aya::maps::{Map, MapData, ProgramArray};
 use aya::programs::{KProbe, Program, ProgramError, SchedClassifier, TcAttachType};
 use aya::Ebpf;
-use bpfmatrix_probes::{
+use bpfmatrix_protocol::{
     CaseId, ConnEvent, IcmpEcho, Measured, PacketEvent, SeedObserved, SyscallMade, TcpPorts,
     NO_KERNEL_BTF, SECCOMP_DEMO_COMM,
 };

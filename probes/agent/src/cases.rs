@@ -291,79 +291,22 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Loads and attaches fentry_tc and fexit_tc to the loaded tc_verdict.
-    ///
-    /// The kernel is always asked, whatever this guest lacks, so its own answer is
-    /// the cell: a kernel before 5.5 refuses the load (its bpf_attr has no
-    /// attach_prog_fd), one without BTF for tc_verdict refuses the target. Only
-    /// when the kernel accepts a tracer that could not be CO-RE relocated (no
-    /// kernel BTF) is the case `Unsupported`, since its skb read would be wrong.
+    /// Loads and attaches fentry_tc and fexit_tc to the loaded tc_verdict (see
+    /// [`attach_tracers`]).
     fn attach_tracers(&self, bpf: &Ebpf, m: &mut Measured) -> Result<Vec<OwnedFd>, Fail> {
-        let tc = classifier(bpf, "tc_verdict")?;
-        let info = tc
-            .info()
-            .map_err(|e| Fail::Error(format!("tc_verdict info: {e}")))?;
-        // No program BTF (a kernel before 5.0, or aya found BTF unusable): ask
-        // with no target id, and let the kernel say what it makes of that.
-        let func_id = match info.btf_id() {
-            Some(btf_id) => {
-                let blob = prog_tracing::kernel_btf_blob(btf_id)?;
-                prog_tracing::func_btf_id(&blob, "tc_verdict")?
-            }
-            None => 0,
-        };
-        let mut map_fds = HashMap::new();
-        for (name, map) in bpf.maps() {
-            if let Some(fd) = map_fd(map) {
-                map_fds.insert(name.to_string(), fd);
-            }
-        }
-        let names = ["fentry_tc", "fexit_tc"];
-        let (license, insns) =
-            prog_tracing::prepare_programs(objects::FENTRY_TC, self.kernel_btf, &map_fds, &names)?;
-        let tc_fd = tc
-            .fd()
-            .map_err(|e| Fail::Error(format!("tc_verdict fd: {e}")))?;
-        let mut fds = Vec::new();
-        for (name, kind) in [
-            ("fentry_tc", TraceKind::Fentry),
-            ("fexit_tc", TraceKind::Fexit),
-        ] {
-            let load = TracingLoad {
-                name,
-                kind,
-                insns: &insns[name],
-                license: &license,
-                attach_prog_fd: tc_fd.as_fd().as_raw_fd(),
-                attach_btf_id: func_id,
-            };
-            let prog = prog_tracing::load_tracing(&load).map_err(|r| Fail::Rejected {
-                step: format!("load {name}"),
-                errno: r.errno,
-                verifier_tail: prog_tracing::trim_verifier_log(
-                    &r.log,
-                    TAIL_MAX_LINES,
-                    TAIL_MAX_BYTES,
-                ),
-            })?;
-            if self.kernel_btf.is_none() {
-                return Err(Fail::Unsupported(format!(
-                    "the kernel accepted {name}, but it has no BTF (/sys/kernel/btf/vmlinux) to CO-RE relocate its sk_buff read against"
-                )));
-            }
-            let jited = prog_tracing::jited_prog_len(prog.as_fd())
-                .map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e:#}")))?;
-            m.jited_bytes.insert(name.to_string(), jited);
-            let link =
-                prog_tracing::raw_tracepoint_open(prog.as_fd()).map_err(|e| Fail::Rejected {
-                    step: format!("attach {name}"),
-                    errno: e.raw_os_error().unwrap_or(0),
-                    verifier_tail: String::new(),
-                })?;
-            fds.push(link);
-            fds.push(prog);
-        }
-        Ok(fds)
+        attach_tracers(
+            bpf,
+            "tc_verdict",
+            objects::FENTRY_TC,
+            self.kernel_btf,
+            &map_fds(bpf),
+            &|name| {
+                format!(
+                "the kernel accepted {name}, but it has no BTF (/sys/kernel/btf/vmlinux) to CO-RE relocate its sk_buff read against"
+            )
+            },
+            m,
+        )
     }
 
     fn fentry_tc_test_run(&mut self, m: &mut Measured) -> CaseResult {
@@ -557,12 +500,99 @@ pub(crate) fn program_errno(e: &ProgramError) -> i32 {
     }
 }
 
-fn map_fd(map: &Map) -> Option<RawFd> {
-    let data: &MapData = match map {
-        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::ProgramArray(d) => d,
-        _ => return None,
+/// The fds of the object's maps, by name, for the programs the agent loads itself
+/// (prog_tracing), so they share the maps aya created.
+pub(crate) fn map_fds(bpf: &Ebpf) -> HashMap<String, RawFd> {
+    bpf.maps()
+        .filter_map(|(name, map)| {
+            let data: &MapData = match map {
+                Map::Array(d)
+                | Map::PerCpuArray(d)
+                | Map::HashMap(d)
+                | Map::ProgramArray(d)
+                | Map::PerfEventArray(d) => d,
+                _ => return None,
+            };
+            Some((name.to_string(), data.fd().as_fd().as_raw_fd()))
+        })
+        .collect()
+}
+
+/// Loads `object`'s fentry_tc and fexit_tc with `target` (a loaded classifier of
+/// `bpf`) as their attach target and attaches them (aya 0.14 cannot: see
+/// prog_tracing). Their JITed sizes go into `m`.
+///
+/// The kernel is always asked, whatever this guest lacks, so its own answer is
+/// the cell: a kernel before 5.5 refuses the load (its bpf_attr has no
+/// attach_prog_fd), one without BTF for the target refuses the target, the
+/// interpreter refuses a target that is not JITed. Only when the kernel accepts a
+/// tracer that could not be CO-RE relocated (no kernel BTF) is the case
+/// `Unsupported`, with `unrelocated(name)` as the reason, since its reads would
+/// be wrong.
+pub(crate) fn attach_tracers(
+    bpf: &Ebpf,
+    target: &str,
+    object: &[u8],
+    kernel_btf: Option<&Btf>,
+    map_fds: &HashMap<String, RawFd>,
+    unrelocated: &dyn Fn(&str) -> String,
+    m: &mut Measured,
+) -> Result<Vec<OwnedFd>, Fail> {
+    let tc = classifier(bpf, target)?;
+    let info = tc
+        .info()
+        .map_err(|e| Fail::Error(format!("{target} info: {e}")))?;
+    // No program BTF (a kernel before 5.0, or aya found BTF unusable): ask with no
+    // target id, and let the kernel say what it makes of that.
+    let func_id = match info.btf_id() {
+        Some(btf_id) => {
+            let blob = prog_tracing::kernel_btf_blob(btf_id)?;
+            prog_tracing::func_btf_id(&blob, target)?
+        }
+        None => 0,
     };
-    Some(data.fd().as_fd().as_raw_fd())
+    let names = ["fentry_tc", "fexit_tc"];
+    let (license, insns) = prog_tracing::prepare_programs(object, kernel_btf, map_fds, &names)?;
+    let tc_fd = tc
+        .fd()
+        .map_err(|e| Fail::Error(format!("{target} fd: {e}")))?;
+    let mut fds = Vec::new();
+    for (name, kind) in [
+        ("fentry_tc", TraceKind::Fentry),
+        ("fexit_tc", TraceKind::Fexit),
+    ] {
+        let load = TracingLoad {
+            name,
+            kind,
+            insns: &insns[name],
+            license: &license,
+            attach_prog_fd: tc_fd.as_fd().as_raw_fd(),
+            attach_btf_id: func_id,
+        };
+        let prog = prog_tracing::load_tracing(&load).map_err(|refused| Fail::Rejected {
+            step: format!("load {name}"),
+            errno: refused.errno,
+            verifier_tail: prog_tracing::trim_verifier_log(
+                &refused.log,
+                TAIL_MAX_LINES,
+                TAIL_MAX_BYTES,
+            ),
+        })?;
+        if kernel_btf.is_none() {
+            return Err(Fail::Unsupported(unrelocated(name)));
+        }
+        let jited = prog_tracing::jited_prog_len(prog.as_fd())
+            .map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e:#}")))?;
+        m.jited_bytes.insert(name.to_string(), jited);
+        let link = prog_tracing::raw_tracepoint_open(prog.as_fd()).map_err(|e| Fail::Rejected {
+            step: format!("attach {name}"),
+            errno: e.raw_os_error().unwrap_or(0),
+            verifier_tail: String::new(),
+        })?;
+        fds.push(link);
+        fds.push(prog);
+    }
+    Ok(fds)
 }
 
 pub(crate) fn classifier<'b>(bpf: &'b Ebpf, name: &str) -> Result<&'b SchedClassifier, Fail> {

@@ -24,13 +24,13 @@ use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
-use aya::maps::{Map, MapData, ProgramArray};
+use aya::maps::{MapData, ProgramArray};
 use aya::programs::{KProbe, Program, ProgramError, SchedClassifier, TcAttachType};
 use aya::Ebpf;
 use bpfmatrix_protocol::{
@@ -40,7 +40,7 @@ use bpfmatrix_protocol::{
 
 use crate::cases::{self, CaseResult, Fail, Runner, TAIL_MAX_BYTES, TAIL_MAX_LINES};
 use crate::objects;
-use crate::prog_tracing::{self, TraceKind, TracingLoad};
+use crate::prog_tracing;
 
 /// The most a demo waits for its events once it has provoked them (a bound, never
 /// the normal path: the events are written before the provoking call returns).
@@ -124,7 +124,7 @@ fn icmp_on_lo_ingress(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
     load_program(&mut bpf, "dummy", m)?;
     // The agent loads the tracers itself (prog_tracing), pointing them at the perf
     // event array aya created: its fd, taken before the array leaves aya's hands.
-    let map_fds = map_fds(&bpf);
+    let map_fds = cases::map_fds(&bpf);
     let tc: &mut SchedClassifier = program_mut(&mut bpf, "dummy")?;
     let link = tc
         .attach("lo", TcAttachType::Ingress)
@@ -147,7 +147,20 @@ fn trace_icmp(
     m: &mut Measured,
 ) -> CaseResult {
     let mut perf = PerfReader::open(bpf, "events")?;
-    let tracers = attach_tracers(r, &*bpf, "dummy", map_fds, m)?;
+    // As the article's Go does with AttachTarget/AttachTo.
+    let tracers = cases::attach_tracers(
+        &*bpf,
+        "dummy",
+        objects::SEED_FENTRY_FEXIT_TC,
+        r.kernel_btf(),
+        map_fds,
+        &|name| {
+            format!(
+            "{NO_KERNEL_BTF}: the kernel accepted {name}, but its CO-RE reads of sk_buff, ethhdr and iphdr cannot be relocated"
+        )
+        },
+        m,
+    )?;
     let echo = icmp_echo()?;
     let seed = observed(m);
     seed.icmp_echo = Some(echo);
@@ -296,95 +309,6 @@ fn set_slot(bpf: &Ebpf, array: &mut ProgramArray<MapData>, slot: u32, prog: &str
     array
         .set(slot, fd, 0)
         .map_err(|e| Fail::Error(format!("progs[{slot}] = {prog}: {e}")))
-}
-
-/// The fds of the object's maps, by name, for programs the agent loads itself.
-fn map_fds(bpf: &Ebpf) -> HashMap<String, RawFd> {
-    bpf.maps()
-        .filter_map(|(name, map)| {
-            let data: &MapData = match map {
-                Map::PerfEventArray(d) | Map::Array(d) | Map::ProgramArray(d) => d,
-                _ => return None,
-            };
-            Some((name.to_string(), data.fd().as_fd().as_raw_fd()))
-        })
-        .collect()
-}
-
-/// Loads the article's fentry_tc and fexit_tc with `target` (a loaded classifier
-/// of `bpf`) as their attach target and attaches them, as the article's Go does
-/// with AttachTarget/AttachTo (see prog_tracing: aya 0.14 cannot). The kernel is
-/// always asked: before 5.5 it refuses the load (its bpf_attr has no
-/// attach_prog_fd), with the interpreter it refuses a target that is not JITed.
-fn attach_tracers(
-    r: &Runner<'_>,
-    bpf: &Ebpf,
-    target: &str,
-    map_fds: &HashMap<String, RawFd>,
-    m: &mut Measured,
-) -> Result<Vec<OwnedFd>, Fail> {
-    let tc = cases::classifier(bpf, target)?;
-    let info = tc
-        .info()
-        .map_err(|e| Fail::Error(format!("{target} info: {e}")))?;
-    // No program BTF (a kernel before 5.0): ask with no target id, and let the
-    // kernel say what it makes of that.
-    let func_id = match info.btf_id() {
-        Some(btf_id) => {
-            let blob = prog_tracing::kernel_btf_blob(btf_id)?;
-            prog_tracing::func_btf_id(&blob, target)?
-        }
-        None => 0,
-    };
-    let names = ["fentry_tc", "fexit_tc"];
-    let (license, insns) = prog_tracing::prepare_programs(
-        objects::SEED_FENTRY_FEXIT_TC,
-        r.kernel_btf(),
-        map_fds,
-        &names,
-    )?;
-    let tc_fd = tc
-        .fd()
-        .map_err(|e| Fail::Error(format!("{target} fd: {e}")))?;
-    let mut fds = Vec::new();
-    for (name, kind) in [
-        ("fentry_tc", TraceKind::Fentry),
-        ("fexit_tc", TraceKind::Fexit),
-    ] {
-        let load = TracingLoad {
-            name,
-            kind,
-            insns: &insns[name],
-            license: &license,
-            attach_prog_fd: tc_fd.as_fd().as_raw_fd(),
-            attach_btf_id: func_id,
-        };
-        let prog = prog_tracing::load_tracing(&load).map_err(|refused| Fail::Rejected {
-            step: format!("load {name}"),
-            errno: refused.errno,
-            verifier_tail: prog_tracing::trim_verifier_log(
-                &refused.log,
-                TAIL_MAX_LINES,
-                TAIL_MAX_BYTES,
-            ),
-        })?;
-        if r.kernel_btf().is_none() {
-            return Err(Fail::Unsupported(format!(
-                "{NO_KERNEL_BTF}: the kernel accepted {name}, but its CO-RE reads of sk_buff, ethhdr and iphdr cannot be relocated"
-            )));
-        }
-        let jited = prog_tracing::jited_prog_len(prog.as_fd())
-            .map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e:#}")))?;
-        m.jited_bytes.insert(name.to_string(), jited);
-        let link = prog_tracing::raw_tracepoint_open(prog.as_fd()).map_err(|e| Fail::Rejected {
-            step: format!("attach {name}"),
-            errno: e.raw_os_error().unwrap_or(0),
-            verifier_tail: String::new(),
-        })?;
-        fds.push(link);
-        fds.push(prog);
-    }
-    Ok(fds)
 }
 
 /// One perf ring per online CPU of a perf event array (the programs write with

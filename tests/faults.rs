@@ -894,6 +894,12 @@ fn kvm_hang_wrapper(dir: &Path) -> Result<(String, PathBuf), Failed> {
         pids = pids.display(),
         qemu = qemu.display()
     );
+    Ok((qemu_wrapper(dir, &script)?, pids))
+}
+
+/// Writes `script` as a `qemu-system-x86_64` in `dir/bin` and returns a PATH that
+/// finds it before the real one.
+fn qemu_wrapper(dir: &Path, script: &str) -> Result<String, Failed> {
     let wrapper_dir = dir.join("bin");
     std::fs::create_dir_all(&wrapper_dir).map_err(|e| e.to_string())?;
     let wrapper = wrapper_dir.join("qemu-system-x86_64");
@@ -903,11 +909,11 @@ fn kvm_hang_wrapper(dir: &Path) -> Result<(String, PathBuf), Failed> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .map_err(|e| e.to_string())?;
-    let path = std::env::join_paths(std::iter::once(wrapper_dir.clone()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
+    let path = std::env::join_paths(std::iter::once(wrapper_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
     .map_err(|e| e.to_string())?;
-    Ok((path.to_string_lossy().into_owned(), pids))
+    Ok(path.to_string_lossy().into_owned())
 }
 
 fn kvm_hang_fallback() -> Outcome {
@@ -1287,19 +1293,7 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
         hang = hang.display(),
         qemu = qemu.display()
     );
-    let wrapper_dir = dir.path().join("bin");
-    std::fs::create_dir_all(&wrapper_dir).map_err(|e| e.to_string())?;
-    let wrapper = wrapper_dir.join("qemu-system-x86_64");
-    write(&wrapper, script.as_bytes())?;
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .map_err(|e| e.to_string())?;
-    let path = std::env::join_paths(std::iter::once(wrapper_dir.clone()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
-    .map_err(|e| e.to_string())?;
+    let path = qemu_wrapper(dir.path(), &script)?;
 
     let Running(child, started) = cli_spawn(
         &[
@@ -1315,7 +1309,7 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
             "--timeout",
             "600",
         ],
-        &[("PATH", Some(&path.to_string_lossy()))],
+        &[("PATH", Some(&path))],
     )?;
     // Killed (with its process group) whatever happens below.
     let mut cli = KillOnDrop(child);

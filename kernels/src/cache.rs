@@ -92,13 +92,13 @@ pub(crate) fn complete(kdir: &Path, kernel: &Kernel) -> anyhow::Result<()> {
 
 /// An exclusive lock on a folder, held until dropped (or the process ends).
 #[derive(Debug)]
-pub(crate) struct DirLock {
+pub struct DirLock {
     _file: File,
 }
 
 /// Locks `dir` (creating it), waiting for another process that holds it; `waiting`
 /// is called once, before waiting, so the user knows why nothing happens.
-pub(crate) fn lock_dir(dir: &Path, waiting: &mut dyn FnMut()) -> anyhow::Result<DirLock> {
+pub fn lock_dir(dir: &Path, waiting: &mut dyn FnMut()) -> anyhow::Result<DirLock> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(LOCK);
     let file = File::options()

@@ -54,7 +54,7 @@ mod util;
 mod version;
 
 pub use bzimage::{BzImageHeader, Compression};
-pub use cache::cache_dir;
+pub use cache::{cache_dir, lock_dir, DirLock};
 pub use catalog::{cached, catalog, fetch, fetch_debian, find, CatalogEntry, Source};
 pub use debian::DebianSpec;
 pub use error::FetchError;

@@ -31,7 +31,6 @@
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -161,27 +160,13 @@ fn agent_home() -> PathBuf {
 }
 
 /// An exclusive lock on `home/lock`, held until dropped.
-fn lock_home(home: &Path, progress: &mut dyn FnMut(&str)) -> anyhow::Result<File> {
-    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
-    let path = home.join("lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            progress("waiting for another bpfmatrix building the guest agent");
-            file.lock()
-                .with_context(|| format!("cannot lock {}", path.display()))?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
-    Ok(file)
+fn lock_home(
+    home: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<bpfmatrix_kernels::DirLock> {
+    bpfmatrix_kernels::lock_dir(home, &mut || {
+        progress("waiting for another bpfmatrix building the guest agent")
+    })
 }
 
 /// With `home` locked: the agent's workspace `home/src`, holding these sources

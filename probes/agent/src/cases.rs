@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aya::maps::{Array, Map, MapData, ProgramArray};
-use aya::programs::{ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
+use aya::programs::{
+    Program, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
+};
 use aya::util::KernelVersion;
 use aya::{Btf, Ebpf, EbpfLoader};
 use bpfmatrix_protocol::{CaseId, Measured, Outcome, Trigger, VerdictObservation};
@@ -18,8 +20,8 @@ use crate::prog_tracing::{self, TraceKind, TracingLoad};
 use crate::seeds;
 use crate::sys;
 
-pub(crate) const TAIL_MAX_LINES: usize = 4;
-pub(crate) const TAIL_MAX_BYTES: usize = 2048;
+const TAIL_MAX_LINES: usize = 4;
+const TAIL_MAX_BYTES: usize = 2048;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const LOOPBACK_PACKETS: u32 = 5;
@@ -246,8 +248,8 @@ impl<'a> Runner<'a> {
 
     fn tail_call_chain(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::TailCallChain)?;
-        load_cls(&mut bpf, "chain_entry", m)?;
-        load_cls(&mut bpf, "chain_body", m)?;
+        load_program(&mut bpf, "chain_entry", m)?;
+        load_program(&mut bpf, "chain_body", m)?;
         // Owned here so the array (and the chain) lives until the run is over.
         let mut jmp = prog_array(&mut bpf)?;
         set_slot(&bpf, &mut jmp, 0, "chain_body")?;
@@ -261,7 +263,7 @@ impl<'a> Runner<'a> {
 
     fn tail_call_empty_slot(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::TailCallEmptySlot)?;
-        load_cls(&mut bpf, "empty_slot", m)?;
+        load_program(&mut bpf, "empty_slot", m)?;
         let ret = test_run(&bpf, "empty_slot")?;
         m.retval = Some(ret);
         m.fell_through = Some(counter(&bpf, 1)? > 0);
@@ -271,7 +273,7 @@ impl<'a> Runner<'a> {
 
     fn bpf2bpf_control(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::Bpf2bpfControl)?;
-        load_cls(&mut bpf, "control_entry", m)?;
+        load_program(&mut bpf, "control_entry", m)?;
         m.retval = Some(test_run(&bpf, "control_entry")?);
         Ok(())
     }
@@ -280,7 +282,7 @@ impl<'a> Runner<'a> {
     /// where `prog` itself is put: a self chain through a subprogram.
     fn mix_chain(&mut self, prog: &str, slot: u32, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::Bpf2bpfTailCallInSubprog)?;
-        load_cls(&mut bpf, prog, m)?;
+        load_program(&mut bpf, prog, m)?;
         let mut jmp = prog_array(&mut bpf)?;
         set_slot(&bpf, &mut jmp, slot, prog)?;
         let ret = test_run(&bpf, prog)?;
@@ -311,7 +313,7 @@ impl<'a> Runner<'a> {
 
     fn fentry_tc_test_run(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::FentryTcTestRun)?;
-        load_cls(&mut bpf, "tc_verdict", m)?;
+        load_program(&mut bpf, "tc_verdict", m)?;
         // A refused tracer is the case's verdict, but the tc program still runs
         // so the record shows what it returned without tracers.
         let (tracers, refusal) = match self.attach_tracers(&bpf, m) {
@@ -339,7 +341,7 @@ impl<'a> Runner<'a> {
 
     fn loopback_inner(&mut self, m: &mut Measured) -> CaseResult {
         let mut bpf = self.load_object(CaseId::FentryTcLoopback)?;
-        load_cls(&mut bpf, "tc_verdict", m)?;
+        load_program(&mut bpf, "tc_verdict", m)?;
         set_verdict(&mut bpf, TC_ACT_OK)?;
         let tc: &mut SchedClassifier = bpf
             .program_mut("tc_verdict")
@@ -602,19 +604,25 @@ pub(crate) fn classifier<'b>(bpf: &'b Ebpf, name: &str) -> Result<&'b SchedClass
         .map_err(|e: ProgramError| Fail::Error(format!("{name}: {e}")))
 }
 
-/// Loads a classifier and notes its JITed size; a kernel refusal becomes
-/// `Rejected` with the verifier's words.
-fn load_cls(bpf: &mut Ebpf, name: &str, m: &mut Measured) -> CaseResult {
-    let prog: &mut SchedClassifier = bpf
+/// Loads a classifier or kprobe program and notes its JITed size; a kernel
+/// refusal becomes `Rejected` with the verifier's words.
+pub(crate) fn load_program(bpf: &mut Ebpf, name: &str, m: &mut Measured) -> CaseResult {
+    let prog = bpf
         .program_mut(name)
-        .ok_or_else(|| Fail::Error(format!("no program {name} in the object")))?
-        .try_into()
-        .map_err(|e: ProgramError| Fail::Error(format!("{name}: {e}")))?;
-    match prog.load() {
-        Ok(()) => {
-            let info = prog
-                .info()
-                .map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e}")))?;
+        .ok_or_else(|| Fail::Error(format!("no program {name} in the object")))?;
+    // The program's info (its JITed size) once it is loaded.
+    let loaded = match prog {
+        Program::SchedClassifier(p) => p.load().map(|()| p.info()),
+        Program::KProbe(p) => p.load().map(|()| p.info()),
+        _ => {
+            return Err(Fail::Error(format!(
+                "{name} is neither a classifier nor a kprobe"
+            )))
+        }
+    };
+    match loaded {
+        Ok(info) => {
+            let info = info.map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e}")))?;
             m.jited_bytes.insert(name.to_string(), info.size_jitted());
             Ok(())
         }

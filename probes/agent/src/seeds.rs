@@ -38,9 +38,8 @@ use bpfmatrix_protocol::{
     NO_KERNEL_BTF, SECCOMP_DEMO_COMM,
 };
 
-use crate::cases::{self, CaseResult, Fail, Runner, TAIL_MAX_BYTES, TAIL_MAX_LINES};
+use crate::cases::{self, CaseResult, Fail, Runner};
 use crate::objects;
-use crate::prog_tracing;
 
 /// The most a demo waits for its events once it has provoked them (a bound, never
 /// the normal path: the events are written before the provoking call returns).
@@ -62,7 +61,7 @@ pub fn tcpconn_tail_call(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
         "k_tcp_connect",
         "k_icsk_complete_hashdance",
     ] {
-        load_program(&mut bpf, prog, m)?;
+        cases::load_program(&mut bpf, prog, m)?;
     }
     if r.kernel_btf().is_none() {
         return Err(Fail::Unsupported(format!(
@@ -121,7 +120,7 @@ pub fn fentry_fexit_tc_icmp(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult 
 
 fn icmp_on_lo_ingress(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
     let mut bpf = r.load_object(CaseId::SeedFentryFexitTcIcmp)?;
-    load_program(&mut bpf, "dummy", m)?;
+    cases::load_program(&mut bpf, "dummy", m)?;
     // The agent loads the tracers itself (prog_tracing), pointing them at the perf
     // event array aya created: its fd, taken before the array leaves aya's hands.
     let map_fds = cases::map_fds(&bpf);
@@ -185,9 +184,9 @@ pub fn seccomp_tail_call(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
         ("bpf_func_SYS__NR_open", libc::SYS_open),
     ];
     let mut bpf = r.load_object(CaseId::SeedSeccompTailCall)?;
-    load_program(&mut bpf, "__seccomp_filter", m)?;
+    cases::load_program(&mut bpf, "__seccomp_filter", m)?;
     for (prog, _) in SLOTS {
-        load_program(&mut bpf, prog, m)?;
+        cases::load_program(&mut bpf, prog, m)?;
     }
     let trace = trace_file().ok_or_else(|| {
         Fail::Unsupported(
@@ -226,42 +225,6 @@ pub fn seccomp_tail_call(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
 /// The record's seed observations, created on first use.
 fn observed(m: &mut Measured) -> &mut SeedObserved {
     m.seed.get_or_insert_with(Box::default)
-}
-
-/// Loads a kprobe or classifier program and notes its JITed size; a kernel
-/// refusal becomes `Rejected` with the verifier's words.
-fn load_program(bpf: &mut Ebpf, name: &str, m: &mut Measured) -> CaseResult {
-    let prog = bpf
-        .program_mut(name)
-        .ok_or_else(|| Fail::Error(format!("no program {name} in the object")))?;
-    let loaded = match prog {
-        Program::KProbe(p) => p.load().and_then(|()| p.info()),
-        Program::SchedClassifier(p) => p.load().and_then(|()| p.info()),
-        _ => {
-            return Err(Fail::Error(format!(
-                "{name} is neither a kprobe nor a classifier"
-            )))
-        }
-    };
-    match loaded {
-        Ok(info) => {
-            m.jited_bytes.insert(name.to_string(), info.size_jitted());
-            Ok(())
-        }
-        Err(ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        }) => Err(Fail::Rejected {
-            step: format!("load {name}"),
-            errno: io_error.raw_os_error().unwrap_or(0),
-            verifier_tail: prog_tracing::trim_verifier_log(
-                &verifier_log.to_string(),
-                TAIL_MAX_LINES,
-                TAIL_MAX_BYTES,
-            ),
-        }),
-        Err(e) => Err(Fail::Error(format!("load {name}: {}", cases::chain(&e)))),
-    }
 }
 
 fn program_mut<'b, T>(bpf: &'b mut Ebpf, name: &str) -> Result<&'b mut T, Fail>

@@ -94,6 +94,10 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
                     c.agent_start_ms = Some(uptime_ms);
                 }
             }
+            GuestMessage::Program(record) => c.problems.push(format!(
+                "line {n}: a record for program {} of {} that the plan did not ask for",
+                record.program, record.object
+            )),
             GuestMessage::JitMode {
                 mode,
                 sysctl_readback,
@@ -163,6 +167,7 @@ mod tests {
             modules: vec![],
             result_port: "/dev/ttyS1".into(),
             fault: None,
+            objects: vec![],
         }
     }
 

@@ -1072,6 +1072,7 @@ pub fn describe_outcome(o: &Outcome) -> String {
             last_line(verifier_tail)
         ),
         Outcome::Unsupported { reason } => format!("unsupported: {reason}"),
+        Outcome::NotLoadable { reason } => format!("not loadable by bpfmatrix: {reason}"),
         Outcome::Error { message } => format!("error: {message}"),
     }
 }

@@ -14,6 +14,7 @@
 use crate::collect::{Collected, JitSwitch};
 use crate::expect::{self, Expectation, KernelVersion};
 use crate::merge::{Coverage, Gap};
+use crate::programs::{ProgramCell, ProgramRules};
 use bpfmatrix_protocol::{CaseId, CaseRecord, JitMode};
 
 /// What became of a kernel's run as a whole (how its boot ended, `BootEnd`, is
@@ -182,6 +183,9 @@ pub struct KernelRun {
     pub problems: Vec<String>,
     /// One per JIT mode x case of the plan, modes outermost, in the plan's order.
     pub cells: Vec<Cell>,
+    /// One per JIT mode x program of the user's objects (`bpfmatrix check`),
+    /// modes outermost, then objects and programs in the plan's order.
+    pub programs: Vec<ProgramCell>,
 }
 
 impl KernelRun {
@@ -239,6 +243,7 @@ impl KernelRun {
             warnings: vec![],
             problems: vec![],
             cells: vec![],
+            programs: vec![],
         }
     }
 
@@ -318,7 +323,9 @@ impl KernelRun {
     /// The run completed and every one of its cells agrees: what
     /// [`Matrix::all_agree`] asks of each kernel it tested.
     pub fn agrees(&self) -> bool {
-        self.status == RunStatus::Completed && self.cells.iter().all(Cell::agrees)
+        self.status == RunStatus::Completed
+            && self.cells.iter().all(Cell::agrees)
+            && self.programs.iter().all(ProgramCell::agrees)
     }
 }
 
@@ -340,6 +347,8 @@ pub struct Matrix {
     /// What the merge that made this matrix required; `None` for a run's own
     /// matrix (then only the cells it has are judged). See [`Coverage`].
     pub coverage: Option<Coverage>,
+    /// What the user's programs were judged by (`bpfmatrix check --expect`).
+    pub program_rules: ProgramRules,
 }
 
 impl Matrix {
@@ -347,6 +356,7 @@ impl Matrix {
         Matrix {
             runs: runs.into(),
             coverage: None,
+            program_rules: ProgramRules::default(),
         }
     }
 

@@ -234,6 +234,7 @@ pub fn merge(parts: Vec<Matrix>, coverage: Coverage) -> Result<Matrix> {
     Ok(Matrix {
         runs,
         coverage: (!coverage.require.is_empty()).then_some(coverage),
+        program_rules: Default::default(),
     })
 }
 

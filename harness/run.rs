@@ -109,6 +109,7 @@ fn try_run(
             .collect(),
         result_port: "/dev/ttyS1".to_string(),
         fault: settings.fault,
+        objects: vec![],
     };
     progress(Progress::Step {
         kernel: name,

@@ -1281,6 +1281,7 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
         modules: vec![],
         result_port: "/dev/ttyS1".into(),
         fault: Some(Fault::Hang),
+        objects: vec![],
     };
     bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &[], &hang)
         .map_err(|e| format!("cannot build the hanging guest: {e:#}"))?;

@@ -52,7 +52,11 @@ fn td(c: &Cell) -> String {
                 esc(last_line(verifier_tail))
             );
         }
-        Some(Outcome::Unsupported { reason: d } | Outcome::Error { message: d }) => {
+        Some(
+            Outcome::Unsupported { reason: d }
+            | Outcome::NotLoadable { reason: d }
+            | Outcome::Error { message: d },
+        ) => {
             let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
         }
         Some(Outcome::Accepted) | None => {}

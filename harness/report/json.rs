@@ -105,6 +105,7 @@ enum OutcomeName {
     Accepted,
     Rejected,
     Unsupported,
+    NotLoadable,
     Error,
 }
 
@@ -190,7 +191,9 @@ fn record(kernel: &str, cell: &Cell) -> Record {
             Some(verifier_tail.clone()),
             None,
         ),
-        Some(Outcome::Unsupported { reason }) => (None, None, None, Some(reason.clone())),
+        Some(Outcome::Unsupported { reason } | Outcome::NotLoadable { reason }) => {
+            (None, None, None, Some(reason.clone()))
+        }
         Some(Outcome::Error { message }) => (None, None, None, Some(message.clone())),
         Some(Outcome::Accepted) | None => (None, None, None, None),
     };
@@ -202,6 +205,7 @@ fn record(kernel: &str, cell: &Cell) -> Record {
             Outcome::Accepted => OutcomeName::Accepted,
             Outcome::Rejected { .. } => OutcomeName::Rejected,
             Outcome::Unsupported { .. } => OutcomeName::Unsupported,
+            Outcome::NotLoadable { .. } => OutcomeName::NotLoadable,
             Outcome::Error { .. } => OutcomeName::Error,
         }),
         step,
@@ -336,6 +340,7 @@ fn judge_again(doc: Document) -> Result<Matrix> {
     Ok(Matrix {
         runs,
         coverage: doc.coverage,
+        program_rules: Default::default(),
     })
 }
 
@@ -399,6 +404,9 @@ fn guest_record(r: &Record) -> Result<Option<CaseRecord>, String> {
             verifier_tail: need(r.verifier.clone(), kind, "the verifier's words")?,
         },
         OutcomeName::Unsupported => Outcome::Unsupported {
+            reason: need(r.detail.clone(), kind, "its reason (detail)")?,
+        },
+        OutcomeName::NotLoadable => Outcome::NotLoadable {
             reason: need(r.detail.clone(), kind, "its reason (detail)")?,
         },
         OutcomeName::Error => Outcome::Error {

@@ -38,16 +38,33 @@
 //! never a verdict in the sense above. A [`Fault`] is a misbehaviour the fault suite
 //! asks of the agent, not a result.
 
+pub mod verifier_log;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
 /// Bumped whenever a message or plan changes shape; the host refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Where the host puts the plan inside the initramfs.
 pub const PLAN_PATH: &str = "/bpfmatrix/plan.json";
+
+/// Where the host puts the user's objects (`bpfmatrix check`) inside the initramfs;
+/// each plan [`ObjectSpec::path`] is under it.
+pub const OBJECTS_DIR: &str = "/bpfmatrix/objects";
+
+/// The most bytes of user objects one guest carries (they live in the guest's RAM,
+/// inside the initramfs): `bpfmatrix check` refuses more before any boot.
+pub const MAX_OBJECTS_BYTES: u64 = 64 << 20;
+
+/// The most bytes of one program's verifier log a [`ProgramRecord`] keeps (the
+/// end of the log, where the refusal is). It crosses a UART that carries about
+/// 130 KB/s under TCG, and each record is one line of at most [`MAX_LINE_BYTES`].
+pub const MAX_VERIFIER_LOG_BYTES: usize = 64 * 1024;
+
+const _: () = assert!(MAX_VERIFIER_LOG_BYTES * 2 < MAX_LINE_BYTES);
 
 /// Longest line the host accepts from the guest; anything longer is garbage.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
@@ -366,6 +383,23 @@ pub struct Plan {
     pub result_port: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// The user's objects (`bpfmatrix check`): every program of each is loaded on
+    /// its own, once per JIT mode, after the cases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjectSpec>,
+}
+
+/// One user object the guest carries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ObjectSpec {
+    /// The name records and reports use (the file's name, made unique in the
+    /// plan by the host).
+    pub name: String,
+    /// Where the file is inside the guest, under [`OBJECTS_DIR`].
+    pub path: String,
+    /// The programs the host found in the object, in the object's order: the
+    /// guest sends one [`ProgramRecord`] for each, per JIT mode.
+    pub programs: Vec<String>,
 }
 
 /// One line from the guest. The first is always `Hello`, the last `Done`
@@ -389,6 +423,8 @@ pub enum GuestMessage {
         error: Option<String>,
     },
     Case(CaseRecord),
+    /// One program of a user object, in one JIT mode (`bpfmatrix check`).
+    Program(ProgramRecord),
     /// A problem outside any case (a module that failed to load, a mount...).
     Warning {
         message: String,
@@ -428,6 +464,10 @@ pub enum Outcome {
     },
     /// The kernel lacks something the case needs (no BTF, no bpf_jit_enable...).
     Unsupported { reason: String },
+    /// This loader cannot load the program, whatever the kernel: a program type
+    /// it does not know, or one that needs a target program (freplace). Says
+    /// nothing about the kernel.
+    NotLoadable { reason: String },
     /// The harness itself failed (not a verdict about the kernel).
     Error { message: String },
 }
@@ -438,6 +478,7 @@ impl Outcome {
             Outcome::Accepted => "accepted",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Unsupported { .. } => "unsupported",
+            Outcome::NotLoadable { .. } => "not_loadable",
             Outcome::Error { .. } => "error",
         }
     }
@@ -552,10 +593,98 @@ pub struct Measured {
     /// name: the proof of the JIT mode (above 0 when JITed, 0 when interpreted).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub jited_bytes: BTreeMap<String, u32>,
+    /// What verifying each accepted program of the case cost, by program name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub costs: BTreeMap<String, VerifierCost>,
     /// The seed demos: what the article's programs showed, and what the agent did
     /// to make them show it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<Box<SeedObserved>>,
+}
+
+/// The guest's record of one program of a user object in one JIT mode: its
+/// outcome (a map the program uses that the kernel cannot create is a `Rejected`
+/// whose step is `create map NAME`; a CO-RE program on a kernel without BTF is
+/// `Unsupported`, "cannot relocate ..."), the verifier's log and its costs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ProgramRecord {
+    /// [`ObjectSpec::name`].
+    pub object: String,
+    /// The program's name (its function's symbol).
+    pub program: String,
+    /// Its ELF section ("xdp", "tracepoint/syscalls/sys_enter_openat"...), which
+    /// says its type.
+    pub section: String,
+    pub jit: JitMode,
+    pub outcome: Outcome,
+    /// The verifier's log of the load: the full log on a refusal, the statistics
+    /// lines on an acceptance; its last [`MAX_VERIFIER_LOG_BYTES`] at most.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verifier_log: String,
+    /// How many bytes were cut from the start of `verifier_log`, when any were
+    /// (by the kernel's buffer or by the cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_cut_bytes: Option<u64>,
+    /// What verifying and translating it cost, for an accepted program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<VerifierCost>,
+    /// Guest time spent on the program, milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Where a cost figure came from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The verifier's statistics lines ("processed N insns ...", "verification
+    /// time N usec", "stack depth A+B"), asked for with log level 4 (BPF_LOG_STATS,
+    /// 5.2+) or level 1 before it.
+    VerifierLog,
+    /// `bpf_prog_info` of the loaded program (BPF_OBJ_GET_INFO_BY_FD).
+    ProgInfo,
+}
+
+/// One figure and where it came from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Figure {
+    pub value: u64,
+    pub from: CostSource,
+}
+
+/// What the verifier charged for a program and what it became. Every field is
+/// absent, never zero, when this kernel does not report it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifierCost {
+    /// Instructions the verifier processed ("processed N insns").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insns_processed: Option<Figure>,
+    /// The same count as `bpf_prog_info.verified_insns` (5.16+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_insns: Option<Figure>,
+    /// The kernel's limit on processed instructions, as the log states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insn_limit: Option<Figure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_states_per_insn: Option<Figure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_states: Option<Figure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_states: Option<Figure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_read: Option<Figure>,
+    /// Stack bytes of each subprogram, the main program first ("stack depth 8+0").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack_depth: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_depth_from: Option<CostSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_usec: Option<Figure>,
+    /// Size of the translated (verifier-rewritten) program, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xlated_bytes: Option<Figure>,
+    /// Size of the JITed image, bytes (0 when the interpreter runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jited_bytes: Option<Figure>,
 }
 
 /// What a seed demo observed; each seed case fills the fields it has.

@@ -50,6 +50,8 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "Cargo.lock",
     "probes/Cargo.toml",
     "probes/src/lib.rs",
+    "probes/src/verifier_log.rs",
+    "probes/agent/src/check.rs",
     "probes/agent/Cargo.toml",
     "probes/agent/build.rs",
     "probes/agent/src/cases.rs",

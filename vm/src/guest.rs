@@ -73,6 +73,7 @@ mod tests {
             modules,
             result_port: "/dev/ttyS1".into(),
             fault: None,
+            objects: vec![],
         }
     }
 

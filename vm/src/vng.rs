@@ -512,6 +512,7 @@ mod tests {
                 modules: vec![],
                 result_port: "/dev/ttyS1".into(),
                 fault: None,
+                objects: vec![],
             },
             modules: vec![],
             accel: AccelUsed::Tcg,

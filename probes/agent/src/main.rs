@@ -3,6 +3,7 @@
 //! result port, then powers the guest off. It never exits and never panics out.
 
 mod cases;
+mod check;
 mod hosted;
 mod objects;
 mod prog_tracing;

@@ -2,7 +2,9 @@
 //! input: every line that is not a well-formed message for the plan that was sent
 //! becomes a named problem, never a result.
 
-use bpfmatrix_protocol::{CaseId, CaseRecord, GuestMessage, JitMode, Plan, PROTOCOL_VERSION};
+use bpfmatrix_protocol::{
+    CaseId, CaseRecord, GuestMessage, JitMode, Plan, ProgramRecord, PROTOCOL_VERSION,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -31,12 +33,17 @@ pub struct Collected {
     pub agent_start_ms: Option<u64>,
     pub done_ms: Option<u64>,
     pub records: BTreeMap<(CaseId, JitMode), CaseRecord>,
+    /// Records of the user's programs, by object, program and JIT mode.
+    pub programs: BTreeMap<ProgramKey, ProgramRecord>,
     pub jit_switches: Vec<JitSwitch>,
     /// Warnings the agent itself reported (a module that did not load...).
     pub warnings: Vec<String>,
     /// Lines that broke the protocol: garbage, truncation, unexpected records.
     pub problems: Vec<String>,
 }
+
+/// A program of a user object in one JIT mode: object name, program name, mode.
+pub type ProgramKey = (String, String, JitMode);
 
 /// One line from the result port: its text and whether the host cut it short.
 pub struct Line<'a> {
@@ -94,10 +101,32 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
                     c.agent_start_ms = Some(uptime_ms);
                 }
             }
-            GuestMessage::Program(record) => c.problems.push(format!(
-                "line {n}: a record for program {} of {} that the plan did not ask for",
-                record.program, record.object
-            )),
+            GuestMessage::Program(record) => {
+                let planned = plan.jit_modes.contains(&record.jit)
+                    && plan
+                        .objects
+                        .iter()
+                        .any(|o| o.name == record.object && o.programs.contains(&record.program));
+                let key = (record.object.clone(), record.program.clone(), record.jit);
+                if !planned {
+                    c.problems.push(format!(
+                        "line {n}: a record for program {} of {} / {} that the plan did not ask for",
+                        record.program, record.object, record.jit
+                    ));
+                } else {
+                    match c.programs.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            c.problems.push(format!(
+                                "line {n}: a second record for program {} of {} / {}",
+                                record.program, record.object, record.jit
+                            ))
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(record);
+                        }
+                    }
+                }
+            }
             GuestMessage::JitMode {
                 mode,
                 sysctl_readback,

@@ -5,6 +5,8 @@ use anyhow::Result;
 use bpfmatrix::bench;
 use bpfmatrix::matrix::{KernelRun, Matrix};
 use bpfmatrix::merge::{self, Coverage};
+use bpfmatrix::objects::{self, UserObject};
+use bpfmatrix::programs::ProgramRules;
 use bpfmatrix::report;
 use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
@@ -32,6 +34,14 @@ struct Cli {
 enum Command {
     /// Run the cases on one or more kernels and print the matrix.
     Run(RunArgs),
+    /// Load every program of your own BPF objects on one or more kernels, in both
+    /// JIT modes: which kernels accept each, the verifier's words where one
+    /// refuses, what verifying cost, and each program's minimum kernel. Exits 0
+    /// when every program did what is expected of it (by default: load on every
+    /// kernel; see --expect), 1 when one did not or a kernel run failed, 2 for bad
+    /// input (a file that is not a BPF object, a bad expect file...), before any
+    /// guest starts.
+    Check(CheckArgs),
     /// List the kernels bpfmatrix knows by name: cached, available, or unavailable
     /// here and why (judged without downloading).
     Kernels,
@@ -101,6 +111,32 @@ struct BenchArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
+    /// Run only these cases (e.g. tail_call.chain). Repeatable. Default: all.
+    #[arg(short, long = "case", value_name = "CASE", value_parser = parse_case)]
+    cases: Vec<CaseId>,
+    #[command(flatten)]
+    guests: GuestArgs,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The BPF objects (clang -target bpf ... -o OBJ.o) whose programs to load.
+    #[arg(required = true, value_name = "OBJ.o")]
+    objects: Vec<PathBuf>,
+    /// A TOML file naming, per program, the first kernel that must accept it:
+    /// `[[program]]` tables with `program = "NAME"`, `first_kernel = "6.1"` and,
+    /// when the name is in several objects, `object = "FILE.o"`. Kernels before
+    /// it must refuse it. Programs it does not name must load on every kernel.
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+    #[command(flatten)]
+    guests: GuestArgs,
+}
+
+/// Which kernels, how to boot them and where the reports go: the same for `run`
+/// and `check`.
+#[derive(clap::Args)]
+struct GuestArgs {
     /// A catalog name (see `bpfmatrix kernels`), a path to a bzImage, a vmlinux or a
     /// kernel .deb, or NAME=PATH. Repeatable. Default: every kernel of the catalog.
     #[arg(short, long = "kernel", value_name = "KERNEL")]
@@ -109,9 +145,6 @@ struct RunArgs {
     /// the loopback case when clsact is built as modules).
     #[arg(long, value_name = "DIR")]
     modules: Option<PathBuf>,
-    /// Run only these cases (e.g. tail_call.chain). Repeatable. Default: all.
-    #[arg(short, long = "case", value_name = "CASE", value_parser = parse_case)]
-    cases: Vec<CaseId>,
     /// Run only this JIT mode.
     #[arg(long, value_parser = parse_jit)]
     jit: Option<JitMode>,
@@ -190,7 +223,28 @@ fn real_main() -> Result<bool> {
             }
             Ok(all)
         }
-        Command::Run(args) => run(args),
+        Command::Run(args) => {
+            let cases = if args.cases.is_empty() {
+                CaseId::ALL.to_vec()
+            } else {
+                args.cases.clone()
+            };
+            run(args.guests, cases, vec![], ProgramRules::default())
+        }
+        Command::Check(args) => {
+            // Everything the user gave is vetted before any kernel is fetched.
+            let objects = objects::load(&args.objects)?;
+            let rules = match &args.expect {
+                Some(path) => {
+                    let rules = ProgramRules::load(path)?;
+                    let specs: Vec<_> = objects.iter().map(|o| o.spec.clone()).collect();
+                    rules.check_against(&specs)?;
+                    rules
+                }
+                None => ProgramRules::default(),
+            };
+            run(args.guests, vec![], objects, rules)
+        }
         Command::Bench(args) => bench(args),
         Command::Merge {
             inputs,
@@ -209,7 +263,12 @@ fn real_main() -> Result<bool> {
     }
 }
 
-fn run(args: RunArgs) -> Result<bool> {
+fn run(
+    args: GuestArgs,
+    cases: Vec<CaseId>,
+    objects: Vec<UserObject>,
+    program_rules: ProgramRules,
+) -> Result<bool> {
     let names = if args.kernels.is_empty() {
         targets::catalog().into_iter().map(|e| e.name).collect()
     } else {
@@ -220,11 +279,9 @@ fn run(args: RunArgs) -> Result<bool> {
         .map(|n| targets::resolve(n, args.modules.as_deref()))
         .collect::<Result<_>>()?;
     let settings = Settings {
-        cases: if args.cases.is_empty() {
-            CaseId::ALL.to_vec()
-        } else {
-            args.cases.clone()
-        },
+        cases,
+        objects,
+        program_rules,
         jit_modes: args.jit.map_or(JitMode::ALL.to_vec(), |m| vec![m]),
         accel: args.accel,
         backend: args.backend,
@@ -240,13 +297,13 @@ fn run(args: RunArgs) -> Result<bool> {
     for target in &targets {
         let name = target.name().to_string();
         let gone = |status: fn(&str, &str, String, &[CaseId], &[JitMode]) -> KernelRun, why| {
-            Err(Box::new(status(
+            Err(Box::new(settings.without_programs_answered(status(
                 &name,
                 &target.describe(),
                 why,
                 &settings.cases,
                 &settings.jit_modes,
-            )))
+            ))))
         };
         slots.push(
             match targets::obtain(target, &mut |m| eprintln!("[{name}] {m}")) {
@@ -286,7 +343,8 @@ fn run(args: RunArgs) -> Result<bool> {
             Err(run) => *run,
         })
         .collect();
-    let matrix = Matrix::from_runs(runs);
+    let mut matrix = Matrix::from_runs(runs);
+    matrix.program_rules = settings.program_rules.clone();
     print!("{}", report::terminal(&matrix, color()));
     if let Some(dir) = &args.out {
         for path in report::write_reports(&matrix, dir)? {

@@ -11,11 +11,12 @@
 //! - `matrix.json` is this model serialised ([`crate::report::json`]); the reports,
 //!   the CLI and the test trials render the model and decide nothing.
 
-use crate::collect::{Collected, JitSwitch};
+use crate::collect::{Collected, JitSwitch, ProgramKey};
 use crate::expect::{self, Expectation, KernelVersion};
 use crate::merge::{Coverage, Gap};
 use crate::programs::{ProgramCell, ProgramRules};
-use bpfmatrix_protocol::{CaseId, CaseRecord, JitMode};
+use bpfmatrix_protocol::{CaseId, CaseRecord, JitMode, ObjectSpec, ProgramRecord};
+use std::collections::BTreeMap;
 
 /// What became of a kernel's run as a whole (how its boot ended, `BootEnd`, is
 /// one of the things that decide it).
@@ -294,6 +295,39 @@ impl KernelRun {
             problems,
             cells,
             ..Self::empty(kernel, source, status)
+        }
+    }
+
+    /// Gives the run one program cell per JIT mode x program of `objects`, judged
+    /// by `rules` from the guest's `records`; a program without a record says why
+    /// (the run's failure, or the guest's silence about it).
+    pub fn judge_programs(
+        &mut self,
+        objects: &[ObjectSpec],
+        modes: &[JitMode],
+        mut records: BTreeMap<ProgramKey, ProgramRecord>,
+        rules: &ProgramRules,
+    ) {
+        let missing = match &self.status {
+            RunStatus::Completed => "the guest sent no record for it".to_string(),
+            RunStatus::Unavailable { reason } => format!("kernel unavailable: {reason}"),
+            RunStatus::Failed { reason } => reason.clone(),
+        };
+        for &jit in modes {
+            for object in objects {
+                for program in &object.programs {
+                    let record = records.remove(&(object.name.clone(), program.clone(), jit));
+                    self.programs.push(ProgramCell::judge(
+                        &object.name,
+                        program,
+                        jit,
+                        self.guest_release.as_deref(),
+                        record,
+                        rules,
+                        &missing,
+                    ));
+                }
+            }
         }
     }
 

@@ -4,12 +4,15 @@
 
 use crate::collect::{self, Line};
 use crate::matrix::KernelRun;
+use crate::objects::UserObject;
+use crate::programs::ProgramRules;
 use anyhow::{Context, Result};
 use bpfmatrix_kernels::Kernel;
+use bpfmatrix_protocol::ObjectSpec;
 use bpfmatrix_protocol::{CaseId, Fault, JitMode, Plan, PROTOCOL_VERSION};
 use bpfmatrix_vm::qemu::{self, Accel, AccelUsed, BootEnd, BootSpec, VmEvent};
 use bpfmatrix_vm::vng;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -45,6 +48,29 @@ pub struct Settings {
     pub fault: Option<Fault>,
     /// The most a guest may send home before its run is ended as a failure.
     pub max_result_bytes: u64,
+    /// The user's objects (`bpfmatrix check`), loaded after the cases.
+    pub objects: Vec<UserObject>,
+    /// What the user's programs are judged by (`--expect`).
+    pub program_rules: ProgramRules,
+}
+
+impl Settings {
+    /// The objects as the plan names them.
+    pub fn object_specs(&self) -> Vec<ObjectSpec> {
+        self.objects.iter().map(|o| o.spec.clone()).collect()
+    }
+
+    /// Gives a run that has no guest records (unavailable, failed before the
+    /// guest answered) its program cells, each saying why it has no answer.
+    pub fn without_programs_answered(&self, mut run: KernelRun) -> KernelRun {
+        run.judge_programs(
+            &self.object_specs(),
+            &self.jit_modes,
+            Default::default(),
+            &self.program_rules,
+        );
+        run
+    }
 }
 
 impl Default for Settings {
@@ -58,6 +84,8 @@ impl Default for Settings {
             memory_mib: 512,
             fault: None,
             max_result_bytes: qemu::MAX_RESULT_BYTES,
+            objects: vec![],
+            program_rules: ProgramRules::default(),
         }
     }
 }
@@ -80,13 +108,13 @@ pub fn run_kernel(
 ) -> KernelRun {
     match try_run(kernel, agent, settings, progress) {
         Ok(run) => run,
-        Err(e) => KernelRun::failed(
+        Err(e) => settings.without_programs_answered(KernelRun::failed(
             &kernel.name,
             &kernel.source,
             format!("{e:#}"),
             &settings.cases,
             &settings.jit_modes,
-        ),
+        )),
     }
 }
 
@@ -109,12 +137,13 @@ fn try_run(
             .collect(),
         result_port: "/dev/ttyS1".to_string(),
         fault: settings.fault,
-        objects: vec![],
+        objects: settings.object_specs(),
     };
+    let object_files: Vec<PathBuf> = settings.objects.iter().map(|o| o.file.clone()).collect();
     progress(Progress::Step {
         kernel: name,
         what: format!(
-            "booting {} with {} ({} cases x {} JIT modes)",
+            "booting {} with {} ({} cases{} x {} JIT modes)",
             // virtme-ng gets the image as packaged (beside its modules), QEMU the
             // one it boots fastest.
             match settings.backend {
@@ -126,6 +155,10 @@ fn try_run(
                 Backend::Vng => "virtme-ng",
             },
             plan.cases.len(),
+            match plan.objects.iter().map(|o| o.programs.len()).sum::<usize>() {
+                0 => String::new(),
+                n => format!(" and {n} programs of {} objects", plan.objects.len()),
+            },
             plan.jit_modes.len()
         ),
     });
@@ -142,7 +175,13 @@ fn try_run(
                 .tempdir()
                 .context("cannot create a temporary directory for the guest")?;
             let initramfs = dir.path().join("initramfs.cpio");
-            bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &modules, &initramfs)?;
+            bpfmatrix_vm::guest::build_guest_initramfs(
+                agent,
+                &plan,
+                &modules,
+                &object_files,
+                &initramfs,
+            )?;
             let spec = BootSpec {
                 accel: settings.accel,
                 memory_mib: settings.memory_mib,
@@ -158,6 +197,7 @@ fn try_run(
                 agent: agent.to_path_buf(),
                 plan: plan.clone(),
                 modules: modules.clone(),
+                object_files: object_files.clone(),
                 // vng's own KVM choice would hang where KVM is broken; Auto means TCG.
                 accel: match settings.accel {
                     Accel::Kvm => AccelUsed::Kvm,
@@ -172,7 +212,7 @@ fn try_run(
             vng::boot_vng(&spec, on_event)?
         }
     };
-    let collected = collect::collect(
+    let mut collected = collect::collect(
         &plan,
         outcome.lines.iter().map(|l| Line {
             text: &l.text,
@@ -214,6 +254,7 @@ fn try_run(
             Backend::Vng => format!("vng failed ({status}): {}", vng::last_words(stderr.lines())),
         }),
     };
+    let program_records = std::mem::take(&mut collected.programs);
     let mut run = KernelRun::judge(
         name,
         &kernel.source,
@@ -221,6 +262,12 @@ fn try_run(
         &settings.jit_modes,
         collected,
         boot_failure,
+    );
+    run.judge_programs(
+        &plan.objects,
+        &settings.jit_modes,
+        program_records,
+        &settings.program_rules,
     );
     run.accel = Some(outcome.accel.to_string());
     run.kvm_fallback = outcome.kvm_fallback.clone();

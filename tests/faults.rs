@@ -1283,7 +1283,7 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
         fault: Some(Fault::Hang),
         objects: vec![],
     };
-    bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &[], &hang)
+    bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &[], &[], &hang)
         .map_err(|e| format!("cannot build the hanging guest: {e:#}"))?;
     let qemu =
         which::which("qemu-system-x86_64").map_err(|_| "qemu-system-x86_64 is not on PATH")?;

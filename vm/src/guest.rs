@@ -5,8 +5,8 @@
 use crate::initramfs::Initramfs;
 use anyhow::{bail, Context};
 use bpfmatrix_kernels::ModuleFile;
-use bpfmatrix_protocol::{Plan, PLAN_PATH};
-use std::path::Path;
+use bpfmatrix_protocol::{Plan, OBJECTS_DIR, PLAN_PATH};
+use std::path::{Path, PathBuf};
 
 /// Where a module goes inside the guest; the plan names modules by these paths.
 pub fn plan_module_path(m: &ModuleFile) -> String {
@@ -14,12 +14,14 @@ pub fn plan_module_path(m: &ModuleFile) -> String {
 }
 
 /// Writes the guest's initramfs to `out`. Every path in `plan.modules` must be the
-/// [`plan_module_path`] of one of `modules`, so the plan never names a file the
-/// guest does not have.
+/// [`plan_module_path`] of one of `modules`, and `object_files` are the host files
+/// of `plan.objects`, in order, so the plan never names a file the guest does not
+/// have.
 pub fn build_guest_initramfs(
     agent: &Path,
     plan: &Plan,
     modules: &[ModuleFile],
+    object_files: &[PathBuf],
     out: &Path,
 ) -> anyhow::Result<()> {
     if !agent.is_file() {
@@ -32,6 +34,13 @@ pub fn build_guest_initramfs(
         if !modules.iter().any(|m| &plan_module_path(m) == wanted) {
             bail!("the plan loads {wanted}, but no module file was given for it");
         }
+    }
+    if object_files.len() != plan.objects.len() {
+        bail!(
+            "the plan names {} objects, but {} files were given for them",
+            plan.objects.len(),
+            object_files.len()
+        );
     }
     let plan_json = serde_json::to_vec_pretty(plan).context("cannot serialise the plan")?;
     let mut image = Initramfs::new()
@@ -56,6 +65,19 @@ pub fn build_guest_initramfs(
         .file(PLAN_PATH, plan_json, 0o644);
     for m in modules {
         image = image.file(&plan_module_path(m), m.path.as_path(), 0o644);
+    }
+    if !plan.objects.is_empty() {
+        image = image.dir(OBJECTS_DIR, 0o755);
+    }
+    for (spec, file) in plan.objects.iter().zip(object_files) {
+        if !spec.path.starts_with(&format!("{OBJECTS_DIR}/")) {
+            bail!(
+                "object {} must go under {OBJECTS_DIR}, not {}",
+                spec.name,
+                spec.path
+            );
+        }
+        image = image.file(&spec.path, file.as_path(), 0o644);
     }
     image.write_to(out)
 }
@@ -91,7 +113,7 @@ mod tests {
         assert_eq!(plan_module_path(&module), "/modules/cls_bpf.ko");
         let out = dir.path().join("guest.cpio");
         let plan = plan(vec![plan_module_path(&module)]);
-        build_guest_initramfs(&agent, &plan, &[module], &out).unwrap();
+        build_guest_initramfs(&agent, &plan, &[module], &[], &out).unwrap();
 
         let entries = crate::initramfs::tests::list(&out);
         let find = |name: &str| {
@@ -116,6 +138,7 @@ mod tests {
         let err = build_guest_initramfs(
             &agent,
             &plan(vec!["/modules/sch_ingress.ko".into()]),
+            &[],
             &[],
             &dir.path().join("x"),
         )

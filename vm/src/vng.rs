@@ -54,9 +54,12 @@ pub struct VngSpec {
     /// The agent binary on the host (static; the guest reads it over 9p).
     pub agent: PathBuf,
     /// The plan as for the QEMU backend; [`boot_vng`] rewrites its module paths to
-    /// the host paths of `modules` and its result port to `/dev/stdout`.
+    /// the host paths of `modules`, its objects' paths to `object_files` and its
+    /// result port to `/dev/stdout`.
     pub plan: Plan,
     pub modules: Vec<ModuleFile>,
+    /// The host files of `plan.objects`, in order (the guest shares the host's root).
+    pub object_files: Vec<PathBuf>,
     /// TCG (`--disable-kvm`) or KVM.
     pub accel: AccelUsed,
     pub memory_mib: u32,
@@ -355,6 +358,19 @@ pub fn boot_vng(spec: &VngSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::R
         .iter()
         .map(|m| m.path.to_string_lossy().into_owned())
         .collect();
+    if spec.object_files.len() != plan.objects.len() {
+        bail!(
+            "the plan names {} objects, but {} files were given for them",
+            plan.objects.len(),
+            spec.object_files.len()
+        );
+    }
+    for (object, file) in plan.objects.iter_mut().zip(&spec.object_files) {
+        object.path = std::path::absolute(file)
+            .with_context(|| format!("cannot make {} absolute", file.display()))?
+            .to_string_lossy()
+            .into_owned();
+    }
     let plan_path = dir.path().join("plan.json");
     std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)
         .with_context(|| format!("cannot write {}", plan_path.display()))?;
@@ -514,6 +530,7 @@ mod tests {
                 fault: None,
                 objects: vec![],
             },
+            object_files: vec![],
             modules: vec![],
             accel: AccelUsed::Tcg,
             memory_mib: 512,

@@ -7,7 +7,9 @@
 //! - virtme-ng's `vng --run KERNEL --exec true` on the same kernel (installed into a
 //!   virtualenv in the cache when it is not on PATH and can be);
 //! - optionally the whole matrix, as the user runs it (a command, e.g. `bpfmatrix run
-//!   -k 6.1 -k 5.10 -k 6.12`), warm and once cold (with an empty cache).
+//!   -k 6.1 -k 5.10 -k 6.12`), warm and once cold (with an empty cache);
+//! - optionally `bpfmatrix check` of one object on three kernels, warm
+//!   ([`check_command`]: the README's example object, compiled with clang).
 //!
 //! Repetitions are interleaved (floor, bpfmatrix, vng, floor, ...) so load from other
 //! processes falls on all of them alike; the machine is noisy, so the ratios within
@@ -111,6 +113,8 @@ pub struct BenchOptions {
     pub vng: bool,
     /// Measure the whole matrix with this command.
     pub matrix: Option<MatrixCommand>,
+    /// Measure `bpfmatrix check` of one object with this command (warm only).
+    pub check: Option<MatrixCommand>,
     /// Also run the matrix once with an empty cache (`BPFMATRIX_CACHE` set to a
     /// fresh directory), so every kernel is downloaded and extracted again.
     pub cold: bool,
@@ -123,6 +127,7 @@ impl Default for BenchOptions {
             settings: Settings::default(),
             vng: true,
             matrix: None,
+            check: None,
             cold: false,
         }
     }
@@ -254,6 +259,8 @@ pub struct BenchReport {
     pub vng: Option<String>,
     pub kernels: Vec<KernelBench>,
     pub matrix: Option<MatrixBench>,
+    /// `bpfmatrix check` of one object (no cold run).
+    pub check: Option<MatrixBench>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -377,6 +384,17 @@ pub fn bench(
         out.push(kb);
     }
 
+    let check = opts.check.as_ref().map(|m| {
+        let mut mb = MatrixBench::new(m);
+        for rep in 1..=reps {
+            progress(&format!("check: warm {rep}/{reps}"));
+            match time_command(m, None) {
+                Ok(d) => mb.warm.push(d),
+                Err(e) => mb.problems.push(format!("warm check {rep}: {e:#}")),
+            }
+        }
+        mb
+    });
     let matrix = opts.matrix.as_ref().map(|m| {
         let mut mb = MatrixBench {
             kernels: m.kernels.clone(),
@@ -452,6 +470,7 @@ pub fn bench(
         vng: vng.map(|p| p.display().to_string()),
         kernels: out,
         matrix,
+        check,
         targets,
     })
 }
@@ -506,6 +525,85 @@ fn timed_run(kernel: &Kernel, agent: &Path, settings: &Settings) -> (KernelRun, 
             .collect(),
     };
     (run, timeline)
+}
+
+impl MatrixBench {
+    fn new(m: &MatrixCommand) -> Self {
+        MatrixBench {
+            kernels: m.kernels.clone(),
+            command: std::iter::once(m.program.as_os_str())
+                .chain(m.args.iter().map(OsString::as_os_str))
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+            warm: Samples::default(),
+            cold: None,
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// The object `bpfmatrix bench` checks: the README's example (two programs, one
+/// that needs 6.1), with the rules of the trial objects that concern it.
+const CHECK_OBJECT_C: &str = include_str!("../tests/objects/clock.c");
+const CHECK_RULES: &str = include_str!("../tests/objects/expect.toml");
+
+/// `program check OBJ --expect RULES -k ...` for the first three of `kernels`
+/// (`-k` arguments as `run` takes them, and their names): the object is compiled
+/// into `dir` with clang, and the trial objects' rules for its programs written
+/// beside it, so the timed run is one that agrees.
+pub fn check_command(
+    program: PathBuf,
+    kernels: &[(OsString, String)],
+    dir: &Path,
+) -> Result<MatrixCommand> {
+    let c = dir.join("clock.c");
+    let obj = dir.join("clock.o");
+    std::fs::write(&c, CHECK_OBJECT_C)?;
+    let out = Command::new("clang")
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+        ])
+        .arg(&c)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .context(
+            "cannot run clang to build the object to check (apt-get install clang libbpf-dev)",
+        )?;
+    anyhow::ensure!(
+        out.status.success(),
+        "clang failed on the object to check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects = crate::objects::load(std::slice::from_ref(&obj))?;
+    let mut rules = crate::programs::ProgramRules::parse(CHECK_RULES, "tests/objects/expect.toml")?;
+    rules
+        .rules
+        .retain(|r| objects[0].spec.programs.contains(&r.program));
+    let rules_file = dir.join("expect.toml");
+    std::fs::write(&rules_file, toml::to_string(&rules)?)?;
+    let mut args: Vec<OsString> = vec![
+        "check".into(),
+        obj.into(),
+        "--expect".into(),
+        rules_file.into(),
+    ];
+    let three = &kernels[..kernels.len().min(3)];
+    for (arg, _) in three {
+        args.push("-k".into());
+        args.push(arg.clone());
+    }
+    Ok(MatrixCommand {
+        program,
+        args,
+        kernels: three.iter().map(|(_, n)| n.clone()).collect(),
+    })
 }
 
 /// Runs the matrix command, its output discarded, and returns its wall time; with
@@ -613,6 +711,17 @@ impl BenchReport {
                 let _ = writeln!(t, "    problem: {p}");
             }
         }
+        if let Some(m) = &self.check {
+            let _ = writeln!(
+                t,
+                "check of one object ({}): warm {} s",
+                m.kernels.join(", "),
+                pair(&m.warm)
+            );
+            for p in &m.problems {
+                let _ = writeln!(t, "    problem: {p}");
+            }
+        }
         for c in &self.targets {
             let mark = match c.met {
                 Some(true) => "met",
@@ -674,6 +783,7 @@ mod tests {
             vng: None,
             kernels: vec![],
             matrix: None,
+            check: None,
             targets: vec![TargetCheck {
                 target: "x".into(),
                 value: Some(1.2),

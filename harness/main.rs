@@ -371,16 +371,27 @@ fn bench(args: BenchArgs) -> Result<bool> {
     }
     anyhow::ensure!(!kernels.is_empty(), "no kernel can be had here to measure");
     let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
+    let kernel_args: Vec<(std::ffi::OsString, String)> = kernels
+        .iter()
+        .map(|k| {
+            let by_name = targets::catalog().iter().any(|e| e.name == k.name);
+            let arg = if by_name {
+                k.name.clone().into()
+            } else {
+                format!("{}={}", k.name, k.image.display()).into()
+            };
+            (arg, k.name.clone())
+        })
+        .collect();
     let mut matrix_args: Vec<std::ffi::OsString> = vec!["run".into()];
-    for k in &kernels {
+    for (arg, _) in &kernel_args {
         matrix_args.push("-k".into());
-        let by_name = targets::catalog().iter().any(|e| e.name == k.name);
-        matrix_args.push(if by_name {
-            k.name.clone().into()
-        } else {
-            format!("{}={}", k.name, k.image.display()).into()
-        });
+        matrix_args.push(arg.clone());
     }
+    let check_dir = tempfile::Builder::new()
+        .prefix("bpfmatrix-bench-check-")
+        .tempdir()?;
+    let check = bench::check_command(std::env::current_exe()?, &kernel_args, check_dir.path())?;
     let opts = bench::BenchOptions {
         repetitions: args.repetitions,
         settings: Settings {
@@ -394,6 +405,7 @@ fn bench(args: BenchArgs) -> Result<bool> {
             args: matrix_args,
             kernels: kernels.iter().map(|k| k.name.clone()).collect(),
         }),
+        check: Some(check),
     };
     let report = bench::bench(&kernels, &agent, &opts, &|l| eprintln!("bench: {l}"))?;
     print!("{}", report.table());

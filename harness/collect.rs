@@ -32,6 +32,10 @@ pub struct Collected {
     /// Guest uptime when the agent started and when it finished, milliseconds.
     pub agent_start_ms: Option<u64>,
     pub done_ms: Option<u64>,
+    /// Guest uptime when an agent that waited for its plan said it was ready.
+    pub ready_ms: Option<u64>,
+    /// The agent build a guest that waited for its plan named in its hello.
+    pub agent_id: Option<String>,
     pub records: BTreeMap<(CaseId, JitMode), CaseRecord>,
     /// Records of the user's programs, by object, program and JIT mode.
     pub programs: BTreeMap<ProgramKey, ProgramRecord>,
@@ -77,7 +81,10 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
                 continue;
             }
         };
-        if c.release.is_none() && !matches!(msg, GuestMessage::Hello { .. }) {
+        // A guest that waits for its plan says it is ready before its hello.
+        if c.release.is_none()
+            && !matches!(msg, GuestMessage::Hello { .. } | GuestMessage::Ready { .. })
+        {
             c.problems.push(format!(
                 "line {n}: a message before the hello: {}",
                 quote(text)
@@ -85,11 +92,21 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
             continue;
         }
         match msg {
+            GuestMessage::Ready { uptime_ms, .. } => {
+                if c.release.is_some() || c.ready_ms.is_some() {
+                    c.problems
+                        .push(format!("line {n}: a ready that is not the first message"));
+                } else {
+                    c.ready_ms = Some(uptime_ms);
+                }
+            }
             GuestMessage::Hello {
                 protocol,
                 kernel_release,
                 uptime_ms,
+                agent_id,
             } => {
+                c.agent_id = agent_id;
                 if protocol != PROTOCOL_VERSION {
                     c.problems.push(format!(
                         "line {n}: guest speaks protocol {protocol}, the host {PROTOCOL_VERSION}"

@@ -51,6 +51,34 @@ pub const PROTOCOL_VERSION: u32 = 5;
 /// Where the host puts the plan inside the initramfs.
 pub const PLAN_PATH: &str = "/bpfmatrix/plan.json";
 
+/// Where the host puts the [`BootConfig`] of a guest that waits for its plan on
+/// the result port (the guests bpfmatrix saves and restores; see [`GuestMessage::Ready`]).
+pub const BOOT_CONFIG_PATH: &str = "/bpfmatrix/boot.json";
+
+/// What a guest that waits for its plan needs before it has one: everything about
+/// it that does not depend on the plan, so its saved state serves every plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    pub protocol: u32,
+    /// Names the agent build (the host's hash of it); the agent repeats it in
+    /// `Ready` and `Hello`, so a guest restored from another build's state is
+    /// known for what it is.
+    pub agent_id: String,
+    /// Kernel modules to load before saying ready, as [`Plan::modules`].
+    pub modules: Vec<String>,
+    /// The result port, where the agent also reads its plan.
+    pub result_port: String,
+}
+
+/// What the host sends a waiting agent on the result port: this as one JSON line,
+/// then the bytes of each object of the plan, back to back, `object_bytes` long
+/// each (the port is raw: no encoding).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PlanDelivery {
+    pub plan: Plan,
+    pub object_bytes: Vec<u64>,
+}
+
 /// Where the host puts the user's objects (`bpfmatrix check`) inside the initramfs;
 /// each plan [`ObjectSpec::path`] is under it.
 pub const OBJECTS_DIR: &str = "/bpfmatrix/objects";
@@ -409,9 +437,21 @@ pub struct ObjectSpec {
 pub enum GuestMessage {
     Hello {
         protocol: u32,
+        /// [`BootConfig::agent_id`], for a guest that waited for its plan.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
         /// `uname -r` in the guest.
         kernel_release: String,
         /// Guest uptime when the agent started, in milliseconds.
+        uptime_ms: u64,
+    },
+    /// A guest booted with a [`BootConfig`] is up (modules loaded, kernel BTF
+    /// read) and waits for its [`PlanDelivery`] on the result port; the host may
+    /// save its state now, and every guest restored from that state starts here.
+    Ready {
+        protocol: u32,
+        agent_id: String,
+        /// Guest uptime, milliseconds.
         uptime_ms: u64,
     },
     /// The agent switched `bpf_jit_enable` (or could not: then every case of the

@@ -120,6 +120,7 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
     }
     reporter.send(&GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
+        agent_id: None,
         kernel_release: sys::kernel_release(),
         uptime_ms: start_uptime,
     });

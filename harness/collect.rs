@@ -230,6 +230,7 @@ mod tests {
     fn hello() -> String {
         serde_json::to_string(&GuestMessage::Hello {
             protocol: PROTOCOL_VERSION,
+            agent_id: None,
             kernel_release: "6.1.0-56-amd64".into(),
             uptime_ms: 2100,
         })

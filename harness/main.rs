@@ -167,6 +167,12 @@ struct GuestArgs {
     /// Show the guests' console output.
     #[arg(short, long)]
     verbose: bool,
+    /// Boot every guest: neither start from a saved state nor save one. By default
+    /// the first run of a kernel saves its guest once the agent is up (in the
+    /// cache, keyed by kernel, agent, QEMU and command line), and later runs start
+    /// from it, skipping the boot.
+    #[arg(long)]
+    no_snapshot: bool,
 }
 
 fn parse_case(s: &str) -> Result<CaseId, String> {
@@ -286,6 +292,7 @@ fn run(
         accel: args.accel,
         backend: args.backend,
         timeout: Duration::from_secs(args.timeout),
+        snapshots: !args.no_snapshot,
         ..Settings::default()
     };
     if let Some(dir) = &args.out {
@@ -433,6 +440,21 @@ fn show(p: Progress, verbose: bool) {
             ),
             VmEvent::KvmFallback { reason } => {
                 eprintln!("[{kernel}] KVM did not work, falling back to TCG: {reason}")
+            }
+            VmEvent::Restored { after } => eprintln!(
+                "[{kernel}] restored from its saved state in {:.2} s",
+                after.as_secs_f64()
+            ),
+            VmEvent::Saved { bytes, took } => eprintln!(
+                "[{kernel}] saved the guest's state ({} MB in {:.2} s): later runs start from it",
+                bytes >> 20,
+                took.as_secs_f64()
+            ),
+            VmEvent::SaveFailed { reason } => {
+                eprintln!("[{kernel}] could not save the guest's state: {reason}")
+            }
+            VmEvent::StateDiscarded { reason } => {
+                eprintln!("[{kernel}] saved state not used: {reason}; booting instead")
             }
             VmEvent::Console(line) if verbose => eprintln!("[{kernel}] | {line}"),
             VmEvent::GuestLine(line) if verbose => eprintln!("[{kernel}] > {}", line.text),

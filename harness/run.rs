@@ -9,8 +9,12 @@ use crate::programs::ProgramRules;
 use anyhow::{Context, Result};
 use bpfmatrix_kernels::Kernel;
 use bpfmatrix_protocol::ObjectSpec;
-use bpfmatrix_protocol::{CaseId, Fault, JitMode, Plan, PROTOCOL_VERSION};
+use bpfmatrix_protocol::{
+    BootConfig, CaseId, Fault, JitMode, Plan, PlanDelivery, PROTOCOL_VERSION,
+};
+use bpfmatrix_vm::qemu::Handshake;
 use bpfmatrix_vm::qemu::{self, Accel, AccelUsed, BootEnd, BootSpec, VmEvent};
+use bpfmatrix_vm::snapshot::{self, Store};
 use bpfmatrix_vm::vng;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,6 +56,9 @@ pub struct Settings {
     pub objects: Vec<UserObject>,
     /// What the user's programs are judged by (`--expect`).
     pub program_rules: ProgramRules,
+    /// Start guests from saved states where there are good ones, and save them
+    /// (QEMU backend); off, every guest boots.
+    pub snapshots: bool,
 }
 
 impl Settings {
@@ -86,6 +93,7 @@ impl Default for Settings {
             max_result_bytes: qemu::MAX_RESULT_BYTES,
             objects: vec![],
             program_rules: ProgramRules::default(),
+            snapshots: true,
         }
     }
 }
@@ -175,21 +183,45 @@ fn try_run(
                 .tempdir()
                 .context("cannot create a temporary directory for the guest")?;
             let initramfs = dir.path().join("initramfs.cpio");
-            bpfmatrix_vm::guest::build_guest_initramfs(
-                agent,
-                &plan,
-                &modules,
-                &object_files,
-                &initramfs,
-            )?;
-            let spec = BootSpec {
+            let mut spec = BootSpec {
                 accel: settings.accel,
                 memory_mib: settings.memory_mib,
                 timeout: settings.timeout,
                 max_result_bytes: settings.max_result_bytes,
-                ..BootSpec::new(kernel.clone(), initramfs)
+                ..BootSpec::new(kernel.clone(), initramfs.clone())
             };
-            qemu::boot(&spec, on_event)?
+            let object_bytes: u64 = object_files
+                .iter()
+                .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+                .sum();
+            // Fault runs keep the plan in the initramfs: several faults act before
+            // the agent could have read a plan from the port.
+            if settings.snapshots && settings.fault.is_none() && object_bytes <= MAX_DELIVERED_BYTES
+            {
+                let agent_id = agent_id(agent);
+                let config = BootConfig {
+                    protocol: PROTOCOL_VERSION,
+                    agent_id: agent_id.clone(),
+                    modules: plan.modules.clone(),
+                    result_port: plan.result_port.clone(),
+                };
+                bpfmatrix_vm::guest::build_waiting_initramfs(agent, &config, &modules, &initramfs)?;
+                spec.handshake = Some(Handshake {
+                    delivery: delivery(&plan, &object_files)?,
+                    save: None,
+                    restore: None,
+                });
+                snapshot::boot_or_restore(&spec, &Store::in_cache(), &agent_id, on_event)?.0
+            } else {
+                bpfmatrix_vm::guest::build_guest_initramfs(
+                    agent,
+                    &plan,
+                    &modules,
+                    &object_files,
+                    &initramfs,
+                )?;
+                qemu::boot(&spec, on_event)?
+            }
         }
         Backend::Vng => {
             let spec = vng::VngSpec {
@@ -249,6 +281,8 @@ fn try_run(
         BootEnd::TooMuchOutput { limit_bytes } => Some(format!(
             "the guest sent more than {limit_bytes} bytes of results ({killed})"
         )),
+        // boot_or_restore boots when a restore fails; this is a boot that did.
+        BootEnd::RestoreFailed { reason } => Some(format!("the guest could not be handed its plan: {reason}")),
         BootEnd::QemuFailed { status, stderr } => Some(match settings.backend {
             Backend::Qemu => format!("QEMU failed ({status}): {}", stderr.trim()),
             Backend::Vng => format!("vng failed ({status}): {}", vng::last_words(stderr.lines())),
@@ -273,6 +307,46 @@ fn try_run(
     run.kvm_fallback = outcome.kvm_fallback.clone();
     run.boot_wall_ms = Some(outcome.wall.as_millis() as u64);
     Ok(run)
+}
+
+/// The most object bytes handed to a waiting guest over its result port (a UART:
+/// about 130 KB/s under TCG); past it the guest is booted with them in its
+/// initramfs instead.
+pub const MAX_DELIVERED_BYTES: u64 = 1 << 20;
+
+/// The agent build's name, as a waiting guest repeats it: the binary's file name,
+/// which carries the hash of its sources.
+pub fn agent_id(agent: &Path) -> String {
+    agent.file_name().map_or_else(
+        || agent.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// What a waiting guest is handed: the `PlanDelivery` line, then each object's
+/// bytes.
+pub fn delivery(plan: &Plan, object_files: &[PathBuf]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut sizes = Vec::new();
+    let mut blobs = Vec::new();
+    for file in object_files {
+        let blob =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        sizes.push(blob.len() as u64);
+        blobs.push(blob);
+    }
+    serde_json::to_writer(
+        &mut bytes,
+        &PlanDelivery {
+            plan: plan.clone(),
+            object_bytes: sizes,
+        },
+    )?;
+    bytes.push(b'\n');
+    for blob in blobs {
+        bytes.extend_from_slice(&blob);
+    }
+    Ok(bytes)
 }
 
 /// Runs every kernel, at most `parallel` guests at once (a TCG guest keeps one

@@ -316,7 +316,12 @@ impl QemuWatch {
                     }
                 }
             }
-            VmEvent::KvmFallback { .. } | VmEvent::GuestSpoke { .. } => {}
+            VmEvent::KvmFallback { .. }
+            | VmEvent::GuestSpoke { .. }
+            | VmEvent::Saved { .. }
+            | VmEvent::SaveFailed { .. }
+            | VmEvent::Restored { .. }
+            | VmEvent::StateDiscarded { .. } => {}
         }
     }
 

@@ -61,6 +61,7 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "probes/agent/src/prog_tracing.rs",
     "probes/agent/src/seeds.rs",
     "probes/agent/src/sys.rs",
+    "probes/agent/src/waiting.rs",
     "probes/bpf/bpf2bpf_tail_mix.c",
     "probes/bpf/fentry_tc.c",
     "probes/bpf/legacy_maps.h",

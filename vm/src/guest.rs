@@ -5,7 +5,7 @@
 use crate::initramfs::Initramfs;
 use anyhow::{bail, Context};
 use bpfmatrix_kernels::ModuleFile;
-use bpfmatrix_protocol::{Plan, OBJECTS_DIR, PLAN_PATH};
+use bpfmatrix_protocol::{BootConfig, Plan, BOOT_CONFIG_PATH, OBJECTS_DIR, PLAN_PATH};
 use std::path::{Path, PathBuf};
 
 /// Where a module goes inside the guest; the plan names modules by these paths.
@@ -43,6 +43,53 @@ pub fn build_guest_initramfs(
         );
     }
     let plan_json = serde_json::to_vec_pretty(plan).context("cannot serialise the plan")?;
+    let mut image = base(agent, modules).file(PLAN_PATH, plan_json, 0o644);
+    if !plan.objects.is_empty() {
+        image = image.dir(OBJECTS_DIR, 0o755);
+    }
+    for (spec, file) in plan.objects.iter().zip(object_files) {
+        if !spec.path.starts_with(&format!("{OBJECTS_DIR}/")) {
+            bail!(
+                "object {} must go under {OBJECTS_DIR}, not {}",
+                spec.name,
+                spec.path
+            );
+        }
+        image = image.file(&spec.path, file.as_path(), 0o644);
+    }
+    image.write_to(out)
+}
+
+/// Writes the initramfs of a guest that waits for its plan on the result port:
+/// the agent, the modules and `config`, nothing that depends on a plan, so one
+/// saved state of it serves every plan.
+pub fn build_waiting_initramfs(
+    agent: &Path,
+    config: &BootConfig,
+    modules: &[ModuleFile],
+    out: &Path,
+) -> anyhow::Result<()> {
+    if !agent.is_file() {
+        bail!(
+            "guest agent {} does not exist: build it first (bpfmatrix_vm::agent::build_agent)",
+            agent.display()
+        );
+    }
+    for wanted in &config.modules {
+        if !modules.iter().any(|m| &plan_module_path(m) == wanted) {
+            bail!("the boot config loads {wanted}, but no module file was given for it");
+        }
+    }
+    let json = serde_json::to_vec_pretty(config).context("cannot serialise the boot config")?;
+    base(agent, modules)
+        .file(BOOT_CONFIG_PATH, json, 0o644)
+        .dir(OBJECTS_DIR, 0o755)
+        .write_to(out)
+}
+
+/// What every guest has: the agent as /init, its modules, and the few
+/// directories and device nodes PID 1 needs before it can mount anything.
+fn base(agent: &Path, modules: &[ModuleFile]) -> Initramfs {
     let mut image = Initramfs::new()
         .dir("/dev", 0o755)
         // The kernel opens /dev/console for init's stdio before devtmpfs exists;
@@ -61,25 +108,11 @@ pub fn build_guest_initramfs(
         .dir("/tmp", 0o1777)
         .dir("/bpfmatrix", 0o755)
         .dir("/modules", 0o755)
-        .file("/init", agent, 0o755)
-        .file(PLAN_PATH, plan_json, 0o644);
+        .file("/init", agent, 0o755);
     for m in modules {
         image = image.file(&plan_module_path(m), m.path.as_path(), 0o644);
     }
-    if !plan.objects.is_empty() {
-        image = image.dir(OBJECTS_DIR, 0o755);
-    }
-    for (spec, file) in plan.objects.iter().zip(object_files) {
-        if !spec.path.starts_with(&format!("{OBJECTS_DIR}/")) {
-            bail!(
-                "object {} must go under {OBJECTS_DIR}, not {}",
-                spec.name,
-                spec.path
-            );
-        }
-        image = image.file(&spec.path, file.as_path(), 0o644);
-    }
-    image.write_to(out)
+    image
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod guest;
 pub mod initramfs;
 pub mod qemu;
+pub mod snapshot;
 pub mod supervisor;
 pub mod vng;
 

@@ -12,15 +12,19 @@
 //! arrives when QEMU exits, and unlike QEMU-as-server no line can be lost before the
 //! host connects. The kernel never prints to ttyS1, so the console cannot corrupt it.
 
-use crate::supervisor::{supervise, ResultPort, Supervised, Supervision};
+use crate::snapshot::{self, Key, KeyParts, Qmp};
+use crate::supervisor::{supervise, Conversation, ResultPort, Supervised, Supervision};
 pub use crate::supervisor::{
     AccelUsed, BootEnd, BootOutcome, GuestLine, Runner, VmEvent, MAX_RESULT_BYTES,
 };
 use anyhow::{bail, Context};
 use bpfmatrix_kernels::Kernel;
+use bpfmatrix_protocol::GuestMessage;
 use std::ffi::OsString;
 use std::fmt;
+use std::io::Write;
 use std::os::unix::net::UnixListener;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -102,6 +106,23 @@ pub struct BootSpec {
     /// before the console) prints nothing more, and waiting out `timeout` for it
     /// would cost minutes.
     pub silence_deadline: Duration,
+    /// For a guest that waits for its plan (its initramfs has a
+    /// `bpfmatrix_protocol::BootConfig`): what to hand it and what to do with its
+    /// state.
+    pub handshake: Option<Handshake>,
+}
+
+/// The host's side of a guest that waits for its plan on the result port.
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    /// Written to the result port when the guest is ready (or, restored, as soon
+    /// as it runs): a `PlanDelivery` line and the objects' bytes.
+    pub delivery: Vec<u8>,
+    /// Save the guest's state here when it says it is ready, keyed by everything
+    /// that shaped it (a boot, not a restore).
+    pub save: Option<snapshot::Store>,
+    /// Start from this saved state (`-incoming`) instead of booting.
+    pub restore: Option<PathBuf>,
 }
 
 impl BootSpec {
@@ -118,6 +139,7 @@ impl BootSpec {
             kvm_deadline: Duration::from_secs(8),
             max_result_bytes: MAX_RESULT_BYTES,
             silence_deadline: Duration::from_secs(8),
+            handshake: None,
         }
     }
 }
@@ -188,6 +210,27 @@ pub fn boot(spec: &BootSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::Resu
     let mut outcome = attempt(&qemu, spec, AccelUsed::Tcg, None, on_event)?.outcome;
     outcome.kvm_fallback = Some(reason);
     Ok(outcome)
+}
+
+/// Starts `spec`'s guest from the saved state in its handshake under `accel` (the
+/// accelerator the state was saved under), and runs it as [`boot`] does. The
+/// guest must speak within `deadline` of QEMU's start, or it is killed and the
+/// run ends [`BootEnd::TimedOut`]: a restored guest answers at once or never.
+pub fn restore(
+    spec: &BootSpec,
+    accel: AccelUsed,
+    deadline: Duration,
+    on_event: &mut dyn FnMut(&VmEvent),
+) -> anyhow::Result<BootOutcome> {
+    let qemu = find_qemu()?;
+    match &spec.handshake {
+        Some(Handshake {
+            restore: Some(state),
+            ..
+        }) if state.is_file() => {}
+        _ => bail!("nothing to restore: no saved state in the spec"),
+    }
+    attempt(&qemu, spec, accel, Some(deadline), on_event).map(|a| a.outcome)
 }
 
 /// One boot under KVM with the deadline for the guest's first line: the outcome,
@@ -271,6 +314,125 @@ pub fn qemu_args(spec: &BootSpec, accel: AccelUsed, result_socket: &Path) -> Vec
     args
 }
 
+/// The arguments that shape a guest, for its snapshot key: [`qemu_args`] with the
+/// per-run paths (result socket, initramfs file; its content is keyed apart) fixed.
+pub fn shaping_args(spec: &BootSpec, accel: AccelUsed) -> Vec<OsString> {
+    let mut fixed = spec.clone();
+    fixed.initramfs = PathBuf::from("INITRAMFS");
+    fixed.handshake = None;
+    qemu_args(&fixed, accel, Path::new("RESULT"))
+}
+
+/// The snapshot key of `spec`'s guest under `accel`.
+pub fn snapshot_key(qemu: &Path, spec: &BootSpec, accel: AccelUsed) -> anyhow::Result<Key> {
+    Key::new(&KeyParts {
+        kernel_name: &spec.kernel.name,
+        boot_image: &spec.kernel.boot_image,
+        initramfs: &spec.initramfs,
+        qemu,
+        accel,
+        args: &shaping_args(spec, accel),
+    })
+}
+
+/// How long a restored guest may take to be running again.
+const RESTORE_WITHIN: Duration = Duration::from_secs(30);
+/// How long saving a guest may take (about 70 MB; 0.5 s here under TCG).
+const SAVE_WITHIN: Duration = Duration::from_secs(60);
+
+/// [`Handshake`] at work in one attempt.
+#[derive(Debug)]
+struct Talk {
+    delivery: Vec<u8>,
+    qmp: PathBuf,
+    save: Option<(snapshot::Store, Key)>,
+    restore: bool,
+    delivered: bool,
+}
+
+impl Talk {
+    /// Writes the plan on a thread of its own: the UART takes it at its own pace
+    /// (about 130 KB/s under TCG), and the supervisor must keep watching meanwhile.
+    /// A guest that dies closes the socket, which ends the write.
+    fn deliver(&mut self, port: &mut UnixStream) -> anyhow::Result<()> {
+        let mut port = port
+            .try_clone()
+            .context("cannot write to the result socket")?;
+        let delivery = std::mem::take(&mut self.delivery);
+        std::thread::spawn(move || {
+            let _ = port.write_all(&delivery).and_then(|()| port.flush());
+        });
+        self.delivered = true;
+        Ok(())
+    }
+
+    fn save(&self, qmp: &mut Qmp) -> anyhow::Result<u64> {
+        let (store, key) = self.save.as_ref().expect("only called to save");
+        let pending = store.begin(key)?;
+        qmp.save(pending.path(), SAVE_WITHIN)?;
+        pending.commit()
+    }
+}
+
+impl Conversation for Talk {
+    fn connected(
+        &mut self,
+        port: &mut UnixStream,
+        since_start: Duration,
+        on_event: &mut dyn FnMut(&VmEvent),
+    ) -> anyhow::Result<()> {
+        if !self.restore {
+            return Ok(());
+        }
+        let t = std::time::Instant::now();
+        let mut qmp = Qmp::connect(&self.qmp, RESTORE_WITHIN)?;
+        qmp.resume_incoming(RESTORE_WITHIN)?;
+        on_event(&VmEvent::Restored {
+            after: since_start + t.elapsed(),
+        });
+        self.deliver(port)
+    }
+
+    fn line(
+        &mut self,
+        line: &GuestLine,
+        port: &mut UnixStream,
+        on_event: &mut dyn FnMut(&VmEvent),
+    ) -> anyhow::Result<()> {
+        if self.delivered || !is_ready(&line.text) {
+            return Ok(());
+        }
+        if self.save.is_some() {
+            let t = std::time::Instant::now();
+            let saved = Qmp::connect(&self.qmp, Duration::from_secs(5)).and_then(|mut qmp| {
+                let saved = self.save(&mut qmp);
+                // The guest goes on whether its state was saved or not (a stop
+                // that failed leaves it running; cont then does nothing).
+                qmp.cont()?;
+                saved
+            });
+            on_event(&match saved {
+                Ok(bytes) => VmEvent::Saved {
+                    bytes,
+                    took: t.elapsed(),
+                },
+                Err(e) => VmEvent::SaveFailed {
+                    reason: format!("{e:#}"),
+                },
+            });
+        }
+        self.deliver(port)
+    }
+}
+
+/// Whether a result line is the agent's `ready`.
+fn is_ready(text: &str) -> bool {
+    matches!(
+        serde_json::from_str::<GuestMessage>(text),
+        Ok(GuestMessage::Ready { .. })
+    )
+}
+
 struct Attempt {
     outcome: BootOutcome,
     /// Set when this was a KVM probe (a deadline was given) and KVM showed no life.
@@ -296,6 +458,30 @@ fn attempt(
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     let mut command = Command::new(qemu);
     command.args(qemu_args(spec, accel, &socket));
+    let mut conversation: Option<Box<dyn Conversation>> = None;
+    if let Some(h) = &spec.handshake {
+        let qmp = dir.path().join("qmp.sock");
+        command
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        if let Some(state) = &h.restore {
+            command.arg("-incoming").arg(format!(
+                "exec:cat {}",
+                crate::supervisor::shell_quote(&state.to_string_lossy())
+            ));
+        }
+        let save = match &h.save {
+            Some(store) => Some((store.clone(), snapshot_key(qemu, spec, accel)?)),
+            None => None,
+        };
+        conversation = Some(Box::new(Talk {
+            delivery: h.delivery.clone(),
+            qmp,
+            save,
+            restore: h.restore.is_some(),
+            delivered: false,
+        }));
+    }
     let Supervised {
         outcome,
         missed_first_line,
@@ -309,6 +495,7 @@ fn attempt(
             max_result_bytes: spec.max_result_bytes,
             silence_deadline: Some(spec.silence_deadline),
             first_line_deadline: kvm_deadline,
+            conversation,
         },
         on_event,
     )?;

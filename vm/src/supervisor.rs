@@ -48,7 +48,7 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -141,6 +141,22 @@ pub enum VmEvent {
     Console(String),
     /// A line from the result port.
     GuestLine(GuestLine),
+    /// The guest's state was saved (bpfmatrix's QEMU, a guest waiting for its
+    /// plan), `bytes` long, in `took`; the guest then went on.
+    Saved {
+        bytes: u64,
+        #[serde(serialize_with = "secs")]
+        took: Duration,
+    },
+    /// Saving the guest's state failed; the guest went on without it.
+    SaveFailed { reason: String },
+    /// QEMU read a saved state and the guest runs again, `after` QEMU's start.
+    Restored {
+        #[serde(serialize_with = "secs")]
+        after: Duration,
+    },
+    /// A saved state was not used, and why; the guest is booted instead.
+    StateDiscarded { reason: String },
 }
 
 /// One line from the result port, without its newline.
@@ -180,6 +196,30 @@ pub enum BootEnd {
     /// QEMU (or vng) failed to start or exited with an error; `stderr` is the end
     /// of what it said there.
     QemuFailed { status: String, stderr: String },
+    /// A guest started from a saved state could not be resumed or handed its plan
+    /// (QEMU was killed).
+    RestoreFailed { reason: String },
+}
+
+/// The host's side of a conversation with a guest on its result port (a guest
+/// that waits for its plan): told when the port connects and of every line, it
+/// may write to the guest and drive QEMU. An error ends the run as
+/// [`BootEnd::RestoreFailed`].
+pub trait Conversation: Send + fmt::Debug {
+    /// The result port connected (QEMU started); `port` writes to the guest.
+    fn connected(
+        &mut self,
+        port: &mut UnixStream,
+        since_start: Duration,
+        on_event: &mut dyn FnMut(&VmEvent),
+    ) -> anyhow::Result<()>;
+    /// A line from the guest arrived (after it was recorded).
+    fn line(
+        &mut self,
+        line: &GuestLine,
+        port: &mut UnixStream,
+        on_event: &mut dyn FnMut(&VmEvent),
+    ) -> anyhow::Result<()>;
 }
 
 /// Everything a boot produced.
@@ -248,6 +288,8 @@ pub struct Supervision {
     /// [`BootEnd::TimedOut`] with [`Supervised::missed_first_line`] set (the KVM
     /// probe).
     pub first_line_deadline: Option<Duration>,
+    /// Talks to the guest on the result port (a [`ResultPort::Socket`] only).
+    pub conversation: Option<Box<dyn Conversation>>,
 }
 
 /// What [`supervise`] saw.
@@ -277,7 +319,9 @@ pub fn supervise(
         max_result_bytes,
         silence_deadline,
         first_line_deadline,
+        mut conversation,
     } = how;
+    let mut port_writer: Option<UnixStream> = None;
     let listener = match results {
         ResultPort::Socket(listener) => {
             listener
@@ -337,6 +381,17 @@ pub fn supervise(
                     let tx = pending_tx
                         .take()
                         .expect("sender kept until the result port connects");
+                    if let Some(conv) = &mut conversation {
+                        let mut writer = stream
+                            .try_clone()
+                            .context("cannot write to the result socket")?;
+                        if let Err(e) = conv.connected(&mut writer, start.elapsed(), on_event) {
+                            break BootEnd::RestoreFailed {
+                                reason: format!("{e:#}"),
+                            };
+                        }
+                        port_writer = Some(writer);
+                    }
                     result_thread = Some(spawn_result_reader(stream, max_result_bytes, tx));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -357,9 +412,23 @@ pub fn supervise(
         };
         let mut batch = 0;
         while let Some(msg) = next.take() {
+            let line = match (&msg, &conversation) {
+                (Msg::Guest(line), Some(_)) => Some(line.clone()),
+                _ => None,
+            };
             if let Some(end) = run.handle(msg, on_event) {
                 ended = Some(end);
                 break;
+            }
+            if let (Some(line), Some(conv), Some(port)) =
+                (line, &mut conversation, &mut port_writer)
+            {
+                if let Err(e) = conv.line(&line, port, on_event) {
+                    ended = Some(BootEnd::RestoreFailed {
+                        reason: format!("{e:#}"),
+                    });
+                    break;
+                }
             }
             batch += 1;
             if batch < 1024 {
@@ -902,6 +971,7 @@ mod tests {
             max_result_bytes: MAX_RESULT_BYTES,
             silence_deadline: None,
             first_line_deadline: None,
+            conversation: None,
         }
     }
 

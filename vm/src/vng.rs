@@ -393,6 +393,7 @@ pub fn boot_vng(spec: &VngSpec, on_event: &mut dyn FnMut(&VmEvent)) -> anyhow::R
             // guest boots (up to a minute under TCG), so no silence watchdog.
             silence_deadline: None,
             first_line_deadline: None,
+            conversation: None,
         },
         on_event,
     )?;
@@ -444,6 +445,7 @@ pub fn time_exec_true(
             max_result_bytes: MAX_RESULT_BYTES,
             silence_deadline: None,
             first_line_deadline: None,
+            conversation: None,
         },
         &mut |_| {},
     )?

@@ -9,6 +9,7 @@ mod objects;
 mod prog_tracing;
 mod seeds;
 mod sys;
+mod waiting;
 
 use std::fs::File;
 use std::io::Write;
@@ -16,8 +17,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use bpfmatrix_protocol::{
-    CaseId, CaseRecord, Fault, GuestMessage, JitMode, Measured, Outcome, Plan, ENORMOUS_LINE_BYTES,
-    FLOOD_BYTES, PLAN_PATH, PROTOCOL_VERSION,
+    BootConfig, CaseId, CaseRecord, Fault, GuestMessage, JitMode, Measured, Outcome, Plan,
+    ENORMOUS_LINE_BYTES, FLOOD_BYTES, PLAN_PATH, PROTOCOL_VERSION,
 };
 
 const JIT_SYSCTL: &str = "/proc/sys/net/core/bpf_jit_enable";
@@ -91,7 +92,111 @@ fn main() {
     sys::sync_and_power_off();
 }
 
+/// A guest that waits for its plan (see waiting.rs): everything that does not
+/// depend on a plan, then `ready`, then the plan from the result port. The host
+/// may save the guest while it waits; a guest restored from that state wakes up
+/// reading the plan, and goes on from there as a booted one does.
+fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            if let Ok(f) = sys::open_port(DEFAULT_PORT) {
+                reporter.port = Some(f);
+            }
+            reporter.send(&GuestMessage::Hello {
+                protocol: PROTOCOL_VERSION,
+                agent_id: None,
+                kernel_release: sys::kernel_release(),
+                uptime_ms: sys::uptime_ms(),
+            });
+            reporter.warn(format!("no usable boot config: {e:#}"));
+            reporter.send(&GuestMessage::Done {
+                uptime_ms: sys::uptime_ms(),
+            });
+            return;
+        }
+    };
+    // Warnings wait for the hello: nothing but `ready` may come before it. Kept
+    // in memory, they are said again by every guest restored from this one.
+    let mut warnings = Vec::new();
+    if let Err(e) = sys::mount_dev(&config.result_port) {
+        warnings.push(format!("{e:#}"));
+    }
+    match sys::open_port(&config.result_port) {
+        Ok(f) => reporter.port = Some(f),
+        Err(e) => eprintln!("bpfmatrix-agent: {e:#}; results go to the console"),
+    }
+    let loader = cases::early_loader();
+    warnings.extend(sys::mount_rest());
+    if let Err(e) = sys::raise_memlock() {
+        warnings.push(format!("{e:#}"));
+    }
+    for module in &config.modules {
+        if let Err(e) = sys::load_module(module) {
+            warnings.push(format!("{e:#}"));
+        }
+    }
+    let kernel_btf = match aya::Btf::from_sys_fs() {
+        Ok(btf) => Some(btf),
+        Err(e) => {
+            warnings.push(format!("no kernel BTF: {e}"));
+            None
+        }
+    };
+    reporter.send(&GuestMessage::Ready {
+        protocol: PROTOCOL_VERSION,
+        agent_id: config.agent_id.clone(),
+        uptime_ms: sys::uptime_ms(),
+    });
+    eprintln!(
+        "bpfmatrix-agent: ready at {} ms, waiting for the plan",
+        sys::uptime_ms()
+    );
+    let plan = match &reporter.port {
+        Some(port) => waiting::receive_plan(port),
+        None => Err(anyhow::anyhow!("no result port to read a plan from")),
+    };
+    reporter.send(&GuestMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        agent_id: Some(config.agent_id.clone()),
+        kernel_release: sys::kernel_release(),
+        uptime_ms: sys::uptime_ms(),
+    });
+    for w in warnings {
+        reporter.warn(w);
+    }
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            reporter.warn(format!("no usable plan: {e:#}"));
+            reporter.send(&GuestMessage::Done {
+                uptime_ms: sys::uptime_ms(),
+            });
+            return;
+        }
+    };
+    if plan.protocol != PROTOCOL_VERSION {
+        reporter.warn(format!(
+            "plan protocol {} differs from the agent's {PROTOCOL_VERSION}; running it anyway",
+            plan.protocol
+        ));
+    }
+    // The host keeps fault runs on the booted path: several faults act before a
+    // plan could be read from the port.
+    let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
+    run_plan(reporter, &plan, &mut runner, false);
+    reporter.send(&GuestMessage::Done {
+        uptime_ms: sys::uptime_ms(),
+    });
+    eprintln!("bpfmatrix-agent: done at {} ms", sys::uptime_ms());
+}
+
 fn agent(reporter: &mut Reporter, start_uptime: u64) {
+    if hosted::is_init() {
+        if let Some(config) = waiting::boot_config() {
+            return waiting_agent(reporter, config);
+        }
+    }
     let plan_path = hosted::plan_path(PLAN_PATH);
     let plan: Result<Plan, String> = std::fs::read(&plan_path)
         .map_err(|e| format!("read {plan_path}: {e}"))

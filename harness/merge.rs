@@ -1,14 +1,18 @@
 //! `bpfmatrix merge`: joins the matrices of several jobs (one kernel each, usually)
-//! into one, and judges whether the kernels the merge requires are covered.
+//! into one, with their users' programs (`bpfmatrix check`) and the rules those
+//! were judged by, and judges whether the kernels the merge requires are covered.
 //!
 //! Nothing a document says about itself is trusted: every input is read through
 //! [`crate::report::json::read`], which judges every record again from the guest's
-//! outcome and the feature table and refuses a document whose stored verdicts (or
-//! expectations) differ from the ones it gets, or that lacks a record its own plan
-//! asked for. Coverage is computed from the cells every time the matrix is judged
+//! outcome, the feature table and the document's program rules, and refuses a
+//! document whose stored verdicts (or expectations) differ from the ones it gets,
+//! or that lacks a record its own plan asked for. Inputs whose programs were
+//! judged by different rules are refused: one matrix has one set of rules.
+//! Coverage is computed from the cells every time the matrix is judged
 //! ([`Coverage::gaps`]), never read from a stored flag.
 
 use crate::matrix::{KernelRun, Matrix, RunStatus};
+use crate::programs::{ProgramCell, ProgramRules};
 use crate::report::json;
 use anyhow::{bail, Result};
 use bpfmatrix_protocol::{CaseId, JitMode};
@@ -17,8 +21,9 @@ use std::path::PathBuf;
 
 /// The coverage `bpfmatrix merge --require K,... --allow-unavailable K,...` asks
 /// for. A required kernel is covered when its report is there and either
-/// - it was obtained, and every case of [`CaseId::ALL`] in every mode of
-///   [`JitMode::ALL`] has a cell with the guest's record in it (whatever the
+/// - it was obtained, and every cell the matrix requires ([`Required::of`]: every
+///   case of [`CaseId::ALL`], and every program of the matrix, in every mode of
+///   [`JitMode::ALL`]) is there with the guest's record in it (whatever the
 ///   kernel's status or the cells' verdicts, which are judged on their own); or
 /// - it is unavailable (could not be obtained here) and is in `allow_unavailable`.
 ///
@@ -78,6 +83,7 @@ impl Coverage {
     /// from the runs and their cells: a cell counts only when it holds the guest's
     /// record.
     pub fn gaps(&self, matrix: &Matrix) -> Vec<Gap> {
+        let required = Required::of(matrix);
         let mut gaps = Vec::new();
         for name in &self.require {
             let Some(run) = matrix.run(name) else {
@@ -98,14 +104,27 @@ impl Coverage {
             }
             let cells: Vec<(JitMode, CaseId)> = JitMode::ALL
                 .into_iter()
-                .flat_map(|m| CaseId::ALL.into_iter().map(move |c| (m, c)))
+                .flat_map(|m| required.cases.iter().map(move |c| (m, *c)))
                 .filter(|&(m, c)| run.cell(c, m).is_none_or(|cell| cell.record.is_none()))
                 .collect();
-            if !cells.is_empty() {
+            let programs: Vec<(JitMode, String)> = JitMode::ALL
+                .into_iter()
+                .flat_map(|m| required.programs.iter().map(move |p| (m, p)))
+                .filter(|(m, (object, program))| {
+                    !run.programs.iter().any(|c| {
+                        (c.jit == *m && &c.object == object && &c.program == program)
+                            && c.record.is_some()
+                    })
+                })
+                .map(|(m, (object, program))| (m, format!("{object}:{program}")))
+                .collect();
+            if !cells.is_empty() || !programs.is_empty() {
                 gaps.push(Gap::Missing {
                     kernel: name.clone(),
                     cells,
-                    total: JitMode::ALL.len() * CaseId::ALL.len(),
+                    programs,
+                    total: required.total(),
+                    unit: required.unit(),
                     run_failed: match &run.status {
                         RunStatus::Failed { reason } => Some(reason.clone()),
                         _ => None,
@@ -118,6 +137,62 @@ impl Coverage {
     }
 }
 
+/// The cells a required kernel must have, in each JIT mode of [`JitMode::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Required {
+    /// Every case; none in a matrix of users' programs alone (`bpfmatrix check`
+    /// runs no case).
+    pub cases: Vec<CaseId>,
+    /// Every program (object, program) any kernel of the matrix was given, so a
+    /// job that left an object out is a gap, not a smaller plan.
+    pub programs: Vec<(String, String)>,
+}
+
+impl Required {
+    pub fn of(matrix: &Matrix) -> Required {
+        let mut programs: Vec<(String, String)> = Vec::new();
+        for c in matrix.runs.iter().flat_map(|k| &k.programs) {
+            let key = (c.object.clone(), c.program.clone());
+            if !programs.contains(&key) {
+                programs.push(key);
+            }
+        }
+        let has_cases = matrix.runs.iter().any(|k| !k.cells.is_empty());
+        Required {
+            cases: if has_cases || programs.is_empty() {
+                CaseId::ALL.to_vec()
+            } else {
+                vec![]
+            },
+            programs,
+        }
+    }
+
+    /// Cells per kernel.
+    pub fn total(&self) -> usize {
+        (self.cases.len() + self.programs.len()) * JitMode::ALL.len()
+    }
+
+    /// What the cells are: "case x JIT mode", "program x JIT mode", or both.
+    pub fn unit(&self) -> &'static str {
+        match (self.cases.is_empty(), self.programs.is_empty()) {
+            (false, true) | (true, true) => "case x JIT mode",
+            (true, false) => "program x JIT mode",
+            (false, false) => "case or program x JIT mode",
+        }
+    }
+
+    /// The requirement in words: "every case in both JIT modes: 24 cells each".
+    pub fn describe(&self) -> String {
+        let what = match (self.cases.is_empty(), self.programs.is_empty()) {
+            (false, true) | (true, true) => "every case",
+            (true, false) => "every program",
+            (false, false) => "every case and every program",
+        };
+        format!("{what} in both JIT modes: {} cells each", self.total())
+    }
+}
+
 /// Why a required kernel is not covered: see [`Coverage`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Gap {
@@ -125,13 +200,16 @@ pub enum Gap {
     NoReport { kernel: String },
     /// The kernel could not be obtained, and it is not allowed to be unavailable.
     Unavailable { kernel: String, reason: String },
-    /// Cells without the guest's record. `total` is every case x JIT mode;
+    /// Cells without the guest's record: cases, and programs ("object:program").
+    /// `total` is every cell required ([`Required::total`]), `unit` what they are;
     /// `run_failed` says why the run failed, if it did; `allowed` is set when the
     /// kernel was only allowed to be unavailable.
     Missing {
         kernel: String,
         cells: Vec<(JitMode, CaseId)>,
+        programs: Vec<(JitMode, String)>,
         total: usize,
+        unit: &'static str,
         run_failed: Option<String>,
         allowed: bool,
     },
@@ -146,14 +224,19 @@ impl Gap {
             Gap::Missing {
                 kernel,
                 cells,
+                programs,
                 total,
                 ..
-            } if cells.len() == *total => format!("{kernel} lacks every cell"),
-            Gap::Missing { kernel, cells, .. } => format!(
-                "{kernel} lacks {} cell{}",
-                cells.len(),
-                if cells.len() == 1 { "" } else { "s" }
-            ),
+            } if cells.len() + programs.len() == *total => format!("{kernel} lacks every cell"),
+            Gap::Missing {
+                kernel,
+                cells,
+                programs,
+                ..
+            } => {
+                let n = cells.len() + programs.len();
+                format!("{kernel} lacks {n} cell{}", if n == 1 { "" } else { "s" })
+            }
         }
     }
 }
@@ -172,7 +255,9 @@ impl std::fmt::Display for Gap {
             Gap::Missing {
                 kernel,
                 cells,
+                programs,
                 total,
+                unit,
                 run_failed,
                 allowed,
             } => {
@@ -183,18 +268,18 @@ impl std::fmt::Display for Gap {
                         " (allowed to be unavailable, but its report does not say unavailable, and allowed unavailable is not allowed incomplete)"
                     )?;
                 }
-                if cells.len() == *total {
-                    write!(
-                        f,
-                        ": no guest record for any of its {total} case x JIT mode cells"
-                    )?;
+                let names: Vec<String> = cells
+                    .iter()
+                    .map(|(m, c)| format!("{m} {c}"))
+                    .chain(programs.iter().map(|(m, p)| format!("{m} {p}")))
+                    .collect();
+                if names.len() == *total {
+                    write!(f, ": no guest record for any of its {total} {unit} cells")?;
                 } else {
-                    let names: Vec<String> =
-                        cells.iter().map(|(m, c)| format!("{m} {c}")).collect();
                     write!(
                         f,
-                        ": no guest record for {} of its {total} case x JIT mode cells: {}",
-                        cells.len(),
+                        ": no guest record for {} of its {total} {unit} cells: {}",
+                        names.len(),
                         names.join(", ")
                     )?;
                 }
@@ -207,46 +292,106 @@ impl std::fmt::Display for Gap {
     }
 }
 
-/// Joins matrices. A kernel that appears in two of them is an error: two jobs
-/// claimed the same cells. The inputs' own `coverage` is not carried over: a
-/// merge judges by what it is asked. A required kernel with no run becomes a
-/// failed run ("no report from this kernel's job"), so its column shows, and the
-/// matrix keeps `coverage` for every judgement of it.
+/// Joins matrices (named "input 1", "input 2"... in errors; see
+/// [`merge_named`]).
 pub fn merge(parts: Vec<Matrix>, coverage: Coverage) -> Result<Matrix> {
+    let named = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (format!("input {}", i + 1), m))
+        .collect();
+    merge_named(named, coverage)
+}
+
+/// Joins matrices, each with the name errors give it (its file). A kernel that
+/// appears in two of them is an error: two jobs claimed the same cells. So are
+/// programs judged by different rules (an input without programs has no say).
+/// The inputs' own `coverage` is not carried over: a merge judges by what it is
+/// asked. A required kernel with no run becomes a failed run ("no report from
+/// this kernel's job") with every cell the merge requires ([`Required`]), so its
+/// column shows, and the matrix keeps `coverage` for every judgement of it.
+pub fn merge_named(parts: Vec<(String, Matrix)>, coverage: Coverage) -> Result<Matrix> {
+    let mut rules: Option<(String, ProgramRules)> = None;
+    for (name, m) in &parts {
+        let judges = m.runs.iter().any(|k| !k.programs.is_empty())
+            || m.program_rules != ProgramRules::default();
+        match &rules {
+            Some((first, r)) if judges && *r != m.program_rules => bail!(
+                "{first} and {name} judged their programs by different rules ({} and {}): merge documents of one --expect file",
+                describe_rules(r),
+                describe_rules(&m.program_rules)
+            ),
+            None if judges => rules = Some((name.clone(), m.program_rules.clone())),
+            _ => {}
+        }
+    }
+    let program_rules = rules.map(|(_, r)| r).unwrap_or_default();
     let mut runs: Vec<KernelRun> = Vec::new();
-    for run in parts.into_iter().flat_map(|m| m.runs) {
+    for (name, run) in parts
+        .into_iter()
+        .flat_map(|(name, m)| m.runs.into_iter().map(move |r| (name.clone(), r)))
+    {
         if runs.iter().any(|r| r.kernel == run.kernel) {
-            bail!("kernel '{}' appears in more than one document", run.kernel);
+            bail!(
+                "kernel '{}' appears in more than one document (again in {name})",
+                run.kernel
+            );
         }
         runs.push(run);
     }
+    let required = Required::of(&Matrix::from_runs(runs.clone()));
     for k in &coverage.require {
         if !runs.iter().any(|r| &r.kernel == k) {
-            runs.push(KernelRun::failed(
+            let why = "no report from this kernel's job";
+            let mut run = KernelRun::failed(
                 k,
                 "required by the merge",
-                "no report from this kernel's job".into(),
-                &CaseId::ALL,
+                why.into(),
+                &required.cases,
                 &JitMode::ALL,
-            ));
+            );
+            for jit in JitMode::ALL {
+                for (object, program) in &required.programs {
+                    run.programs.push(ProgramCell::judge(
+                        object,
+                        program,
+                        jit,
+                        None,
+                        None,
+                        &program_rules,
+                        why,
+                    ));
+                }
+            }
+            runs.push(run);
         }
     }
     Ok(Matrix {
         runs,
         coverage: (!coverage.require.is_empty()).then_some(coverage),
-        program_rules: Default::default(),
+        program_rules,
     })
+}
+
+/// Program rules in a few words, for an error.
+fn describe_rules(r: &ProgramRules) -> String {
+    match (&r.file, r.rules.len()) {
+        (None, 0) => "no --expect file".to_string(),
+        (Some(f), n) => format!("{f}, {n} rule{}", if n == 1 { "" } else { "s" }),
+        (None, n) => format!("{n} rules of no file"),
+    }
 }
 
 /// What `bpfmatrix merge` does with its inputs: reads every `matrix.json`, each
 /// judged again and refused, naming the file and the cells, when it is not what
-/// its guests' records give ([`json::read`]), then [`merge`]s them.
+/// its guests' records give ([`json::read`]), then [`merge_named`]s them, each
+/// named by its path.
 pub fn merge_files(inputs: &[PathBuf], coverage: Coverage) -> Result<Matrix> {
     let parts = inputs
         .iter()
-        .map(|p| json::read(p))
+        .map(|p| Ok((p.display().to_string(), json::read(p)?)))
         .collect::<Result<Vec<_>>>()?;
-    merge(parts, coverage)
+    merge_named(parts, coverage)
 }
 
 #[cfg(test)]
@@ -525,6 +670,119 @@ mod tests {
         assert_eq!(read.coverage, failed.coverage);
         assert_eq!(read.coverage_gaps(), failed.coverage_gaps());
         assert!(!read.all_agree());
+    }
+
+    /// `five_checked`'s kernels, one matrix each, as five `check` jobs write them.
+    fn checked_jobs() -> Vec<Matrix> {
+        let all = report::tests::five_checked();
+        all.runs
+            .iter()
+            .map(|run| Matrix {
+                runs: vec![run.clone()],
+                coverage: None,
+                program_rules: all.program_rules.clone(),
+            })
+            .collect()
+    }
+
+    const CHECKED: [&str; 5] = ["5.4", "5.10", "6.1", "6.12", "latest"];
+
+    #[test]
+    fn program_cells_and_their_rules_are_carried() {
+        let d = merge(checked_jobs(), Coverage::default()).unwrap();
+        assert_eq!(d, report::tests::five_checked());
+        // A job of the built-in cases has no say in the programs' rules.
+        let mut parts = checked_jobs();
+        parts.push(complete("6.6"));
+        let d = merge(parts, Coverage::default()).unwrap();
+        assert_eq!(d.program_rules.file.as_deref(), Some("expect.toml"));
+        assert_eq!(d.runs.len(), 6);
+    }
+
+    #[test]
+    fn inputs_judged_by_different_rules_are_refused_naming_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (i, mut m) in checked_jobs().into_iter().take(2).enumerate() {
+            if i == 1 {
+                m.program_rules = ProgramRules::default();
+                let run = &mut m.runs[0];
+                for c in &mut run.programs {
+                    *c = ProgramCell::judge(
+                        &c.object.clone(),
+                        &c.program.clone(),
+                        c.jit,
+                        run.guest_release.as_deref(),
+                        c.record.clone(),
+                        &m.program_rules,
+                        "unused",
+                    );
+                }
+            }
+            let path = dir.path().join(format!("{i}.json"));
+            std::fs::write(&path, json::to_json(&m)).unwrap();
+            paths.push(path);
+        }
+        let err = format!(
+            "{:#}",
+            merge_files(&paths, Coverage::default()).unwrap_err()
+        );
+        assert_eq!(
+            err,
+            format!(
+                "{} and {} judged their programs by different rules (expect.toml, 1 rule and no --expect file): merge documents of one --expect file",
+                paths[0].display(),
+                paths[1].display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_required_kernel_needs_every_program_in_both_modes_and_no_case_in_a_check() {
+        let d = merged(checked_jobs(), &CHECKED, &[]);
+        let gaps = d.coverage_gaps();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(
+            gaps[0].to_string(),
+            "required kernel latest: no guest record for 1 of its 10 program x JIT mode cells: interpreter probe.o:flaky"
+        );
+        assert_eq!(gaps[0].short(), "latest lacks 1 cell");
+        let text = report::terminal(&d, false);
+        assert!(
+            text.contains("required: 5.4, 5.10, 6.1, 6.12, latest (every program in both JIT modes: 10 cells each)"),
+            "{text}"
+        );
+        // A job that left an object out is a gap, not a smaller plan.
+        let mut jobs = checked_jobs();
+        jobs[2].runs[0].programs.retain(|c| c.program != "ext");
+        let d = merged(jobs, &["6.1"], &[]);
+        assert_eq!(
+            d.coverage_gaps()[0].to_string(),
+            "required kernel 6.1: no guest record for 2 of its 10 program x JIT mode cells: jit probe.o:ext, interpreter probe.o:ext"
+        );
+        // A required kernel without a report gets every program, no case.
+        let d = merged(checked_jobs(), &["6.6"], &[]);
+        let missing = d.run("6.6").unwrap();
+        assert!(missing.cells.is_empty());
+        assert_eq!(missing.programs.len(), 10);
+        assert!(missing
+            .programs
+            .iter()
+            .all(|c| c.record.is_none() && !c.agrees()));
+        assert_eq!(
+            d.coverage_gaps()[0].to_string(),
+            "required kernel 6.6: no guest record for any of its 10 program x JIT mode cells (run failed: no report from this kernel's job)"
+        );
+        let back = json::from_json(&json::to_json(&d)).unwrap();
+        assert_eq!(back, d);
+        // Cases and programs together: each is required.
+        let mut parts = checked_jobs();
+        parts.push(complete("6.6"));
+        let d = merged(parts, &["6.6"], &[]);
+        assert_eq!(
+            d.coverage_gaps()[0].to_string(),
+            format!("required kernel 6.6: no guest record for 10 of its {} case or program x JIT mode cells: jit probe.o:plain, jit probe.o:new_helper, jit probe.o:tail_mix, jit probe.o:flaky, jit probe.o:ext, interpreter probe.o:plain, interpreter probe.o:new_helper, interpreter probe.o:tail_mix, interpreter probe.o:flaky, interpreter probe.o:ext", CELLS + 10)
+        );
     }
 
     // What `bpfmatrix merge` does with documents edited by hand.

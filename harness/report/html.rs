@@ -1,14 +1,20 @@
-//! The HTML matrix: one self-contained page (no scripts, no external files), cells
-//! coloured by the kernel's outcome, the verifier's words and the measured numbers
-//! in each cell, disagreements outlined.
+//! The HTML matrix: one self-contained page (no scripts, no external files) that
+//! reads at a glance: five kernels in both JIT modes fit a 1400-px window. Cells
+//! are short and coloured by the kernel's outcome, disagreements outlined; the
+//! verifier's words, the measured numbers and the costs are in each cell's hover
+//! (its title) and in the sections under the tables, which open on a click
+//! (`<details>`). What every kernel shares (the accelerator, the KVM fallback) is
+//! said once above the tables.
 
 use super::{
-    cell_summary, coverage_lines, explain, generated_by, grid, header, kernel_line, mark,
-    seed_articles, verdict_line, MISSING,
+    cell_summary, columns_text, cost_lines, cost_row, cost_sources, costs, coverage_lines, explain,
+    explain_program, generated_by, grid, kernel_brief, kernel_line, mark, program_grid,
+    program_rules_line, program_summary, program_wrongs, refusals, seed_articles, short_summary,
+    verdict_line, Column, Shared, COST_HEADINGS, MISSING, PROGRAM_LEGEND,
 };
-use crate::expect::{describe_expected, last_line};
-use crate::matrix::{Cell, Matrix, Verdict};
-use bpfmatrix_protocol::Outcome;
+use crate::matrix::{Cell, KernelRun, Matrix, Verdict};
+use crate::programs::ProgramCell;
+use bpfmatrix_protocol::{CaseId, JitMode};
 use std::fmt::Write;
 
 fn esc(text: &str) -> String {
@@ -19,64 +25,113 @@ fn esc(text: &str) -> String {
 }
 
 const STYLE: &str = "
-body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }
-h1 { font-size: 20px; } .verdict { font-weight: 600; margin: 8px 0 16px; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 16px; color: #1d1d1f; }
+h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 20px 0 6px; }
+.verdict { font-weight: 600; margin: 4px 0 10px; }
 .ok { color: #1a7f37; } .bad { color: #cf222e; }
-ul.kernels, ul.coverage { padding-left: 18px; } ul.kernels li, ul.coverage li { margin: 2px 0; }
-table { border-collapse: separate; border-spacing: 4px; }
-th { text-align: left; font-weight: 600; padding: 4px 8px; white-space: nowrap; }
-td { vertical-align: top; padding: 6px 8px; border-radius: 6px; min-width: 110px; max-width: 220px; }
-td.case { font-family: ui-monospace, monospace; background: #f6f8fa; }
-th.group { text-align: left; background: #eaeef2; font-weight: 600; }
+ul.kernels, ul.coverage, ul.notes { padding-left: 18px; margin: 4px 0; }
+ul.kernels li { display: inline-block; margin: 0 18px 2px 0; }
+.shared { margin: 4px 0; color: #57606a; }
+table.m { border-collapse: separate; border-spacing: 2px; font-size: 13px; }
+table.m th { font-weight: 600; padding: 2px 4px; white-space: nowrap; text-align: center; }
+table.m th.row { text-align: left; }
+table.m td { vertical-align: top; padding: 3px 5px; border-radius: 4px; }
+td.case { font-family: ui-monospace, monospace; font-size: 12px; background: #f6f8fa; }
+td.case small { display: block; color: #6e7781; }
+th.group { text-align: left !important; background: #eaeef2; }
+td.minimum { background: #f6f8fa; max-width: 200px; }
 td.accepted { background: #dafbe1; } td.rejected { background: #fff1c2; }
-td.unsupported { background: #eaeef2; } td.error { background: #ffd8d3; }
+td.unsupported, td.not_loadable { background: #eaeef2; } td.error { background: #ffd8d3; }
 td.none { background: #f6f8fa; color: #6e7781; }
-td.disagrees { outline: 3px solid #cf222e; }
-.mark { font-weight: 700; } .sum { font-weight: 600; }
-.words { font-family: ui-monospace, monospace; font-size: 12px; color: #57606a; margin-top: 4px; word-break: break-word; }
-.legend span { display: inline-block; padding: 2px 8px; border-radius: 4px; margin-right: 6px; }
+td.disagrees { outline: 2px solid #cf222e; outline-offset: -2px; }
+td[title] { cursor: help; }
+.words, pre { font-family: ui-monospace, monospace; font-size: 12px; color: #57606a; }
+pre { background: #f6f8fa; padding: 6px 8px; margin: 4px 0 8px; white-space: pre-wrap; word-break: break-word; }
+details { margin: 4px 0; } summary { cursor: pointer; }
+table.costs { border-collapse: collapse; font-size: 13px; }
+table.costs td, table.costs th { padding: 2px 8px; border-bottom: 1px solid #eaeef2; text-align: right; }
+table.costs td:first-child, table.costs td:nth-child(2), table.costs th { text-align: left; }
+.legend span { display: inline-block; padding: 1px 6px; border-radius: 4px; margin-right: 6px; }
 ";
 
-fn td(c: &Cell) -> String {
-    let outcome = c.record.as_ref().map(|r| &r.outcome);
-    let mut class = outcome.map_or("none", Outcome::kind).to_string();
-    if matches!(c.verdict, Verdict::Disagrees { .. }) {
+/// A cell: its class (the outcome, and whether it disagrees), its short text,
+/// and everything else in its title.
+fn td(class: &str, verdict: &Verdict, text: &str, title: &str) -> String {
+    let mut class = class.to_string();
+    if matches!(verdict, Verdict::Disagrees { .. }) {
         class += " disagrees";
     }
-    let mut words = String::new();
-    match outcome {
-        Some(Outcome::Rejected { verifier_tail, .. }) => {
-            let _ = write!(
-                words,
-                "<div class=\"words\">{}</div>",
-                esc(last_line(verifier_tail))
-            );
+    format!(
+        "<td class=\"{class}\" title=\"{}\">{}</td>",
+        esc(title),
+        esc(text)
+    )
+}
+
+fn case_td(c: &Cell) -> String {
+    let class = c.record.as_ref().map_or("none", |r| r.outcome.kind());
+    let text = format!("{} {}", mark(&c.verdict), short_summary(c));
+    td(
+        class,
+        &c.verdict,
+        &text,
+        &format!("{}\n{}", cell_summary(c), explain(c)),
+    )
+}
+
+fn program_td(c: &ProgramCell) -> String {
+    let class = c.record.as_ref().map_or("none", |r| r.outcome.kind());
+    td(class, &c.verdict, &program_summary(c), &explain_program(c))
+}
+
+/// A cell of a kernel that could not be had: not a result. The reason is in
+/// the kernel's line above; cells stay short.
+const UNAVAILABLE_TD: &str = "<td class=\"none\">unavailable</td>";
+
+/// Where a kernel has no cell at all.
+fn missing_td() -> String {
+    format!("<td class=\"none\">{MISSING}</td>")
+}
+
+/// The header of a table: the kernels across (each over its JIT modes, its run
+/// in the title), then the modes.
+fn head(out: &mut String, first: &str, columns: &[Column<'_>], last: Option<&str>) {
+    let mut kernels: Vec<(&KernelRun, usize)> = Vec::new();
+    for (k, _) in columns {
+        match kernels.last_mut() {
+            Some((last, n)) if std::ptr::eq(*last, *k) => *n += 1,
+            _ => kernels.push((k, 1)),
         }
-        Some(
-            Outcome::Unsupported { reason: d }
-            | Outcome::NotLoadable { reason: d }
-            | Outcome::Error { message: d },
-        ) => {
-            let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
-        }
-        Some(Outcome::Accepted) | None => {}
     }
-    if let (Some(e), false) = (&c.expected, c.agrees()) {
+    let _ = write!(out, "<tr><th class=\"row\" rowspan=\"2\">{first}</th>");
+    for (k, n) in &kernels {
         let _ = write!(
-            words,
-            "<div class=\"words\">expected: {}</div>",
-            esc(&describe_expected(&e.outcome))
+            out,
+            "<th colspan=\"{n}\" title=\"{}\">{}</th>",
+            esc(&kernel_line(k)),
+            esc(&k.kernel)
         );
     }
-    for d in c.verdict.reasons() {
-        let _ = write!(words, "<div class=\"words\">{}</div>", esc(d));
+    if let Some(last) = last {
+        let _ = write!(out, "<th class=\"row\" rowspan=\"2\">{last}</th>");
     }
-    format!(
-        "<td class=\"{class}\" title=\"{}\"><span class=\"mark\">{}</span> <span class=\"sum\">{}</span>{words}</td>",
-        esc(&explain(c)),
-        mark(&c.verdict),
-        esc(&cell_summary(c)),
-    )
+    out.push_str("</tr>\n<tr>");
+    for (_, jit) in columns {
+        let (short, long) = match jit {
+            JitMode::Jit => ("jit", "the JIT"),
+            JitMode::Interpreter => ("interp", "the interpreter"),
+        };
+        let _ = write!(out, "<th title=\"{long}\">{short}</th>");
+    }
+    out.push_str("</tr>\n");
+}
+
+/// A case's row label: its name, and a seed demo's article beneath it.
+fn case_label(case: CaseId) -> String {
+    match case.seed_article() {
+        Some(a) => format!("{case} <small>[{}]</small>", esc(a.name)),
+        None => case.to_string(),
+    }
 }
 
 pub fn html(m: &Matrix) -> String {
@@ -100,58 +155,26 @@ pub fn html(m: &Matrix) -> String {
         }
         out += "</ul>\n";
     }
+    let shared = Shared::of(m);
+    for line in shared.lines() {
+        let _ = writeln!(out, "<div class=\"shared\">{}</div>", esc(&line));
+    }
     out += "<ul class=\"kernels\">";
     for k in &m.runs {
-        let _ = write!(out, "<li>{}", esc(&kernel_line(k)));
-        let notes = k
-            .kvm_fallback
-            .iter()
-            .map(|f| format!("KVM fell back to TCG: {f}"))
-            .chain(k.warnings.iter().map(|w| format!("guest warning: {w}")))
-            .chain(k.problems.iter().cloned());
-        for note in notes {
+        let _ = write!(
+            out,
+            "<li title=\"{}\">{}",
+            esc(&kernel_line(k)),
+            esc(&kernel_brief(k, &shared))
+        );
+        for note in shared.own_notes(k) {
             let _ = write!(out, "<div class=\"words\">{}</div>", esc(&note));
         }
         out += "</li>";
     }
-    out += "</ul>\n<table>\n<tr><th>case</th>";
-    let (columns, rows) = grid(m, true);
-    for column in &columns {
-        let _ = write!(out, "<th>{}</th>", esc(&header(column)));
-    }
-    out += "</tr>\n";
-    for (case, cells) in &rows {
-        if cells.is_empty() {
-            let _ = writeln!(
-                out,
-                "<tr><th class=\"group\" colspan=\"{}\">{}</th></tr>",
-                columns.len() + 1,
-                esc(case)
-            );
-            continue;
-        }
-        let _ = write!(out, "<tr><td class=\"case\">{}</td>", esc(case));
-        for (c, (k, _)) in cells.iter().zip(&columns) {
-            match c {
-                // The reason is in the kernel's line above; cells stay short.
-                Some(_) if !k.tested() => out += "<td class=\"none\">unavailable</td>",
-                Some(c) => out += &td(c),
-                None => {
-                    let _ = write!(out, "<td class=\"none\">{MISSING}</td>");
-                }
-            }
-        }
-        out += "</tr>\n";
-    }
-    out += "</table>\n<p class=\"legend\"><span style=\"background:#dafbe1\">accepted</span><span style=\"background:#fff1c2\">rejected by the kernel</span><span style=\"background:#eaeef2\">unsupported</span><span style=\"background:#ffd8d3\">harness error</span><span style=\"background:#f6f8fa\">no answer</span><span style=\"outline:3px solid #cf222e\">disagrees with the documented facts</span></p>\n";
-    let articles = seed_articles(&m.cases());
-    if !articles.is_empty() {
-        out += "<p>The seed demos' articles:</p><ul>";
-        for a in articles {
-            let _ = write!(out, "<li>{}</li>", esc(&a));
-        }
-        out += "</ul>\n";
-    }
+    out += "</ul>\n";
+    out += &cases(m);
+    out += &programs(m);
     if m.runs.iter().any(|k| !k.tested()) {
         out += "<p>Cells of unavailable kernels are not results: the kernel could not be had here.</p>\n";
     }
@@ -163,10 +186,197 @@ pub fn html(m: &Matrix) -> String {
     out
 }
 
+/// The table of cases, its legend, and what did not agree; nothing without cases.
+fn cases(m: &Matrix) -> String {
+    let (columns, rows) = grid(m, true);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<table class=\"m\">\n");
+    head(&mut out, "case", &columns, None);
+    for (case, cells) in &rows {
+        if cells.is_empty() {
+            let _ = writeln!(
+                out,
+                "<tr><th class=\"group\" colspan=\"{}\">{}</th></tr>",
+                columns.len() + 1,
+                esc(case)
+            );
+            continue;
+        }
+        let id = m
+            .cases()
+            .into_iter()
+            .find(|c| super::row_label(*c) == *case);
+        let label = id.map_or_else(|| esc(case), case_label);
+        let _ = write!(out, "<tr><td class=\"case\">{label}</td>");
+        for (c, (k, _)) in cells.iter().zip(&columns) {
+            match c {
+                Some(c) if k.tested() => out += &case_td(c),
+                Some(_) => out += UNAVAILABLE_TD,
+                None => out += &missing_td(),
+            }
+        }
+        out += "</tr>\n";
+    }
+    out += "</table>\n<p class=\"legend\"><span style=\"background:#dafbe1\">accepted</span><span style=\"background:#fff1c2\">rejected by the kernel</span><span style=\"background:#eaeef2\">unsupported</span><span style=\"background:#ffd8d3\">harness error</span><span style=\"background:#f6f8fa\">no answer</span><span style=\"outline:2px solid #cf222e\">disagrees with the documented facts</span> ✓ agrees · ✗ disagrees · ? no answer; hover a cell for what was expected, measured and refused</p>\n";
+    let articles = seed_articles(&m.cases());
+    if !articles.is_empty() {
+        out += "<details><summary>The seed demos' articles</summary><ul>";
+        for a in articles {
+            let _ = write!(out, "<li>{}</li>", esc(&a));
+        }
+        out += "</ul></details>\n";
+    }
+    let mut wrong = String::new();
+    for k in m.runs.iter().filter(|k| k.tested()) {
+        let cells: Vec<&Cell> = k.cells.iter().filter(|c| !c.agrees()).collect();
+        if cells.len() > 1 && cells.iter().all(|c| c.record.is_none()) {
+            let _ = write!(
+                wrong,
+                "<li>{}: no answer for {} cells: {}</li>",
+                esc(&k.kernel),
+                cells.len(),
+                esc(&cells[0].verdict.reasons().join("; "))
+            );
+            continue;
+        }
+        for c in cells {
+            let _ = write!(
+                wrong,
+                "<li><details><summary>{} {} {}: {}</summary><pre>{}</pre></details></li>",
+                esc(&k.kernel),
+                c.jit,
+                c.case,
+                esc(&c.verdict.reasons().join("; ")),
+                esc(&explain(c))
+            );
+        }
+    }
+    if !wrong.is_empty() {
+        let _ = writeln!(
+            out,
+            "<h2>Cases not as documented, or without an answer</h2><ul class=\"notes\">{wrong}</ul>"
+        );
+    }
+    out
+}
+
+/// The table of programs with each minimum kernel, then each distinct refusal
+/// in the verifier's words (with the whole log a click away), what was not
+/// expected, and the costs; nothing without programs.
+fn programs(m: &Matrix) -> String {
+    let (columns, rows) = program_grid(m, true);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h2>Programs</h2>\n<table class=\"m\">\n");
+    head(&mut out, "program", &columns, Some("minimum kernel"));
+    for row in &rows {
+        let _ = write!(out, "<tr><td class=\"case\">{}</td>", esc(&row.label));
+        for (c, (k, _)) in row.cells.iter().zip(&columns) {
+            match c {
+                Some(c) if k.tested() => out += &program_td(c),
+                Some(_) => out += UNAVAILABLE_TD,
+                None => out += &missing_td(),
+            }
+        }
+        let _ = writeln!(out, "<td class=\"minimum\">{}</td></tr>", esc(&row.minimum));
+    }
+    let _ = writeln!(
+        out,
+        "</table>\n<p class=\"legend\">{}; hover a cell for the verifier's words and the costs.<br>{}</p>",
+        esc(PROGRAM_LEGEND),
+        esc(&program_rules_line(m))
+    );
+    let tested: Vec<Column<'_>> = columns
+        .iter()
+        .copied()
+        .filter(|(k, _)| k.tested())
+        .collect();
+    let keep: Vec<bool> = columns.iter().map(|(k, _)| k.tested()).collect();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(|mut row| {
+            let mut keep = keep.iter();
+            row.cells.retain(|_| *keep.next().unwrap_or(&true));
+            row
+        })
+        .collect();
+    let refused = refusals(&tested, &rows);
+    if !refused.is_empty() {
+        out += "<h2>Why programs were not loaded, in the verifier's words</h2>\n";
+        for r in refused {
+            let _ = write!(
+                out,
+                "<details open><summary><code>{}</code> on {}: {}</summary>",
+                esc(&r.label),
+                esc(&r.kernels(&tested)),
+                esc(&r.what)
+            );
+            if !r.words.is_empty() {
+                let _ = write!(out, "<pre>{}</pre>", esc(&r.words));
+            }
+            if !r.log.is_empty() {
+                let (k, jit) = r.columns[0];
+                let _ = write!(
+                    out,
+                    "<details><summary>the whole verifier log ({} {jit})</summary><pre>{}</pre></details>",
+                    esc(&k.kernel),
+                    esc(r.log)
+                );
+            }
+            out += "</details>\n";
+        }
+    }
+    let wrong = program_wrongs(&tested, &rows);
+    if !wrong.is_empty() {
+        out += "<h2>Programs not as expected, or without an answer</h2><ul class=\"notes\">";
+        for (label, why, these) in wrong {
+            let _ = write!(
+                out,
+                "<li><code>{}</code> on {}: {}</li>",
+                esc(&label),
+                esc(&columns_text(&these, &tested)),
+                esc(&why)
+            );
+        }
+        out += "</ul>\n";
+    }
+    let costs = costs(&tested, &rows);
+    if !costs.is_empty() {
+        out += "<details><summary>What verifying each accepted program cost</summary><table class=\"costs\"><tr><th>program</th><th>kernel</th>";
+        for h in COST_HEADINGS {
+            let _ = write!(out, "<th>{}</th>", esc(h));
+        }
+        out += "</tr>\n";
+        for (label, (k, jit), cost) in &costs {
+            let _ = write!(
+                out,
+                "<tr title=\"{}\"><td><code>{}</code></td><td>{} {jit}</td>",
+                esc(&cost_lines(cost).join("\n")),
+                esc(label),
+                esc(&k.kernel)
+            );
+            for figure in cost_row(cost) {
+                let _ = write!(out, "<td>{}</td>", esc(&figure));
+            }
+            out += "</tr>\n";
+        }
+        let _ = writeln!(
+            out,
+            "</table><p class=\"words\">{}</p></details>",
+            esc(&cost_sources(costs.iter().map(|c| c.2)))
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::run;
+    use crate::report::tests::{five_checked, run};
+    use bpfmatrix_protocol::Outcome;
 
     #[test]
     fn the_page_is_self_contained_and_escapes_guest_text() {
@@ -180,5 +390,108 @@ mod tests {
         assert!(!page.contains("src=") && !page.contains("href="));
         assert!(page.contains("class=\"accepted disagrees\""), "{page}");
         assert!(page.contains("tail calls: expected 33, got 32"), "{page}");
+    }
+
+    /// The title of every program cell of the page, in order.
+    fn program_titles(page: &str) -> Vec<String> {
+        let table = &page[page.find("<h2>Programs</h2>").unwrap()..];
+        let table = &table[..table.find("</table>").unwrap()];
+        table
+            .split("<td class=\"")
+            .skip(1)
+            .filter_map(|td| {
+                let at = td.find("title=\"")? + "title=\"".len();
+                Some(td[at..at + td[at..].find('"').unwrap()].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_program_cell_holds_the_verifiers_words_or_the_costs() {
+        let m = five_checked();
+        let page = html(&m);
+        let titles = program_titles(&page);
+        let cells: Vec<&ProgramCell> = m
+            .runs
+            .iter()
+            .flat_map(|k| JitMode::ALL.map(|j| (k, j)))
+            .flat_map(|(k, j)| k.programs.iter().filter(move |c| c.jit == j))
+            .collect();
+        let mut in_page_order = Vec::new();
+        for (object, program) in super::super::programs(&m) {
+            for c in &cells {
+                if c.object == object && c.program == program {
+                    in_page_order.push(*c);
+                }
+            }
+        }
+        assert_eq!(titles.len(), in_page_order.len());
+        for (title, c) in titles.iter().zip(in_page_order) {
+            match c.record.as_ref().map(|r| &r.outcome) {
+                Some(Outcome::Accepted) => {
+                    assert!(
+                        title.contains("cost:     instructions processed: ")
+                            && title.contains(" (verifier log)")
+                            && title.contains("JITed bytes: "),
+                        "{title}"
+                    );
+                }
+                Some(Outcome::Rejected { .. }) => {
+                    let words = crate::report::verifier_words(c.record.as_ref().unwrap());
+                    let last = words.lines().last().unwrap();
+                    assert!(
+                        title.contains(&format!("verifier: {}", esc(last))),
+                        "{title}"
+                    );
+                }
+                Some(Outcome::NotLoadable { reason }) => assert!(title.contains(reason), "{title}"),
+                _ => assert!(title.contains("got:      no record"), "{title}"),
+            }
+        }
+        // Each distinct refusal once, with its whole log a click away.
+        assert_eq!(
+            page.matches("on 5.4, 5.10: rejected at load new_helper, EINVAL</summary>")
+                .count(),
+            1,
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "<details><summary>the whole verifier log (5.4 jit)</summary><pre>func#0 @0"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td class=\"minimum\">≤ 5.4 (✗ from 6.1, ✓ from 6.12)</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td class=\"rejected disagrees\" title="),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn facts_every_kernel_shares_are_said_once() {
+        let mut m = five_checked();
+        for k in &mut m.runs {
+            k.kvm_fallback = Some("/dev/kvm is missing".into());
+        }
+        m.runs[2].warnings.push("a module did not load".into());
+        let page = html(&m);
+        assert_eq!(page.matches("/dev/kvm is missing").count(), 1, "{page}");
+        assert!(page.contains("<div class=\"shared\">on every kernel, KVM fell back to TCG: /dev/kvm is missing</div>"), "{page}");
+        assert!(
+            page.contains("<div class=\"shared\">every kernel that booted ran under tcg</div>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<div class=\"words\">guest warning: a module did not load</div>"),
+            "{page}"
+        );
+        assert!(
+            page.contains(">5.10: guest 5.10.0-32-amd64, 6.1 s</li>"),
+            "{page}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! `matrix.json`: the result model ([`Matrix`]) serialised, versioned and flat,
 //! the form CI jobs exchange and `bpfmatrix merge` reads back. Reading it judges
-//! every record again ([`Cell::judge`]) and refuses a document that does not hold up.
+//! every record again ([`Cell::judge`], [`ProgramCell::judge`]) and refuses a
+//! document that does not hold up.
 //!
-//! Schema `bpfmatrix-matrix/2`:
+//! Schema `bpfmatrix-matrix/3`:
 //! - `schema`: this string; readers refuse other values.
 //! - `generated_by`: the bpfmatrix version that wrote it.
 //! - `kernels[]`: one entry per kernel: `name`, `source`, `status` (`completed`,
@@ -10,47 +11,84 @@
 //!   `guest_release` (`uname -r` in the guest), `accel` (`kvm`/`tcg`), `kvm_fallback`
 //!   (why KVM was left), `boot_wall_ms` (QEMU start to exit), `agent_start_ms` /
 //!   `agent_done_ms` (guest uptime), `warnings` (the agent's), `problems` (protocol
-//!   violations), `plan` (`cases` and `jit_modes`: what the run asked the guest for;
-//!   `records[]` has exactly one record per case x mode of it), `jit_switches` (the
-//!   agent's switches of `bpf_jit_enable`: `mode`, `sysctl_readback`, `error`).
+//!   violations), `plan` (what the run asked the guest for: `cases`, `jit_modes`,
+//!   and `objects[]`, each a user object's `name` and `programs`; `records[]` has
+//!   exactly one record per case x mode of it, `programs[]` exactly one per
+//!   program x mode), `jit_switches` (the agent's switches of `bpf_jit_enable`:
+//!   `mode`, `sysctl_readback`, `error`).
 //! - `records[]`: one per kernel x JIT mode x case: `kernel`, `jit` (`jit` or
 //!   `interpreter`), `case`; the guest's record as it sent it, flattened: `outcome`
-//!   (`accepted`, `rejected`, `unsupported`, `error`, or null when the guest sent
-//!   none), `step`, `errno` and `verifier` (the last lines of the verifier log) for
-//!   rejections, `detail` (the reason or error message), `measured` (`tail_calls`,
-//!   `fell_through`, `retval`, `verdicts[]`...), `duration_ms`; then `errno_name`
-//!   (derived from `errno`), `expected` and `expected_because` (the expectation and
-//!   the documented fact it comes from), `verdict` (`agrees`, `disagrees`,
-//!   `no_answer`) and `differences` (each disagreement, or why there is no answer).
+//!   (`accepted`, `rejected`, `unsupported`, `not_loadable`, `error`, or null when
+//!   the guest sent none), `step`, `errno` and `verifier` (the last lines of the
+//!   verifier log) for rejections, `detail` (the reason or error message),
+//!   `measured` (`tail_calls`, `fell_through`, `retval`, `verdicts[]`, `costs` (each
+//!   accepted program's verifier cost, as in `programs[].cost`)...), `duration_ms`;
+//!   then `errno_name` (derived from `errno`), `expected` and `expected_because`
+//!   (the expectation and the documented fact it comes from), `verdict` (`agrees`,
+//!   `disagrees`, `no_answer`) and `differences` (each disagreement, or why there
+//!   is no answer).
+//! - `programs[]` (`bpfmatrix check`): one per kernel x JIT mode x program of a
+//!   user object: `kernel`, `jit`, `object`, `program`; the guest's record,
+//!   flattened: `section` (the program's ELF section, which says its type),
+//!   `outcome`, `step`, `errno`, `verifier` and `detail` as in `records[]`,
+//!   `verifier_log` (the verifier's log: the whole log of a refusal, the
+//!   statistics of an acceptance, its last 64 KiB at most) and `log_cut_bytes`
+//!   (what was cut from its start), `cost` (what verifying it cost:
+//!   `insns_processed`, `verified_insns`, `insn_limit`, `max_states_per_insn`,
+//!   `total_states`, `peak_states`, `mark_read`, `verification_usec`,
+//!   `xlated_bytes`, `jited_bytes`, each `{value, from}` with `from` one of
+//!   `verifier_log`, `prog_info`; `stack_depth` (bytes per subprogram) and
+//!   `stack_depth_from`; a figure a kernel does not report is absent, never 0),
+//!   `duration_ms`; then `errno_name`, `expected` (`accepted` or `refused`),
+//!   `expected_because` (the rule, and the file it is in), `verdict` and
+//!   `differences` as in `records[]`.
+//! - `program_rules`: what the programs were judged by (`bpfmatrix check
+//!   --expect`): `file` (as the user named it, absent without one) and `program[]`
+//!   (`program`, optional `object`, `first_kernel`), so a reader can judge again.
+//! - `minimum_kernels[]`: per program and JIT mode (`object`, `program`, `jit`),
+//!   `oldest_accepting` (the oldest kernel that accepted it, by its guest's
+//!   version; null when none did) and `flips[]` (each kernel, oldest first, whose
+//!   acceptance (`accepted`) differs from the next older kernel that answered).
+//!   Derived from `programs[]`; a reader computes it again and refuses a document
+//!   whose stored one differs.
 //! - `coverage` (optional, written by `bpfmatrix merge --require`): `require`, the
 //!   kernels that must be covered, and `allow_unavailable`, those of them that may
 //!   be unavailable instead. It holds the requirement, never its outcome: whether
-//!   each required kernel is covered is computed from `kernels[]` and `records[]`
-//!   whenever the document is judged ([`crate::merge::Coverage::gaps`]).
+//!   each required kernel is covered is computed from `kernels[]`, `records[]` and
+//!   `programs[]` whenever the document is judged
+//!   ([`crate::merge::Coverage::gaps`]).
 //!
-//! `/2` is `/1` with `kernels[].plan` and `kernels[].jit_switches` added; every
-//! field of `/1` keeps its shape and meaning. `/1` documents are refused: without
-//! the plan, a record deleted from a document cannot be told from a cell that was
-//! never asked for.
+//! `/3` is `/2` with `kernels[].plan.objects`, `programs[]`, `program_rules` and
+//! `minimum_kernels` added (always present, empty for a run of the built-in cases
+//! alone), `not_loadable` among the outcomes and `measured.costs`; every field of
+//! `/2` keeps its shape and meaning. `/2` documents are refused (they cannot say
+//! whether a run was asked for programs), as are `/1` documents (without the
+//! plan, a record deleted from a document cannot be told from a cell that was
+//! never asked for).
 //!
 //! What a reader checks, so that a document cannot claim what its guests did not
 //! say ([`from_json`], [`read`]): every record is judged again from the guest's
-//! record and the feature table, and its `expected`, `expected_because`, `verdict`
-//! and `differences` (and every other field) must be what that gives; every case x
-//! mode of a kernel's plan has exactly one record, and no record lies outside it; a
-//! completed run has a guest release and no problems. Each failure names the
-//! kernel, the JIT mode and the case.
+//! record and the feature table, every program record from the guest's record and
+//! `program_rules`, and its `expected`, `expected_because`, `verdict` and
+//! `differences` (and every other field) must be what that gives; every case x
+//! mode and every program x mode of a kernel's plan has exactly one record, and no
+//! record lies outside it; a completed run has a guest release and no problems;
+//! the minimum kernels are what the program records give. Each failure names the
+//! kernel, the JIT mode and the case or program.
 
 use crate::collect::JitSwitch;
 use crate::expect::{describe_expected, errno_name};
 use crate::matrix::{Cell, KernelRun, Matrix, RunStatus, Verdict};
 use crate::merge::Coverage;
+use crate::programs::{minimum_kernels, Flip, MinimumKernel, ProgramCell, ProgramRules};
 use anyhow::{bail, Context, Result};
-use bpfmatrix_protocol::{CaseId, CaseRecord, JitMode, Measured, Outcome};
+use bpfmatrix_protocol::{
+    CaseId, CaseRecord, JitMode, Measured, Outcome, ProgramRecord, VerifierCost,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-pub const SCHEMA: &str = "bpfmatrix-matrix/2";
+pub const SCHEMA: &str = "bpfmatrix-matrix/3";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Document {
@@ -58,6 +96,9 @@ struct Document {
     generated_by: String,
     kernels: Vec<KernelEntry>,
     records: Vec<Record>,
+    programs: Vec<ProgramEntry>,
+    program_rules: ProgramRules,
+    minimum_kernels: Vec<MinimumEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     coverage: Option<Coverage>,
 }
@@ -96,6 +137,14 @@ struct KernelEntry {
 struct PlanEntry {
     cases: Vec<CaseId>,
     jit_modes: Vec<JitMode>,
+    objects: Vec<ObjectEntry>,
+}
+
+/// A user object of the plan: its name and its programs, in order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct ObjectEntry {
+    name: String,
+    programs: Vec<String>,
 }
 
 /// `records[].outcome`: the outcome's kind.
@@ -138,6 +187,63 @@ struct Record {
     differences: Vec<String>,
 }
 
+/// `programs[]`: one program of a user object in one kernel and JIT mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct ProgramEntry {
+    kernel: String,
+    jit: JitMode,
+    object: String,
+    program: String,
+    section: Option<String>,
+    outcome: Option<OutcomeName>,
+    step: Option<String>,
+    errno: Option<i32>,
+    errno_name: Option<String>,
+    verifier: Option<String>,
+    verifier_log: Option<String>,
+    log_cut_bytes: Option<u64>,
+    detail: Option<String>,
+    cost: Option<VerifierCost>,
+    duration_ms: Option<u64>,
+    expected: Option<String>,
+    expected_because: Option<String>,
+    verdict: VerdictName,
+    #[serde(default)]
+    differences: Vec<String>,
+}
+
+/// `minimum_kernels[]`: [`MinimumKernel`] as stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct MinimumEntry {
+    object: String,
+    program: String,
+    jit: JitMode,
+    oldest_accepting: Option<String>,
+    flips: Vec<FlipEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct FlipEntry {
+    kernel: String,
+    accepted: bool,
+}
+
+impl From<MinimumKernel> for MinimumEntry {
+    fn from(m: MinimumKernel) -> Self {
+        MinimumEntry {
+            object: m.object,
+            program: m.program,
+            jit: m.jit,
+            oldest_accepting: m.oldest_accepting,
+            flips: m
+                .flips
+                .into_iter()
+                .map(|Flip { kernel, accepted }| FlipEntry { kernel, accepted })
+                .collect(),
+        }
+    }
+}
+
 /// `matrix.json`'s text for `matrix`.
 pub fn to_json(matrix: &Matrix) -> String {
     let doc = Document {
@@ -148,13 +254,48 @@ pub fn to_json(matrix: &Matrix) -> String {
             .cells()
             .map(|(run, cell)| record(&run.kernel, cell))
             .collect(),
+        programs: matrix
+            .runs
+            .iter()
+            .flat_map(|run| run.programs.iter().map(|c| program_entry(&run.kernel, c)))
+            .collect(),
+        program_rules: matrix.program_rules.clone(),
+        minimum_kernels: minimum_kernels(matrix)
+            .into_iter()
+            .map(MinimumEntry::from)
+            .collect(),
         coverage: matrix.coverage.clone(),
     };
     serde_json::to_string_pretty(&doc).expect("a matrix serialises") + "\n"
 }
 
+/// What a run asked its guest for: [`KernelRun::plan`]'s modes and cases, with
+/// the modes of its program cells (one plan gives both their modes) and its user
+/// objects, each in the order the cells have them.
+fn plan_of(run: &KernelRun) -> PlanEntry {
+    let (mut jit_modes, cases) = run.plan();
+    let mut objects: Vec<ObjectEntry> = Vec::new();
+    for c in &run.programs {
+        if !jit_modes.contains(&c.jit) {
+            jit_modes.push(c.jit);
+        }
+        match objects.iter_mut().find(|o| o.name == c.object) {
+            Some(o) if o.programs.contains(&c.program) => {}
+            Some(o) => o.programs.push(c.program.clone()),
+            None => objects.push(ObjectEntry {
+                name: c.object.clone(),
+                programs: vec![c.program.clone()],
+            }),
+        }
+    }
+    PlanEntry {
+        cases,
+        jit_modes,
+        objects,
+    }
+}
+
 fn entry(run: &KernelRun) -> KernelEntry {
-    let (jit_modes, cases) = run.plan();
     KernelEntry {
         name: run.kernel.clone(),
         source: run.source.clone(),
@@ -172,42 +313,68 @@ fn entry(run: &KernelRun) -> KernelEntry {
         agent_done_ms: run.agent_done_ms,
         warnings: run.warnings.clone(),
         problems: run.problems.clone(),
-        plan: PlanEntry { cases, jit_modes },
+        plan: plan_of(run),
         jit_switches: run.jit_switches.clone(),
     }
 }
 
-/// The flat record of one cell of kernel `kernel`.
-fn record(kernel: &str, cell: &Cell) -> Record {
-    let outcome = cell.record.as_ref().map(|r| &r.outcome);
-    let (step, errno, verifier, detail) = match outcome {
-        Some(Outcome::Rejected {
-            step,
-            errno,
-            verifier_tail,
-        }) => (
-            Some(step.clone()),
-            Some(*errno),
-            Some(verifier_tail.clone()),
-            None,
-        ),
-        Some(Outcome::Unsupported { reason } | Outcome::NotLoadable { reason }) => {
-            (None, None, None, Some(reason.clone()))
-        }
-        Some(Outcome::Error { message }) => (None, None, None, Some(message.clone())),
-        Some(Outcome::Accepted) | None => (None, None, None, None),
+/// An outcome's fields as `records[]` and `programs[]` flatten them.
+#[derive(Default)]
+struct FlatOutcome {
+    outcome: Option<OutcomeName>,
+    step: Option<String>,
+    errno: Option<i32>,
+    verifier: Option<String>,
+    detail: Option<String>,
+}
+
+fn flatten(outcome: Option<&Outcome>) -> FlatOutcome {
+    let Some(o) = outcome else {
+        return FlatOutcome::default();
     };
-    Record {
-        kernel: kernel.to_string(),
-        jit: cell.jit,
-        case: cell.case,
-        outcome: outcome.map(|o| match o {
+    let mut flat = FlatOutcome {
+        outcome: Some(match o {
             Outcome::Accepted => OutcomeName::Accepted,
             Outcome::Rejected { .. } => OutcomeName::Rejected,
             Outcome::Unsupported { .. } => OutcomeName::Unsupported,
             Outcome::NotLoadable { .. } => OutcomeName::NotLoadable,
             Outcome::Error { .. } => OutcomeName::Error,
         }),
+        ..FlatOutcome::default()
+    };
+    match o {
+        Outcome::Rejected {
+            step,
+            errno,
+            verifier_tail,
+        } => {
+            flat.step = Some(step.clone());
+            flat.errno = Some(*errno);
+            flat.verifier = Some(verifier_tail.clone());
+        }
+        Outcome::Unsupported { reason } | Outcome::NotLoadable { reason } => {
+            flat.detail = Some(reason.clone());
+        }
+        Outcome::Error { message } => flat.detail = Some(message.clone()),
+        Outcome::Accepted => {}
+    }
+    flat
+}
+
+/// The flat record of one cell of kernel `kernel`.
+fn record(kernel: &str, cell: &Cell) -> Record {
+    let FlatOutcome {
+        outcome,
+        step,
+        errno,
+        verifier,
+        detail,
+    } = flatten(cell.record.as_ref().map(|r| &r.outcome));
+    Record {
+        kernel: kernel.to_string(),
+        jit: cell.jit,
+        case: cell.case,
+        outcome,
         step,
         errno,
         errno_name: errno.map(errno_name),
@@ -220,11 +387,53 @@ fn record(kernel: &str, cell: &Cell) -> Record {
             .as_ref()
             .map(|e| describe_expected(&e.outcome)),
         expected_because: cell.expected.as_ref().map(|e| e.because.clone()),
-        verdict: match cell.verdict {
-            Verdict::Agrees => VerdictName::Agrees,
-            Verdict::Disagrees { .. } => VerdictName::Disagrees,
-            Verdict::NoAnswer { .. } => VerdictName::NoAnswer,
-        },
+        verdict: verdict_name(&cell.verdict),
+        differences: cell.verdict.reasons().to_vec(),
+    }
+}
+
+fn verdict_name(v: &Verdict) -> VerdictName {
+    match v {
+        Verdict::Agrees => VerdictName::Agrees,
+        Verdict::Disagrees { .. } => VerdictName::Disagrees,
+        Verdict::NoAnswer { .. } => VerdictName::NoAnswer,
+    }
+}
+
+/// The flat record of one program cell of kernel `kernel`.
+fn program_entry(kernel: &str, cell: &ProgramCell) -> ProgramEntry {
+    let rec = cell.record.as_ref();
+    let FlatOutcome {
+        outcome,
+        step,
+        errno,
+        verifier,
+        detail,
+    } = flatten(rec.map(|r| &r.outcome));
+    ProgramEntry {
+        kernel: kernel.to_string(),
+        jit: cell.jit,
+        object: cell.object.clone(),
+        program: cell.program.clone(),
+        section: rec.map(|r| r.section.clone()),
+        outcome,
+        step,
+        errno,
+        errno_name: errno.map(errno_name),
+        verifier,
+        verifier_log: rec
+            .map(|r| r.verifier_log.clone())
+            .filter(|l| !l.is_empty()),
+        log_cut_bytes: rec.and_then(|r| r.log_cut_bytes),
+        detail,
+        cost: rec.and_then(|r| r.cost.clone()),
+        duration_ms: rec.map(|r| r.duration_ms),
+        expected: cell
+            .expected
+            .as_ref()
+            .map(|e| if e.accept { "accepted" } else { "refused" }.to_string()),
+        expected_because: cell.expected.as_ref().map(|e| e.because.clone()),
+        verdict: verdict_name(&cell.verdict),
         differences: cell.verdict.reasons().to_vec(),
     }
 }
@@ -250,10 +459,10 @@ fn parse(text: &str, name: &str) -> Result<Document> {
         Some(SCHEMA) => {}
         Some(other) => bail!(
             "{name} has schema '{other}', this bpfmatrix reads '{SCHEMA}'{}",
-            if other == "bpfmatrix-matrix/1" {
-                " (a /1 document does not say which cells its runs asked for: run its job again with this bpfmatrix)"
-            } else {
-                ""
+            match other {
+                "bpfmatrix-matrix/1" => " (a /1 document does not say which cells its runs asked for: run its job again with this bpfmatrix)",
+                "bpfmatrix-matrix/2" => " (a /2 document does not say whether its runs were asked for programs: run its job again with this bpfmatrix)",
+                _ => "",
             }
         ),
         None => bail!("{name} is not a bpfmatrix matrix document (it has no schema)"),
@@ -287,6 +496,22 @@ fn judge_again(doc: Document) -> Result<Matrix> {
                 r.jit,
                 r.case
             );
+        }
+    }
+    for p in &doc.programs {
+        let at = format!("{} {}:{}", p.jit, p.object, p.program);
+        if !doc.kernels.iter().any(|k| k.name == p.kernel) {
+            bail!(
+                "a document has a program record for kernel '{}' ({at}) but no entry for that kernel",
+                p.kernel
+            );
+        }
+        let same = |o: &&ProgramEntry| {
+            (o.kernel == p.kernel && o.jit == p.jit)
+                && (o.object == p.object && o.program == p.program)
+        };
+        if doc.programs.iter().filter(same).count() > 1 {
+            bail!("kernel '{}' has more than one record for {at}", p.kernel);
         }
     }
     let mut wrong = Vec::new();
@@ -324,24 +549,96 @@ fn judge_again(doc: Document) -> Result<Matrix> {
                 let cell = Cell::judge(case, jit, run.guest_release.as_deref(), guest, &no_record);
                 let again = record(&name, &cell);
                 if again != **stored {
-                    wrong.push(format!("{at}: {}", differences(stored, &again)));
+                    wrong.push(format!(
+                        "{at}: {}",
+                        differences(stored, &again, "the feature table's")
+                    ));
                 }
                 run.cells.push(cell);
             }
         }
+        let programs: Vec<&ProgramEntry> =
+            doc.programs.iter().filter(|p| p.kernel == name).collect();
+        let planned = |p: &ProgramEntry| {
+            plan.jit_modes.contains(&p.jit)
+                && plan
+                    .objects
+                    .iter()
+                    .any(|o| o.name == p.object && o.programs.contains(&p.program))
+        };
+        for p in programs.iter().filter(|p| !planned(p)) {
+            wrong.push(format!(
+                "kernel '{name}' has a record for {} {}:{}, which its plan did not ask for",
+                p.jit, p.object, p.program
+            ));
+        }
+        for &jit in &plan.jit_modes {
+            for object in &plan.objects {
+                for program in &object.programs {
+                    let at = format!("kernel '{name}' {jit} {}:{program}", object.name);
+                    let Some(stored) = programs
+                        .iter()
+                        .find(|p| p.jit == jit && p.object == object.name && &p.program == program)
+                    else {
+                        wrong.push(format!(
+                            "kernel '{name}' has no record for {jit} {}:{program}, which its plan asked for",
+                            object.name
+                        ));
+                        continue;
+                    };
+                    let guest = match guest_program(stored) {
+                        Ok(guest) => guest,
+                        Err(why) => {
+                            wrong.push(format!("{at}: {why}"));
+                            continue;
+                        }
+                    };
+                    let cell = ProgramCell::judge(
+                        &object.name,
+                        program,
+                        jit,
+                        run.guest_release.as_deref(),
+                        guest,
+                        &doc.program_rules,
+                        &stored.differences.join("; "),
+                    );
+                    let again = program_entry(&name, &cell);
+                    if again != **stored {
+                        wrong.push(format!(
+                            "{at}: {}",
+                            differences(stored, &again, "the rules'")
+                        ));
+                    }
+                    run.programs.push(cell);
+                }
+            }
+        }
         runs.push(run);
+    }
+    let matrix = Matrix {
+        runs,
+        coverage: doc.coverage,
+        program_rules: doc.program_rules,
+    };
+    let minimum: Vec<MinimumEntry> = minimum_kernels(&matrix)
+        .into_iter()
+        .map(MinimumEntry::from)
+        .collect();
+    if wrong.is_empty() && minimum != doc.minimum_kernels {
+        let show = |m: &[MinimumEntry]| serde_json::to_string(m).expect("serialises");
+        wrong.push(format!(
+            "minimum_kernels: stored {}, the program records give {}",
+            show(&doc.minimum_kernels),
+            show(&minimum)
+        ));
     }
     if !wrong.is_empty() {
         bail!(
-            "judged again from its guests' records and the feature table, it does not hold up:\n  {}",
+            "judged again from its guests' records, the feature table and its program rules, it does not hold up:\n  {}",
             wrong.join("\n  ")
         );
     }
-    Ok(Matrix {
-        runs,
-        coverage: doc.coverage,
-        program_rules: Default::default(),
-    })
+    Ok(matrix)
 }
 
 /// The run a kernel entry describes, without its cells; what is inconsistent in
@@ -388,37 +685,74 @@ fn run_of(k: KernelEntry, wrong: &mut Vec<String>) -> KernelRun {
     }
 }
 
+fn need<T>(field: Option<T>, kind: OutcomeName, what: &str) -> Result<T, String> {
+    field.ok_or_else(|| format!("outcome {} without {what}", name(kind)))
+}
+
+/// The outcome a flattened record describes.
+fn unflatten(kind: OutcomeName, flat: FlatOutcome) -> Result<Outcome, String> {
+    Ok(match kind {
+        OutcomeName::Accepted => Outcome::Accepted,
+        OutcomeName::Rejected => Outcome::Rejected {
+            step: need(flat.step, kind, "the refused step")?,
+            errno: need(flat.errno, kind, "the errno")?,
+            verifier_tail: need(flat.verifier, kind, "the verifier's words")?,
+        },
+        OutcomeName::Unsupported => Outcome::Unsupported {
+            reason: need(flat.detail, kind, "its reason (detail)")?,
+        },
+        OutcomeName::NotLoadable => Outcome::NotLoadable {
+            reason: need(flat.detail, kind, "its reason (detail)")?,
+        },
+        OutcomeName::Error => Outcome::Error {
+            message: need(flat.detail, kind, "its message (detail)")?,
+        },
+    })
+}
+
 /// The guest's record, as it sent it, from its flattened form.
 fn guest_record(r: &Record) -> Result<Option<CaseRecord>, String> {
     let Some(kind) = r.outcome else {
         return Ok(None);
     };
-    fn need<T>(field: Option<T>, kind: OutcomeName, what: &str) -> Result<T, String> {
-        field.ok_or_else(|| format!("outcome {} without {what}", name(kind)))
-    }
-    let outcome = match kind {
-        OutcomeName::Accepted => Outcome::Accepted,
-        OutcomeName::Rejected => Outcome::Rejected {
-            step: need(r.step.clone(), kind, "the refused step")?,
-            errno: need(r.errno, kind, "the errno")?,
-            verifier_tail: need(r.verifier.clone(), kind, "the verifier's words")?,
-        },
-        OutcomeName::Unsupported => Outcome::Unsupported {
-            reason: need(r.detail.clone(), kind, "its reason (detail)")?,
-        },
-        OutcomeName::NotLoadable => Outcome::NotLoadable {
-            reason: need(r.detail.clone(), kind, "its reason (detail)")?,
-        },
-        OutcomeName::Error => Outcome::Error {
-            message: need(r.detail.clone(), kind, "its message (detail)")?,
-        },
+    let flat = FlatOutcome {
+        outcome: r.outcome,
+        step: r.step.clone(),
+        errno: r.errno,
+        verifier: r.verifier.clone(),
+        detail: r.detail.clone(),
     };
     Ok(Some(CaseRecord {
         case: r.case,
         jit: r.jit,
-        outcome,
+        outcome: unflatten(kind, flat)?,
         measured: need(r.measured.clone(), kind, "what was measured")?,
         duration_ms: need(r.duration_ms, kind, "its duration")?,
+    }))
+}
+
+/// The guest's program record, as it sent it, from its flattened form.
+fn guest_program(p: &ProgramEntry) -> Result<Option<ProgramRecord>, String> {
+    let Some(kind) = p.outcome else {
+        return Ok(None);
+    };
+    let flat = FlatOutcome {
+        outcome: p.outcome,
+        step: p.step.clone(),
+        errno: p.errno,
+        verifier: p.verifier.clone(),
+        detail: p.detail.clone(),
+    };
+    Ok(Some(ProgramRecord {
+        object: p.object.clone(),
+        program: p.program.clone(),
+        section: need(p.section.clone(), kind, "its section")?,
+        jit: p.jit,
+        outcome: unflatten(kind, flat)?,
+        verifier_log: p.verifier_log.clone().unwrap_or_default(),
+        log_cut_bytes: p.log_cut_bytes,
+        cost: p.cost.clone(),
+        duration_ms: need(p.duration_ms, kind, "its duration")?,
     }))
 }
 
@@ -430,47 +764,63 @@ fn name(value: impl Serialize) -> String {
     }
 }
 
-/// How a stored record differs from the one its cell, judged again, gives.
-fn differences(stored: &Record, again: &Record) -> String {
-    let verdict = |r: &Record| match r.differences.as_slice() {
-        [] => name(r.verdict),
-        d => format!("{} ({})", name(r.verdict), d.join("; ")),
-    };
-    let text = |t: &Option<String>| {
-        t.as_deref()
-            .map_or("none".to_string(), |t| format!("\"{t}\""))
-    };
-    let mut parts = Vec::new();
-    if (stored.verdict, &stored.differences) != (again.verdict, &again.differences) {
-        parts.push(format!(
-            "stored verdict {}, re-judged {}",
-            verdict(stored),
-            verdict(again)
-        ));
-    }
-    if stored.expected != again.expected {
-        parts.push(format!(
-            "stored expectation {}, the feature table's {}",
-            text(&stored.expected),
-            text(&again.expected)
-        ));
-    }
-    if stored.expected_because != again.expected_because {
-        parts.push(format!(
-            "stored reason for the expectation {}, the feature table's {}",
-            text(&stored.expected_because),
-            text(&again.expected_because)
-        ));
-    }
-    // Anything else: a derived field edited, a field the outcome does not have.
-    let judged = ["verdict", "differences", "expected", "expected_because"];
+/// How a stored record (of `records[]` or `programs[]`) differs from the one its
+/// cell, judged again, gives; `source` names where expectations come from ("the
+/// feature table's", "the rules'").
+fn differences(stored: &impl Serialize, again: &impl Serialize, source: &str) -> String {
     let (s, a) = (
         serde_json::to_value(stored).expect("a record serialises"),
         serde_json::to_value(again).expect("a record serialises"),
     );
+    let null = serde_json::Value::Null;
+    let field = |r: &'_ serde_json::Value, f: &str| r.get(f).unwrap_or(&null).clone();
+    let verdict = |r: &serde_json::Value| {
+        let v = field(r, "verdict");
+        let v = v.as_str().unwrap_or("?");
+        let d: Vec<String> = field(r, "differences")
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .map(|x| x.as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match d.as_slice() {
+            [] => v.to_string(),
+            d => format!("{v} ({})", d.join("; ")),
+        }
+    };
+    let text = |r: &serde_json::Value, f: &str| match field(r, f) {
+        serde_json::Value::String(t) => format!("\"{t}\""),
+        _ => "none".to_string(),
+    };
+    let mut parts = Vec::new();
+    if verdict(&s) != verdict(&a) {
+        parts.push(format!(
+            "stored verdict {}, re-judged {}",
+            verdict(&s),
+            verdict(&a)
+        ));
+    }
+    if field(&s, "expected") != field(&a, "expected") {
+        parts.push(format!(
+            "stored expectation {}, {source} {}",
+            text(&s, "expected"),
+            text(&a, "expected")
+        ));
+    }
+    if field(&s, "expected_because") != field(&a, "expected_because") {
+        parts.push(format!(
+            "stored reason for the expectation {}, {source} {}",
+            text(&s, "expected_because"),
+            text(&a, "expected_because")
+        ));
+    }
+    // Anything else: a derived field edited, a field the outcome does not have.
+    let judged = ["verdict", "differences", "expected", "expected_because"];
     if let (Some(s), Some(a)) = (s.as_object(), a.as_object()) {
         for (field, value) in s {
-            let given = a.get(field).unwrap_or(&serde_json::Value::Null);
+            let given = a.get(field).unwrap_or(&null);
             if !judged.contains(&field.as_str()) && given != value {
                 parts.push(format!(
                     "{field}: stored {value}, the guest's record gives {given}"
@@ -486,6 +836,7 @@ mod tests {
     use super::*;
     use crate::matrix::tests::{agreeing_record, collected, complete_except, RELEASE};
     use crate::merge;
+    use crate::report::tests::{five_checked, PROGRAMS};
 
     fn unavailable(kernel: &str) -> Matrix {
         Matrix::from_runs([KernelRun::unavailable(
@@ -524,6 +875,200 @@ mod tests {
         assert_eq!(from_json(&text).unwrap(), matrix);
         // Written again, the document is the same, but for who wrote it.
         assert_eq!(to_json(&from_json(&text).unwrap()), text);
+    }
+
+    #[test]
+    fn program_cells_round_trip_with_their_rules_and_minimum_kernels() {
+        let m = five_checked();
+        let text = to_json(&m);
+        assert_eq!(from_json(&text).unwrap(), m);
+        assert_eq!(to_json(&from_json(&text).unwrap()), text);
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            doc["program_rules"],
+            serde_json::json!({"file": "expect.toml", "program": [{"program": "new_helper", "first_kernel": "6.1"}]})
+        );
+        assert_eq!(
+            doc["kernels"][0]["plan"]["objects"],
+            serde_json::json!([{"name": "probe.o", "programs": PROGRAMS}])
+        );
+        let flaky = doc["minimum_kernels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["program"] == "flaky" && k["jit"] == "jit")
+            .unwrap();
+        assert_eq!(
+            *flaky,
+            serde_json::json!({"object": "probe.o", "program": "flaky", "jit": "jit", "oldest_accepting": "5.4",
+                "flips": [{"kernel": "6.1", "accepted": false}, {"kernel": "6.12", "accepted": true}]})
+        );
+        let refused = program(&doc, "5.4", "jit", "new_helper");
+        assert_eq!(refused["outcome"], "rejected");
+        assert_eq!(refused["errno_name"], "EINVAL");
+        assert!(refused["verifier"]
+            .as_str()
+            .unwrap()
+            .ends_with("unknown func bpf_loop#181"));
+        assert!(refused["verifier_log"]
+            .as_str()
+            .unwrap()
+            .starts_with("func#0 @0\n"));
+        assert_eq!(refused["expected"], "refused");
+        assert_eq!(
+            refused["expected_because"],
+            "first kernel 6.1 (expect.toml)"
+        );
+        assert_eq!(refused["verdict"], "agrees");
+        let plain = program(&doc, "6.1", "jit", "plain");
+        assert_eq!(
+            plain["cost"]["insns_processed"],
+            serde_json::json!({"value": 39, "from": "verifier_log"})
+        );
+        assert_eq!(
+            plain["cost"]["jited_bytes"],
+            serde_json::json!({"value": 195, "from": "prog_info"})
+        );
+        assert_eq!(plain["cost"]["stack_depth"], serde_json::json!([8]));
+        assert_eq!(plain["section"], "socket");
+        let silent = program(&doc, "latest", "interpreter", "flaky");
+        assert_eq!(silent["outcome"], serde_json::Value::Null);
+        assert_eq!(
+            silent["differences"],
+            serde_json::json!(["the guest sent no record for it"])
+        );
+        let ext = program(&doc, "6.1", "jit", "ext");
+        assert_eq!(ext["outcome"], "not_loadable");
+        assert_eq!(ext["verdict"], "no_answer");
+        let mut fields: Vec<&str> = ext
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        let mut expected = [
+            "kernel",
+            "jit",
+            "object",
+            "program",
+            "section",
+            "outcome",
+            "step",
+            "errno",
+            "errno_name",
+            "verifier",
+            "verifier_log",
+            "log_cut_bytes",
+            "detail",
+            "cost",
+            "duration_ms",
+            "expected",
+            "expected_because",
+            "verdict",
+            "differences",
+        ];
+        expected.sort_unstable();
+        assert_eq!(fields, expected);
+    }
+
+    fn program<'a>(
+        doc: &'a serde_json::Value,
+        kernel: &str,
+        jit: &str,
+        program: &str,
+    ) -> &'a serde_json::Value {
+        doc["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["kernel"] == kernel && p["jit"] == jit && p["program"] == program)
+            .unwrap()
+    }
+
+    fn program_mut<'a>(
+        doc: &'a mut serde_json::Value,
+        kernel: &str,
+        jit: &str,
+        program: &str,
+    ) -> &'a mut serde_json::Value {
+        doc["programs"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|p| p["kernel"] == kernel && p["jit"] == jit && p["program"] == program)
+            .unwrap()
+    }
+
+    #[test]
+    fn program_records_that_do_not_hold_up_are_refused() {
+        let doc: serde_json::Value = serde_json::from_str(&to_json(&five_checked())).unwrap();
+        let refused =
+            |doc: &serde_json::Value| format!("{:#}", from_json(&doc.to_string()).unwrap_err());
+        // A refusal marked as agreeing: judged again, it does not.
+        let mut verdict = doc.clone();
+        let cell = program_mut(&mut verdict, "6.1", "jit", "flaky");
+        cell["verdict"] = "agrees".into();
+        cell["differences"] = serde_json::json!([]);
+        let err = refused(&verdict);
+        assert!(err.contains("kernel '6.1' jit probe.o:flaky: stored verdict agrees, re-judged disagrees (expected accepted (no rule in expect.toml"), "{err}");
+        // Rules changed after the fact: every verdict they touch is named.
+        let mut rules = doc.clone();
+        rules["program_rules"]["program"][0]["first_kernel"] = "5.4".into();
+        let err = refused(&rules);
+        assert!(
+            err.contains(
+                "kernel '5.4' jit probe.o:new_helper: stored verdict agrees, re-judged disagrees"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("stored reason for the expectation \"first kernel 6.1 (expect.toml)\", the rules' \"first kernel 5.4 (expect.toml)\""), "{err}");
+        // An accepted program turned into a refusal: the minimum kernel moves.
+        let mut outcome = doc.clone();
+        let cell = program_mut(&mut outcome, "5.4", "jit", "plain");
+        cell["outcome"] = "rejected".into();
+        let err = refused(&outcome);
+        assert!(
+            err.contains(
+                "kernel '5.4' jit probe.o:plain: outcome rejected without the refused step"
+            ),
+            "{err}"
+        );
+        let mut minimum = doc.clone();
+        minimum["minimum_kernels"][0]["oldest_accepting"] = "5.10".into();
+        let err = refused(&minimum);
+        assert!(err.contains("minimum_kernels: stored [{\"object\":\"probe.o\",\"program\":\"plain\",\"jit\":\"jit\",\"oldest_accepting\":\"5.10\""), "{err}");
+        // A record deleted, or one the plan never asked for.
+        let mut gone = doc.clone();
+        gone["programs"].as_array_mut().unwrap().retain(|p| {
+            !(p["kernel"] == "6.12" && p["jit"] == "interpreter" && p["program"] == "ext")
+        });
+        let err = refused(&gone);
+        assert!(
+            err.contains(
+                "kernel '6.12' has no record for interpreter probe.o:ext, which its plan asked for"
+            ),
+            "{err}"
+        );
+        let mut extra = doc.clone();
+        extra["kernels"][1]["plan"]["objects"][0]["programs"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|p| p != "ext");
+        let err = refused(&extra);
+        assert!(
+            err.contains(
+                "kernel '5.10' has a record for jit probe.o:ext, which its plan did not ask for"
+            ),
+            "{err}"
+        );
+        let mut twice = doc;
+        let dup = twice["programs"][0].clone();
+        twice["programs"].as_array_mut().unwrap().push(dup);
+        assert_eq!(
+            refused(&twice),
+            "kernel '5.4' has more than one record for jit probe.o:plain"
+        );
     }
 
     #[test]
@@ -573,8 +1118,11 @@ mod tests {
         assert_eq!(k["reason"], serde_json::Value::Null);
         assert_eq!(
             k["plan"],
-            serde_json::json!({"cases": ["tail_call.chain"], "jit_modes": ["jit"]})
+            serde_json::json!({"cases": ["tail_call.chain"], "jit_modes": ["jit"], "objects": []})
         );
+        assert_eq!(doc["programs"], serde_json::json!([]));
+        assert_eq!(doc["program_rules"], serde_json::json!({"program": []}));
+        assert_eq!(doc["minimum_kernels"], serde_json::json!([]));
         let r = &doc["records"][0];
         assert_eq!(r["outcome"], "accepted");
         assert_eq!(r["measured"]["tail_calls"], 33);
@@ -665,7 +1213,13 @@ mod tests {
         std::fs::write(&p, text.replace(SCHEMA, "bpfmatrix-matrix/1")).unwrap();
         let err = format!("{:#}", read(&p).unwrap_err());
         assert!(
-            err.contains("has schema 'bpfmatrix-matrix/1', this bpfmatrix reads 'bpfmatrix-matrix/2' (a /1 document does not say which cells its runs asked for"),
+            err.contains("has schema 'bpfmatrix-matrix/1', this bpfmatrix reads 'bpfmatrix-matrix/3' (a /1 document does not say which cells its runs asked for"),
+            "{err}"
+        );
+        std::fs::write(&p, text.replace(SCHEMA, "bpfmatrix-matrix/2")).unwrap();
+        let err = format!("{:#}", read(&p).unwrap_err());
+        assert!(
+            err.contains("has schema 'bpfmatrix-matrix/2', this bpfmatrix reads 'bpfmatrix-matrix/3' (a /2 document does not say whether its runs were asked for programs"),
             "{err}"
         );
         std::fs::write(&p, "{\"garbage\":1}").unwrap();

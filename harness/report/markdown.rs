@@ -1,7 +1,9 @@
 //! The Markdown matrix: reads well on GitHub and in `$GITHUB_STEP_SUMMARY`.
 
 use super::{
-    cell_summary, coverage_lines, grid, header, kernel_line, seed_articles, verdict_line, MISSING,
+    cell_summary, columns_text, cost_row, cost_sources, costs, coverage_lines, grid, header,
+    kernel_line, program_grid, program_rules_line, program_summary, program_wrongs, refusals,
+    seed_articles, verdict_line, COST_HEADINGS, MISSING, PROGRAM_LEGEND,
 };
 use crate::expect::{errno_name, last_line};
 use crate::matrix::{Matrix, Verdict};
@@ -41,6 +43,10 @@ pub fn markdown(m: &Matrix) -> String {
     }
     let (columns, rows) = grid(m, true);
     let headers: Vec<String> = columns.iter().map(header).collect();
+    if rows.is_empty() {
+        out += &programs(m);
+        return out;
+    }
     let _ = writeln!(out, "| case | {} |", headers.join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(headers.len()));
     for (case, cells) in &rows {
@@ -107,7 +113,114 @@ pub fn markdown(m: &Matrix) -> String {
             );
         }
     }
+    out + &programs(m)
+}
+
+/// The programs' part: their table with each minimum kernel, each distinct
+/// refusal in the verifier's words, what did not agree, and the costs.
+fn programs(m: &Matrix) -> String {
+    let (columns, rows) = program_grid(m, true);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n### Programs\n\n");
+    let headers: Vec<String> = columns.iter().map(header).collect();
+    let _ = writeln!(
+        out,
+        "| program | {} | minimum kernel |",
+        headers.join(" | ")
+    );
+    let _ = writeln!(out, "|---|{}---|", "---|".repeat(headers.len()));
+    for row in &rows {
+        let texts: Vec<String> = row
+            .cells
+            .iter()
+            .zip(&columns)
+            .map(|(c, (k, _))| match c {
+                Some(_) if !k.tested() => "unavailable".to_string(),
+                Some(c) => cell(&program_summary(c)),
+                None => MISSING.to_string(),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            row.label,
+            texts.join(" | "),
+            cell(&row.minimum)
+        );
+    }
+    let _ = writeln!(out, "\n{PROGRAM_LEGEND}\n\n{}", program_rules_line(m));
+    let tested: Vec<_> = columns
+        .iter()
+        .copied()
+        .filter(|(k, _)| k.tested())
+        .collect();
+    let keep: Vec<bool> = columns.iter().map(|(k, _)| k.tested()).collect();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(|mut row| {
+            let mut keep = keep.iter();
+            row.cells.retain(|_| *keep.next().unwrap_or(&true));
+            row
+        })
+        .collect();
+    let refused = refusals(&tested, &rows);
+    if !refused.is_empty() {
+        out += "\n#### Why programs were not loaded, in the verifier's words\n\n";
+        for r in refused {
+            let _ = writeln!(
+                out,
+                "- `{}` on {}: {}",
+                r.label,
+                cell(&r.kernels(&tested)),
+                cell(&r.what)
+            );
+            if !r.words.is_empty() {
+                let _ = writeln!(out, "\n  ```\n{}\n  ```", indent(&r.words));
+            }
+        }
+    }
+    let wrong = program_wrongs(&tested, &rows);
+    if !wrong.is_empty() {
+        out += "\n#### Programs that are not what was expected, or without an answer\n\n";
+        for (label, why, these) in wrong {
+            let _ = writeln!(
+                out,
+                "- `{label}` on {}: {}",
+                cell(&columns_text(&these, &tested)),
+                cell(&why)
+            );
+        }
+    }
+    let costs = costs(&tested, &rows);
+    if !costs.is_empty() {
+        out += "\n<details><summary>What verifying each accepted program cost</summary>\n\n";
+        let _ = writeln!(out, "| program | kernel | {} |", COST_HEADINGS.join(" | "));
+        let _ = writeln!(out, "|---|---|{}", "---|".repeat(COST_HEADINGS.len()));
+        for (label, column, cost) in &costs {
+            let _ = writeln!(
+                out,
+                "| `{label}` | {} | {} |",
+                header(column),
+                cost_row(cost).join(" | ")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n{}\n</details>",
+            cost_sources(costs.iter().map(|c| c.2))
+        );
+    }
     out
+}
+
+/// The verifier's lines inside a list item's code block.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]

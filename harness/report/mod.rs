@@ -4,6 +4,13 @@
 //! for GitHub and `$GITHUB_STEP_SUMMARY`, the self-contained HTML page, the
 //! one-line verdict, and `matrix.json` ([`json`]). [`write_reports`] writes the
 //! report folder: `matrix.json`, `matrix.md` and `matrix.html`, all or none.
+//!
+//! A matrix with users' programs (`bpfmatrix check`) gets a second table in
+//! every form, programs down (`object:program`), the same columns across, each
+//! cell what the kernel did ([`program_summary`]), with each program's minimum
+//! kernel ([`minimum_text`]), then each distinct refusal in the verifier's words
+//! ([`refusals`]) and what verifying each accepted program cost ([`cost_text`]).
+//! A table without rows is left out.
 
 mod html;
 pub mod json;
@@ -12,11 +19,15 @@ mod markdown;
 pub use html::html;
 pub use markdown::markdown;
 
-use crate::expect::{describe_expected, errno_name, last_line};
+use crate::expect::{describe_expected, describe_outcome, errno_name, last_line};
 use crate::matrix::{Cell, KernelRun, Matrix, RunStatus, Verdict};
-use crate::merge::Gap;
+use crate::merge::{Gap, Required};
+use crate::programs::{minimum_kernels, MinimumKernel, ProgramCell};
 use anyhow::{Context, Result};
-use bpfmatrix_protocol::{CaseId, JitMode, Measured, Outcome, PROBE_TYPE_FEXIT};
+use bpfmatrix_protocol::verifier_log;
+use bpfmatrix_protocol::{
+    CaseId, CostSource, Figure, JitMode, Measured, Outcome, VerifierCost, PROBE_TYPE_FEXIT,
+};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -237,8 +248,604 @@ pub(crate) fn header((k, jit): &Column<'_>) -> String {
     format!("{} {jit}", k.kernel)
 }
 
-/// The terminal report: a status line per kernel, the table, every cell that did
-/// not agree spelled out, then the verdict line.
+/// A row of the programs' table: the program (`object:program`), its cell in
+/// each column, and its minimum kernel.
+pub(crate) struct ProgramRow<'a> {
+    pub label: String,
+    pub cells: Vec<Option<&'a ProgramCell>>,
+    pub minimum: String,
+}
+
+/// The columns and rows of the programs' table, for every renderer; as
+/// [`grid`], the terminal leaves out kernels that could not be had.
+pub(crate) fn program_grid(
+    m: &Matrix,
+    unavailable_too: bool,
+) -> (Vec<Column<'_>>, Vec<ProgramRow<'_>>) {
+    let columns: Vec<Column<'_>> = m
+        .runs
+        .iter()
+        .filter(|k| unavailable_too || k.tested())
+        .flat_map(|k| JitMode::ALL.into_iter().map(move |j| (k, j)))
+        .filter(|(k, j)| k.programs.iter().any(|c| c.jit == *j))
+        .collect();
+    let minimums = minimum_kernels(m);
+    let rows = programs(m)
+        .into_iter()
+        .map(|(object, program)| ProgramRow {
+            label: format!("{object}:{program}"),
+            cells: columns
+                .iter()
+                .map(|(k, jit)| {
+                    k.programs
+                        .iter()
+                        .find(|c| c.object == object && c.program == program && c.jit == *jit)
+                })
+                .collect(),
+            minimum: minimum_text(m, &minimums, object, program),
+        })
+        .collect();
+    (columns, rows)
+}
+
+/// Every program of the matrix (object, program), in the order they first appear.
+pub(crate) fn programs(m: &Matrix) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for c in m.runs.iter().flat_map(|k| &k.programs) {
+        let key = (c.object.as_str(), c.program.as_str());
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    out
+}
+
+/// What the programs' table's marks mean.
+pub(crate) const PROGRAM_LEGEND: &str = "✓ accepted, with the instructions the verifier processed · ✗ refused, with the errno · – not loadable by bpfmatrix (says nothing of the kernel) · ⚠ not what was expected · no answer: the guest said nothing of it";
+
+/// A program cell in a few characters: "✓ 41 insns", "✗ EINVAL", "–" (not
+/// loadable here), "no answer"; "⚠" after it when it is not what was expected.
+pub fn program_summary(c: &ProgramCell) -> String {
+    let Some(r) = &c.record else {
+        return "no answer".to_string();
+    };
+    let text = match &r.outcome {
+        Outcome::Accepted => match r.cost.as_ref().and_then(insns) {
+            Some((n, _)) => format!("✓ {n} insns"),
+            None => "✓ accepted".to_string(),
+        },
+        Outcome::Rejected { errno, .. } => format!("✗ {}", errno_name(*errno)),
+        Outcome::Unsupported { .. } => "✗ unsupported".to_string(),
+        Outcome::NotLoadable { .. } => "–".to_string(),
+        Outcome::Error { .. } => "error".to_string(),
+    };
+    match c.verdict {
+        Verdict::Disagrees { .. } => text + " ⚠",
+        _ => text,
+    }
+}
+
+/// The instructions the verifier processed: from its log, or else from
+/// `bpf_prog_info.verified_insns`.
+fn insns(cost: &VerifierCost) -> Option<(u64, CostSource)> {
+    cost.insns_processed
+        .or(cost.verified_insns)
+        .map(|f| (f.value, f.from))
+}
+
+/// A program cell spelled out, for a hover or an explanation: the kernel's
+/// answer, the verifier's last words, the costs, the expectation and the verdict.
+pub fn explain_program(c: &ProgramCell) -> String {
+    let mut s = String::new();
+    if let Some(e) = &c.expected {
+        let _ = writeln!(
+            s,
+            "  expected: {}  [{}]",
+            if e.accept { "accepted" } else { "refused" },
+            e.because
+        );
+    }
+    match &c.record {
+        None => s += "  got:      no record\n",
+        Some(r) => {
+            let _ = writeln!(s, "  got:      {}", describe_outcome(&r.outcome));
+            let _ = writeln!(s, "  section:  {}", r.section);
+            if let Outcome::Rejected { .. } = r.outcome {
+                for line in verifier_words(r).lines() {
+                    let _ = writeln!(s, "  verifier: {line}");
+                }
+            }
+            if let Some(cost) = &r.cost {
+                for line in cost_lines(cost) {
+                    let _ = writeln!(s, "  cost:     {line}");
+                }
+            }
+        }
+    }
+    for d in c.verdict.reasons() {
+        let _ = writeln!(s, "  - {d}");
+    }
+    s
+}
+
+/// How many of the verifier's last meaningful lines the reports show.
+const VERIFIER_LINES: usize = 4;
+
+/// The verifier's last meaningful lines for a refused program: the refusal and
+/// the instructions that led to it, without the statistics (including the
+/// "insns processed N" line newer kernels end their log with).
+pub(crate) fn verifier_words(r: &bpfmatrix_protocol::ProgramRecord) -> String {
+    let text = match &r.outcome {
+        _ if !r.verifier_log.is_empty() => r.verifier_log.as_str(),
+        Outcome::Rejected { verifier_tail, .. } => verifier_tail.as_str(),
+        _ => "",
+    };
+    let lines = verifier_log::tail(text, usize::MAX, usize::MAX);
+    let meaningful: Vec<&str> = lines
+        .lines()
+        .filter(|l| !l.starts_with("insns processed "))
+        .collect();
+    meaningful[meaningful.len().saturating_sub(VERIFIER_LINES)..].join("\n")
+}
+
+/// Each figure of a cost on a line of its own, with where it came from; figures
+/// the kernel did not report are left out.
+pub fn cost_lines(cost: &VerifierCost) -> Vec<String> {
+    let figures: [(&str, Option<Figure>); 10] = [
+        ("instructions processed", cost.insns_processed),
+        ("verified instructions", cost.verified_insns),
+        ("instruction limit", cost.insn_limit),
+        ("states, total", cost.total_states),
+        ("states, peak", cost.peak_states),
+        ("states per instruction, most", cost.max_states_per_insn),
+        ("mark_read", cost.mark_read),
+        ("verification time, µs", cost.verification_usec),
+        ("translated bytes", cost.xlated_bytes),
+        ("JITed bytes", cost.jited_bytes),
+    ];
+    let mut lines: Vec<String> = figures
+        .into_iter()
+        .filter_map(|(what, f)| f.map(|f| format!("{what}: {} ({})", f.value, source(f.from))))
+        .collect();
+    if !cost.stack_depth.is_empty() {
+        lines.push(format!(
+            "stack depth, bytes per subprogram: {}{}",
+            stack(cost),
+            cost.stack_depth_from
+                .map(|f| format!(" ({})", source(f)))
+                .unwrap_or_default()
+        ));
+    }
+    lines
+}
+
+fn source(from: CostSource) -> &'static str {
+    match from {
+        CostSource::VerifierLog => "verifier log",
+        CostSource::ProgInfo => "bpf_prog_info",
+    }
+}
+
+fn stack(cost: &VerifierCost) -> String {
+    let depths: Vec<String> = cost.stack_depth.iter().map(u32::to_string).collect();
+    depths.join("+")
+}
+
+/// The costs table's headings, and what [`cost_row`] puts under them.
+pub(crate) const COST_HEADINGS: [&str; 6] = [
+    "insns",
+    "states (peak)",
+    "stack bytes",
+    "time µs",
+    "xlated bytes",
+    "jited bytes",
+];
+
+/// What a kernel does not report, in the costs table.
+pub(crate) const NOT_REPORTED: &str = "n/a";
+
+/// One accepted program's costs under [`COST_HEADINGS`]; [`NOT_REPORTED`] where
+/// the kernel does not report a figure.
+pub(crate) fn cost_row(cost: &VerifierCost) -> [String; 6] {
+    let value = |f: Option<Figure>| f.map_or(NOT_REPORTED.to_string(), |f| f.value.to_string());
+    let states = match (cost.total_states, cost.peak_states) {
+        (Some(t), Some(p)) => format!("{} ({})", t.value, p.value),
+        (t, _) => value(t),
+    };
+    [
+        insns(cost).map_or(NOT_REPORTED.to_string(), |(n, _)| n.to_string()),
+        states,
+        if cost.stack_depth.is_empty() {
+            NOT_REPORTED.to_string()
+        } else {
+            stack(cost)
+        },
+        value(cost.verification_usec),
+        value(cost.xlated_bytes),
+        value(cost.jited_bytes),
+    ]
+}
+
+/// Where the costs table's figures came from, said once under it: "insns,
+/// states (peak), stack bytes, time µs from the verifier log; ...".
+pub(crate) fn cost_sources<'a>(costs: impl IntoIterator<Item = &'a VerifierCost>) -> String {
+    let mut seen: Vec<Vec<CostSource>> = vec![vec![]; COST_HEADINGS.len()];
+    for c in costs {
+        let figures = [
+            insns(c).map(|(_, f)| f),
+            c.total_states.or(c.peak_states).map(|f| f.from),
+            c.stack_depth_from,
+            c.verification_usec.map(|f| f.from),
+            c.xlated_bytes.map(|f| f.from),
+            c.jited_bytes.map(|f| f.from),
+        ];
+        for (i, from) in figures.into_iter().enumerate() {
+            if let Some(from) = from.filter(|f| !seen[i].contains(f)) {
+                seen[i].push(from);
+            }
+        }
+    }
+    let mut groups: Vec<(Vec<CostSource>, Vec<&str>)> = Vec::new();
+    for (heading, sources) in COST_HEADINGS.iter().zip(seen) {
+        if sources.is_empty() {
+            continue;
+        }
+        match groups.iter_mut().find(|(s, _)| *s == sources) {
+            Some((_, names)) => names.push(heading),
+            None => groups.push((sources, vec![heading])),
+        }
+    }
+    let said: Vec<String> = groups
+        .iter()
+        .map(|(sources, names)| {
+            let from: Vec<&str> = sources.iter().map(|f| source(*f)).collect();
+            format!("{} from the {}", names.join(", "), from.join(" or the "))
+        })
+        .collect();
+    format!(
+        "{}; {NOT_REPORTED}: the kernel does not report it",
+        said.join("; ")
+    )
+}
+
+/// Every accepted program cell with its costs, by program, then kernel and mode.
+pub(crate) fn costs<'a>(
+    columns: &[Column<'a>],
+    rows: &[ProgramRow<'a>],
+) -> Vec<(String, Column<'a>, &'a VerifierCost)> {
+    let mut out = Vec::new();
+    for row in rows {
+        for (cell, column) in row.cells.iter().zip(columns) {
+            let cost = cell
+                .and_then(|c| c.record.as_ref())
+                .filter(|r| r.outcome == Outcome::Accepted)
+                .and_then(|r| r.cost.as_ref());
+            if let Some(cost) = cost {
+                out.push((row.label.clone(), *column, cost));
+            }
+        }
+    }
+    out
+}
+
+/// One program's minimum kernel: the oldest kernel that accepts it ("≤ 5.10"
+/// when the oldest kernel that answered already does, so the true minimum may be
+/// older; "none" when no kernel does), with every kernel after it where
+/// acceptance flips ("✗ from 6.1, ✓ from 6.12"); each JIT mode named when the
+/// JIT and the interpreter differ.
+pub(crate) fn minimum_text(
+    m: &Matrix,
+    minimums: &[MinimumKernel],
+    object: &str,
+    program: &str,
+) -> String {
+    let texts: Vec<(JitMode, String)> = minimums
+        .iter()
+        .filter(|k| k.object == object && k.program == program)
+        .map(|k| (k.jit, minimum_one(m, k)))
+        .collect();
+    match texts.as_slice() {
+        [] => "no answer".to_string(),
+        [(_, t), rest @ ..] if rest.iter().all(|(_, r)| r == t) => t.clone(),
+        _ => texts
+            .iter()
+            .map(|(jit, t)| format!("{jit}: {t}"))
+            .collect::<Vec<_>>()
+            .join(" · "),
+    }
+}
+
+fn minimum_one(m: &Matrix, k: &MinimumKernel) -> String {
+    let answered = m.runs.iter().any(|run| {
+        run.programs.iter().any(|c| {
+            (c.object == k.object && c.program == k.program && c.jit == k.jit)
+                && c.accepted().is_some()
+        })
+    });
+    let flipped_in = |kernel: &str| k.flips.iter().any(|f| f.kernel == kernel && f.accepted);
+    let mut text = match &k.oldest_accepting {
+        Some(oldest) if flipped_in(oldest) => oldest.clone(),
+        Some(oldest) => format!("≤ {oldest}"),
+        None if answered => "none".to_string(),
+        None => "no answer".to_string(),
+    };
+    let later: Vec<String> = k
+        .flips
+        .iter()
+        .filter(|f| !(f.accepted && Some(&f.kernel) == k.oldest_accepting.as_ref()))
+        .map(|f| format!("{} from {}", if f.accepted { "✓" } else { "✗" }, f.kernel))
+        .collect();
+    if !later.is_empty() {
+        let _ = write!(text, " ({})", later.join(", "));
+    }
+    text
+}
+
+/// One refusal, said once for every column where a program got it.
+pub(crate) struct Refusal<'a> {
+    /// `object:program`.
+    pub label: String,
+    /// The kernel's answer: "rejected at load stamp_tai, EACCES", "not loadable...".
+    pub what: String,
+    /// The verifier's last meaningful lines (or the reason, when no verifier spoke).
+    pub words: String,
+    pub columns: Vec<Column<'a>>,
+    /// The whole verifier log (as the guest kept it) of the first of them.
+    pub log: &'a str,
+}
+
+impl Refusal<'_> {
+    /// The kernels it happened on: "5.4, 5.10" (both modes), "6.1 interpreter".
+    pub fn kernels(&self, all: &[Column<'_>]) -> String {
+        columns_text(&self.columns, all)
+    }
+}
+
+/// Every program cell the kernel did not accept (refused, unsupported, not
+/// loadable, an error), grouped: one entry per program and distinct answer in
+/// the verifier's words, naming the columns that gave it.
+pub(crate) fn refusals<'a>(columns: &[Column<'a>], rows: &[ProgramRow<'a>]) -> Vec<Refusal<'a>> {
+    let mut out: Vec<Refusal<'a>> = Vec::new();
+    for row in rows {
+        for (cell, column) in row.cells.iter().zip(columns) {
+            let Some(r) = cell.and_then(|c| c.record.as_ref()) else {
+                continue;
+            };
+            let (what, words) = match &r.outcome {
+                Outcome::Accepted => continue,
+                Outcome::Rejected { step, errno, .. } => (
+                    format!("rejected at {step}, {}", errno_name(*errno)),
+                    verifier_words(r),
+                ),
+                other => (describe_outcome(other), String::new()),
+            };
+            match out
+                .iter_mut()
+                .find(|f| f.label == row.label && f.what == what && f.words == words)
+            {
+                Some(f) => f.columns.push(*column),
+                None => out.push(Refusal {
+                    label: row.label.clone(),
+                    what,
+                    words,
+                    columns: vec![*column],
+                    log: &r.verifier_log,
+                }),
+            }
+        }
+    }
+    out
+}
+
+/// Every program cell that does not agree, grouped: one entry per program and
+/// distinct reason, with the columns that gave it (the verifier's words are in
+/// [`refusals`]).
+pub(crate) fn program_wrongs<'a>(
+    columns: &[Column<'a>],
+    rows: &[ProgramRow<'a>],
+) -> Vec<(String, String, Vec<Column<'a>>)> {
+    let mut out: Vec<(String, String, Vec<Column<'a>>)> = Vec::new();
+    for row in rows {
+        for (cell, column) in row.cells.iter().zip(columns) {
+            let Some(c) = cell.filter(|c| !c.agrees()) else {
+                continue;
+            };
+            let why = c.verdict.reasons().join("; ");
+            match out
+                .iter_mut()
+                .find(|(label, w, _)| *label == row.label && *w == why)
+            {
+                Some((_, _, cols)) => cols.push(*column),
+                None => out.push((row.label.clone(), why, vec![*column])),
+            }
+        }
+    }
+    out
+}
+
+/// The columns a finding holds for: "5.4, 5.10" (in every mode of the kernel),
+/// "6.1 interpreter".
+pub(crate) fn columns_text(these: &[Column<'_>], all: &[Column<'_>]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    for (k, _) in these {
+        if done.contains(&k.kernel.as_str()) {
+            continue;
+        }
+        done.push(&k.kernel);
+        let mine: Vec<JitMode> = these
+            .iter()
+            .filter(|(o, _)| o.kernel == k.kernel)
+            .map(|(_, j)| *j)
+            .collect();
+        let every = all
+            .iter()
+            .filter(|(o, _)| o.kernel == k.kernel)
+            .all(|(_, j)| mine.contains(j));
+        names.push(if every {
+            k.kernel.clone()
+        } else {
+            let modes: Vec<&str> = mine.iter().map(|j| j.as_str()).collect();
+            format!("{} {}", k.kernel, modes.join(", "))
+        });
+    }
+    names.join(", ")
+}
+
+/// What the programs were judged by, in a line.
+pub(crate) fn program_rules_line(m: &Matrix) -> String {
+    match &m.program_rules.file {
+        Some(f) => format!(
+            "programs are judged by {f} (the first kernel that must accept each; a program it does not name must load on every kernel)"
+        ),
+        None => "programs are judged without an --expect file: every program must load on every kernel".to_string(),
+    }
+}
+
+/// Facts every kernel that booted shares, said once above the tables rather
+/// than per kernel: the accelerator, why KVM was left, a guest warning. A
+/// single kernel shares nothing.
+pub(crate) struct Shared {
+    pub accel: Option<String>,
+    pub kvm_fallback: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Shared {
+    pub fn of(m: &Matrix) -> Shared {
+        let booted: Vec<&KernelRun> = m.runs.iter().filter(|k| k.accel.is_some()).collect();
+        let all_same = |f: &dyn Fn(&KernelRun) -> Option<String>| {
+            let first = booted.first().and_then(|k| f(k))?;
+            (booted.len() > 1 && booted.iter().all(|k| f(k).as_ref() == Some(&first)))
+                .then_some(first)
+        };
+        let warnings = match booted.first() {
+            Some(first) if booted.len() > 1 => first
+                .warnings
+                .iter()
+                .filter(|w| booted.iter().all(|k| k.warnings.contains(w)))
+                .cloned()
+                .collect(),
+            _ => vec![],
+        };
+        Shared {
+            accel: all_same(&|k| k.accel.clone()),
+            kvm_fallback: all_same(&|k| k.kvm_fallback.clone()),
+            warnings,
+        }
+    }
+
+    /// The shared facts in words, one line each.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(a) = &self.accel {
+            lines.push(format!("every kernel that booted ran under {a}"));
+        }
+        if let Some(why) = &self.kvm_fallback {
+            lines.push(format!("on every kernel, KVM fell back to TCG: {why}"));
+        }
+        for w in &self.warnings {
+            lines.push(format!("every guest warned: {w}"));
+        }
+        lines
+    }
+
+    /// What is a kernel's own, beside what every kernel shares: its notes
+    /// (fallback, warnings, problems).
+    pub fn own_notes(&self, k: &KernelRun) -> Vec<String> {
+        k.kvm_fallback
+            .iter()
+            .filter(|f| self.kvm_fallback.as_ref() != Some(f))
+            .map(|f| format!("KVM fell back to TCG: {f}"))
+            .chain(
+                k.warnings
+                    .iter()
+                    .filter(|w| !self.warnings.contains(w))
+                    .map(|w| format!("guest warning: {w}")),
+            )
+            .chain(k.problems.iter().cloned())
+            .collect()
+    }
+}
+
+/// A kernel's run in a few words, leaving out what every kernel shares.
+pub(crate) fn kernel_brief(k: &KernelRun, shared: &Shared) -> String {
+    let mut s = format!("{}: ", k.kernel);
+    match &k.status {
+        RunStatus::Completed => {
+            let _ = write!(s, "guest {}", k.guest_release.as_deref().unwrap_or("?"));
+            if let Some(a) = k.accel.as_ref().filter(|_| shared.accel.is_none()) {
+                let _ = write!(s, " under {a}");
+            }
+            if let Some(ms) = k.boot_wall_ms {
+                let _ = write!(s, ", {:.1} s", ms as f64 / 1000.0);
+            }
+        }
+        RunStatus::Unavailable { reason } => {
+            let _ = write!(s, "unavailable: {reason}");
+        }
+        RunStatus::Failed { reason } => {
+            let _ = write!(s, "FAILED: {reason}");
+        }
+    }
+    s
+}
+
+/// A line of a terminal table: a group's heading, or one text per column with
+/// the ANSI colour it gets.
+enum TextLine {
+    Heading(String),
+    Cells(Vec<(String, Option<&'static str>)>),
+}
+
+/// A table for the terminal, columns padded to their widest text.
+fn text_table(header: Vec<String>, lines: &[TextLine], color: bool) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            lines
+                .iter()
+                .filter_map(|l| match l {
+                    TextLine::Cells(cells) => cells.get(i).map(|(t, _)| t.chars().count()),
+                    TextLine::Heading(_) => None,
+                })
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let pad = |t: &str, w: usize| format!("{t:<w$}");
+    let join = |cells: Vec<String>| cells.join("  ").trim_end().to_string() + "\n";
+    let mut out = join(
+        header
+            .iter()
+            .zip(&widths)
+            .map(|(h, w)| pad(h, *w))
+            .collect(),
+    );
+    out += &join(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for line in lines {
+        match line {
+            TextLine::Heading(label) => {
+                let _ = writeln!(out, "-- {label}");
+            }
+            TextLine::Cells(cells) => {
+                let texts = cells.iter().zip(&widths).map(|((t, ansi), w)| {
+                    let padded = pad(t, *w);
+                    match (ansi, color) {
+                        (Some(a), true) => format!("\x1b[{a}m{padded}\x1b[0m"),
+                        _ => padded,
+                    }
+                });
+                out += &join(texts.collect());
+            }
+        }
+    }
+    out
+}
+
+/// The terminal report: a status line per kernel, the table of cases and the
+/// table of programs (each when there are rows for it), every cell that did not
+/// agree spelled out, then the verdict line.
 pub fn terminal(m: &Matrix, color: bool) -> String {
     let mut out = String::new();
     let mut fallbacks_said = Vec::new();
@@ -259,61 +866,29 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
             let _ = writeln!(out, "  also: {p}");
         }
     }
-    out.push('\n');
     let (columns, rows) = grid(m, false);
-    let texts: Vec<Vec<String>> = rows
-        .iter()
-        .filter(|(_, cells)| !cells.is_empty())
-        .map(|(case, cells)| {
-            std::iter::once(case.clone())
-                .chain(cells.iter().map(|c| match c {
-                    Some(c) => format!("{} {}", mark(&c.verdict), short_summary(c)),
-                    None => format!("? {MISSING}"),
-                }))
-                .collect()
-        })
-        .collect();
-    let header: Vec<String> = std::iter::once("case".to_string())
-        .chain(columns.iter().map(header))
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            texts
-                .iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let pad = |t: &str, w: usize| format!("{t:<w$}");
-    let join = |cells: Vec<String>| cells.join("  ").trim_end().to_string() + "\n";
-    out += &join(
-        header
+    if rows.iter().any(|(_, cells)| !cells.is_empty()) {
+        let lines: Vec<TextLine> = rows
             .iter()
-            .zip(&widths)
-            .map(|(h, w)| pad(h, *w))
-            .collect(),
-    );
-    out += &join(widths.iter().map(|w| "-".repeat(*w)).collect());
-    // `texts` holds the cell rows in order; headings are printed where their
-    // group starts.
-    let mut texts = texts.iter();
-    for (label, cells) in &rows {
-        if cells.is_empty() {
-            let _ = writeln!(out, "-- {label}");
-            continue;
-        }
-        let Some(text) = texts.next() else { break };
-        let mut line = vec![pad(&text[0], widths[0])];
-        for (i, cell) in cells.iter().enumerate() {
-            let padded = pad(&text[i + 1], widths[i + 1]);
-            line.push(match (cell, color) {
-                (Some(c), true) => format!("\x1b[{}m{padded}\x1b[0m", ansi(&c.verdict)),
-                _ => padded,
-            });
-        }
-        out += &join(line);
+            .map(|(case, cells)| {
+                if cells.is_empty() {
+                    return TextLine::Heading(case.clone());
+                }
+                let texts = cells.iter().map(|c| match c {
+                    Some(c) => (
+                        format!("{} {}", mark(&c.verdict), short_summary(c)),
+                        Some(ansi(&c.verdict)),
+                    ),
+                    None => (format!("? {MISSING}"), None),
+                });
+                TextLine::Cells(std::iter::once((case.clone(), None)).chain(texts).collect())
+            })
+            .collect();
+        let headings = std::iter::once("case".to_string())
+            .chain(columns.iter().map(header))
+            .collect();
+        out.push('\n');
+        out += &text_table(headings, &lines, color);
     }
     let articles = seed_articles(&m.cases());
     if !articles.is_empty() {
@@ -322,22 +897,56 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
             let _ = writeln!(out, "{a}");
         }
     }
+    out += &terminal_programs(m, color);
+    let mut silent_kernels = Vec::new();
     for k in m.runs.iter().filter(|k| k.tested()) {
         let wrong: Vec<&Cell> = k.cells.iter().filter(|c| !c.agrees()).collect();
+        let wrong_programs: Vec<&ProgramCell> = k.programs.iter().filter(|c| !c.agrees()).collect();
         // A guest that never answered gets one line, not one block per cell.
-        if wrong.len() > 1 && wrong.iter().all(|c| c.record.is_none()) {
-            let why = wrong[0].verdict.reasons().join("; ");
+        let silent = wrong.iter().all(|c| c.record.is_none())
+            && wrong_programs.iter().all(|c| c.record.is_none());
+        if wrong.len() + wrong_programs.len() > 1 && silent {
+            let why = match (wrong.first(), wrong_programs.first()) {
+                (Some(c), _) => c.verdict.reasons().join("; "),
+                (None, Some(c)) => c.verdict.reasons().join("; "),
+                (None, None) => String::new(),
+            };
             let _ = writeln!(
                 out,
                 "\n{}: no answer for {} cells: {why}",
                 k.kernel,
-                wrong.len()
+                wrong.len() + wrong_programs.len()
             );
+            silent_kernels.push(k.kernel.as_str());
             continue;
         }
         for c in wrong {
             let _ = write!(out, "\n{} {} {}:\n{}", k.kernel, c.jit, c.case, explain(c));
         }
+    }
+    // Program cells are told grouped across kernels: the same refusal of the
+    // same program on five kernels is one finding.
+    let (mut columns, rows) = program_grid(m, false);
+    let kept: Vec<bool> = columns
+        .iter()
+        .map(|(k, _)| !silent_kernels.contains(&k.kernel.as_str()))
+        .collect();
+    let rows: Vec<ProgramRow<'_>> = rows
+        .into_iter()
+        .map(|mut row| {
+            let mut keep = kept.iter();
+            row.cells.retain(|_| *keep.next().unwrap_or(&true));
+            row
+        })
+        .collect();
+    let mut keep = kept.iter();
+    columns.retain(|_| *keep.next().unwrap_or(&true));
+    for (label, why, these) in program_wrongs(&columns, &rows) {
+        let _ = writeln!(
+            out,
+            "\n{label} on {}:\n  - {why}",
+            columns_text(&these, &columns)
+        );
     }
     let coverage = coverage_lines(m);
     if !coverage.is_empty() {
@@ -349,6 +958,66 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
     out.push('\n');
     out += &verdict_line(m);
     out.push('\n');
+    out
+}
+
+/// The programs' part of the terminal report: the table with each minimum
+/// kernel, each distinct refusal in the verifier's words, and the costs.
+fn terminal_programs(m: &Matrix, color: bool) -> String {
+    let (columns, rows) = program_grid(m, false);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n");
+    let lines: Vec<TextLine> = rows
+        .iter()
+        .map(|row| {
+            let texts = row.cells.iter().map(|c| match c {
+                Some(c) => (program_summary(c), Some(ansi(&c.verdict))),
+                None => (MISSING.to_string(), None),
+            });
+            TextLine::Cells(
+                std::iter::once((row.label.clone(), None))
+                    .chain(texts)
+                    .chain([(row.minimum.clone(), None)])
+                    .collect(),
+            )
+        })
+        .collect();
+    let headings = std::iter::once("program".to_string())
+        .chain(columns.iter().map(header))
+        .chain(["minimum kernel".to_string()])
+        .collect();
+    out += &text_table(headings, &lines, color);
+    let _ = writeln!(out, "{PROGRAM_LEGEND}\n{}", program_rules_line(m));
+    for r in refusals(&columns, &rows) {
+        let _ = writeln!(out, "\n{} on {}: {}", r.label, r.kernels(&columns), r.what);
+        for line in r.words.lines() {
+            let _ = writeln!(out, "  | {line}");
+        }
+    }
+    let costs = costs(&columns, &rows);
+    if !costs.is_empty() {
+        out += "\nWhat verifying each accepted program cost:\n";
+        let lines: Vec<TextLine> = costs
+            .iter()
+            .map(|(label, column, cost)| {
+                TextLine::Cells(
+                    [(label.clone(), None), (header(column), None)]
+                        .into_iter()
+                        .chain(cost_row(cost).into_iter().map(|t| (t, None)))
+                        .collect(),
+                )
+            })
+            .collect();
+        let headings = ["program", "kernel"]
+            .into_iter()
+            .chain(COST_HEADINGS)
+            .map(str::to_string)
+            .collect();
+        out += &text_table(headings, &lines, false);
+        let _ = writeln!(out, "{}", cost_sources(costs.iter().map(|c| c.2)));
+    }
     out
 }
 
@@ -398,9 +1067,9 @@ pub fn coverage_lines(m: &Matrix) -> Vec<String> {
         return vec![];
     };
     let mut first = format!(
-        "required: {} (every case in both JIT modes: {} cells each)",
+        "required: {} ({})",
         coverage.require.join(", "),
-        CaseId::ALL.len() * JitMode::ALL.len()
+        Required::of(m).describe()
     );
     if !coverage.allow_unavailable.is_empty() {
         let _ = write!(
@@ -430,19 +1099,21 @@ pub fn verdict_line(m: &Matrix) -> String {
     verdict_cells(m) + &coverage
 }
 
+/// How many of `verdicts` agree, disagree and have no answer, in words.
+fn tally<'a>(verdicts: impl Iterator<Item = &'a Verdict>, what: &str) -> String {
+    let (mut agree, mut disagree, mut no_answer) = (0, 0, 0);
+    for v in verdicts {
+        match v {
+            Verdict::Agrees => agree += 1,
+            Verdict::Disagrees { .. } => disagree += 1,
+            Verdict::NoAnswer { .. } => no_answer += 1,
+        }
+    }
+    format!("{agree} {what}, {disagree} disagree, {no_answer} without an answer")
+}
+
 fn verdict_cells(m: &Matrix) -> String {
-    let verdicts = || {
-        m.cells()
-            .filter(|(k, _)| k.tested())
-            .map(|(_, c)| &c.verdict)
-    };
-    let agree = verdicts().filter(|v| matches!(v, Verdict::Agrees)).count();
-    let disagree = verdicts()
-        .filter(|v| matches!(v, Verdict::Disagrees { .. }))
-        .count();
-    let no_answer = verdicts()
-        .filter(|v| matches!(v, Verdict::NoAnswer { .. }))
-        .count();
+    let tested = || m.runs.iter().filter(|k| k.tested());
     let failed = m
         .runs
         .iter()
@@ -461,12 +1132,25 @@ fn verdict_cells(m: &Matrix) -> String {
             unavailable.join(", ")
         );
     }
+    let has_programs = m.runs.iter().any(|k| !k.programs.is_empty());
+    let has_cases = m.runs.iter().any(|k| !k.cells.is_empty());
+    let mut parts = Vec::new();
+    if has_cases || !has_programs {
+        parts.push(tally(
+            tested().flat_map(|k| k.cells.iter().map(|c| &c.verdict)),
+            "cells agree with the documented kernel facts",
+        ));
+    }
+    if has_programs {
+        parts.push(tally(
+            tested().flat_map(|k| k.programs.iter().map(|c| &c.verdict)),
+            "program cells agree with their expectations",
+        ));
+    }
     let mut s = format!(
-        "{}: {} cells agree with the documented kernel facts, {} disagree, {} without an answer",
+        "{}: {}",
         if m.all_agree() { "OK" } else { "FAILED" },
-        agree,
-        disagree,
-        no_answer,
+        parts.join("; ")
     );
     if failed > 0 {
         let _ = write!(s, "; {failed} kernel run(s) failed");
@@ -519,6 +1203,8 @@ pub fn write_reports(m: &Matrix, dir: &Path) -> Result<Vec<PathBuf>> {
 pub(crate) mod tests {
     use super::*;
     use crate::matrix::tests::{agreeing_record, collected};
+    use crate::programs::ProgramRules;
+    use bpfmatrix_protocol::ProgramRecord;
     use std::os::unix::fs::PermissionsExt;
 
     /// Kernel `kernel` (guest 6.1) that ran tail_call.chain with the JIT and
@@ -538,6 +1224,172 @@ pub(crate) mod tests {
         run
     }
 
+    /// The user object of the program fixtures.
+    pub(crate) const OBJECT: &str = "probe.o";
+
+    /// What a 5.2+ verifier says of a program it accepts after processing
+    /// `insns` instructions.
+    fn stats_log(insns: u64) -> String {
+        format!("verification time 31 usec\nstack depth 8\nprocessed {insns} insns (limit 1000000) max_states_per_insn 0 total_states 3 peak_states 3 mark_read 1\n")
+    }
+
+    /// The guest's record of `program` accepted in mode `jit`, the verifier
+    /// having processed `insns` instructions.
+    pub(crate) fn accepted(program: &str, jit: JitMode, insns: u64) -> ProgramRecord {
+        let log = stats_log(insns);
+        let info = |value| Figure {
+            value,
+            from: CostSource::ProgInfo,
+        };
+        let cost = VerifierCost {
+            xlated_bytes: Some(info(insns * 8)),
+            jited_bytes: Some(info(if jit == JitMode::Jit { insns * 5 } else { 0 })),
+            ..verifier_log::stats(&log)
+        };
+        ProgramRecord {
+            object: OBJECT.into(),
+            program: program.into(),
+            section: "socket".into(),
+            jit,
+            outcome: Outcome::Accepted,
+            verifier_log: log,
+            log_cut_bytes: None,
+            cost: Some(cost),
+            duration_ms: 4,
+        }
+    }
+
+    /// The guest's record of `program` refused with `errno`, the verifier's log
+    /// ending in `words`.
+    pub(crate) fn refused(program: &str, jit: JitMode, errno: i32, words: &str) -> ProgramRecord {
+        let log = format!("func#0 @0\n0: R1=ctx() R10=fp0\n0: (b7) r1 = 4\n5: (85) call helper\n{words}\nprocessed 6 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n");
+        ProgramRecord {
+            outcome: Outcome::Rejected {
+                step: format!("load {program}"),
+                errno,
+                verifier_tail: verifier_log::tail(&log, 3, 1000),
+            },
+            verifier_log: log,
+            cost: None,
+            ..accepted(program, jit, 0)
+        }
+    }
+
+    /// The guest's record of `program`, which bpfmatrix cannot load.
+    pub(crate) fn not_loadable(program: &str, jit: JitMode) -> ProgramRecord {
+        ProgramRecord {
+            section: "freplace/handler".into(),
+            outcome: Outcome::NotLoadable {
+                reason: "an freplace program needs a target program".into(),
+            },
+            verifier_log: String::new(),
+            cost: None,
+            ..accepted(program, jit, 0)
+        }
+    }
+
+    /// A `bpfmatrix check` run of kernel `kernel` whose guest (`release`) sent
+    /// `records`: one cell per mode x program of `programs`, judged by `rules`;
+    /// a program without a record has no answer.
+    pub(crate) fn check_run(
+        kernel: &str,
+        release: &str,
+        programs: &[&str],
+        mut records: Vec<ProgramRecord>,
+        rules: &ProgramRules,
+    ) -> KernelRun {
+        let mut run = KernelRun::empty(kernel, "test", RunStatus::Completed);
+        run.guest_release = Some(release.into());
+        run.accel = Some("tcg".into());
+        run.boot_wall_ms = Some(6100);
+        for jit in JitMode::ALL {
+            for program in programs {
+                let record = records
+                    .iter()
+                    .position(|r| r.program == *program && r.jit == jit)
+                    .map(|i| records.remove(i));
+                run.programs.push(ProgramCell::judge(
+                    OBJECT,
+                    program,
+                    jit,
+                    Some(release),
+                    record,
+                    rules,
+                    "the guest sent no record for it",
+                ));
+            }
+        }
+        assert!(records.is_empty(), "records of no program: {records:?}");
+        run
+    }
+
+    pub(crate) const PROGRAMS: [&str; 5] = ["plain", "new_helper", "tail_mix", "flaky", "ext"];
+
+    /// Five kernels checked in both modes: `plain` accepted everywhere;
+    /// `new_helper` refused before 6.1 (as the rules say); `tail_mix` accepted
+    /// by the JIT, refused by the interpreter (in two wordings); `flaky` refused
+    /// by 6.1 alone, and never answered by latest's interpreter; `ext` not
+    /// loadable by bpfmatrix.
+    pub(crate) fn five_checked() -> Matrix {
+        let rules = ProgramRules::parse(
+            "[[program]]\nprogram = \"new_helper\"\nfirst_kernel = \"6.1\"\n",
+            "expect.toml",
+        )
+        .unwrap();
+        let kernels = [
+            ("5.4", "5.4.0-1-generic"),
+            ("5.10", "5.10.0-32-amd64"),
+            ("6.1", "6.1.0-50-amd64"),
+            ("6.12", "6.12.117+deb13-amd64"),
+            ("latest", "7.2.13+deb14-amd64"),
+        ];
+        let runs: Vec<KernelRun> = kernels
+            .iter()
+            .enumerate()
+            .map(|(i, (kernel, release))| {
+                let mut records = Vec::new();
+                for jit in JitMode::ALL {
+                    records.push(accepted("plain", jit, 41 - i as u64));
+                    records.push(if i < 2 {
+                        refused("new_helper", jit, 22, "unknown func bpf_loop#181")
+                    } else {
+                        accepted("new_helper", jit, 57)
+                    });
+                    records.push(match (jit, *kernel) {
+                        (JitMode::Jit, _) => accepted("tail_mix", jit, 33),
+                        (JitMode::Interpreter, "latest") => refused(
+                            "tail_mix",
+                            jit,
+                            22,
+                            "mixing of tail_calls and bpf-to-bpf calls is not supported\ninsns processed 17",
+                        ),
+                        (JitMode::Interpreter, _) => refused(
+                            "tail_mix",
+                            jit,
+                            22,
+                            "tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls",
+                        ),
+                    });
+                    match (*kernel, jit) {
+                        ("6.1", _) => records.push(refused(
+                            "flaky",
+                            jit,
+                            7,
+                            "BPF program is too large. Processed 1000001 insn",
+                        )),
+                        ("latest", JitMode::Interpreter) => {}
+                        _ => records.push(accepted("flaky", jit, 9000)),
+                    }
+                    records.push(not_loadable("ext", jit));
+                }
+                check_run(kernel, release, &PROGRAMS, records, &rules)
+            })
+            .collect();
+        let mut m = Matrix::from_runs(runs);
+        m.program_rules = rules;
+        m
+    }
+
     pub(crate) fn unavailable(kernel: &str) -> KernelRun {
         KernelRun::unavailable(
             kernel,
@@ -548,14 +1400,235 @@ pub(crate) mod tests {
         )
     }
 
+    /// The row of `label` in a terminal report, its cells split on two spaces.
+    fn terminal_row(text: &str, label: &str) -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{label} ")))
+            .unwrap_or_else(|| panic!("no row {label}: {text}"));
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn program_rows_say_what_each_kernel_did_and_the_minimum_kernel() {
+        let m = five_checked();
+        let text = terminal(&m, false);
+        let header = terminal_row(&text, "program");
+        assert_eq!(header[1..3], ["5.4 jit", "5.4 interpreter"]);
+        assert_eq!(header.last().unwrap(), "minimum kernel");
+        let row = terminal_row(&text, "probe.o:plain");
+        assert_eq!(row[1], "✓ 41 insns");
+        assert_eq!(row[10], "✓ 37 insns");
+        assert_eq!(row[11], "≤ 5.4", "the oldest kernel given accepts it");
+        let row = terminal_row(&text, "probe.o:new_helper");
+        assert_eq!(
+            row[1..6],
+            ["✗ EINVAL", "✗ EINVAL", "✗ EINVAL", "✗ EINVAL", "✓ 57 insns"]
+        );
+        assert_eq!(row[11], "6.1");
+        let row = terminal_row(&text, "probe.o:tail_mix");
+        assert_eq!(row[1..3], ["✓ 33 insns", "✗ EINVAL ⚠"]);
+        assert_eq!(row[11], "jit: ≤ 5.4 · interpreter: none");
+        let row = terminal_row(&text, "probe.o:flaky");
+        assert_eq!(row[5..7], ["✗ E2BIG ⚠", "✗ E2BIG ⚠"]);
+        assert_eq!(row[10], "no answer", "never a pass: {row:?}");
+        assert_eq!(row[11], "≤ 5.4 (✗ from 6.1, ✓ from 6.12)");
+        let row = terminal_row(&text, "probe.o:ext");
+        assert_eq!(row[1..11], ["–"; 10]);
+        assert_eq!(row[11], "no answer");
+        assert!(text.contains(PROGRAM_LEGEND), "{text}");
+        assert!(
+            text.contains("programs are judged by expect.toml"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("FAILED: 32 program cells agree with their expectations, 7 disagree, 11 without an answer\n"),
+            "{text}"
+        );
+        assert!(!text.contains("\ncase "), "no case table: {text}");
+    }
+
+    #[test]
+    fn each_distinct_refusal_is_told_once_in_the_verifiers_words() {
+        let text = terminal(&five_checked(), false);
+        let block = |head: &str| {
+            let at = text.find(head).unwrap_or_else(|| panic!("{head}: {text}"));
+            text[at + 1..]
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("  | "))
+                .map(|l| &l[4..])
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            block("\nprobe.o:new_helper on 5.4, 5.10: rejected at load new_helper, EINVAL\n"),
+            [
+                "0: R1=ctx() R10=fp0",
+                "0: (b7) r1 = 4",
+                "5: (85) call helper",
+                "unknown func bpf_loop#181"
+            ]
+        );
+        assert_eq!(
+            text.matches("unknown func bpf_loop#181").count(),
+            1,
+            "{text}"
+        );
+        // The interpreter's two wordings are two refusals; the newer one without
+        // the statistics line that follows it.
+        assert!(text.contains("\nprobe.o:tail_mix on 5.4 interpreter, 5.10 interpreter, 6.1 interpreter, 6.12 interpreter: rejected at load tail_mix, EINVAL\n"), "{text}");
+        assert_eq!(
+            block("\nprobe.o:tail_mix on latest interpreter: ").last(),
+            Some(&"mixing of tail_calls and bpf-to-bpf calls is not supported")
+        );
+        assert!(text.contains("\nprobe.o:ext on 5.4, 5.10, 6.1, 6.12, latest: not loadable by bpfmatrix: an freplace program needs a target program\n"), "{text}");
+        // Disagreements are grouped the same way.
+        assert!(text.contains("\nprobe.o:flaky on 6.1:\n  - expected accepted (no rule in expect.toml: every program must load on every kernel), got rejected at load flaky, E2BIG"), "{text}");
+        assert!(
+            text.contains(
+                "\nprobe.o:flaky on latest interpreter:\n  - the guest sent no record for it\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn accepted_programs_costs_are_listed_with_their_sources() {
+        let text = terminal(&five_checked(), false);
+        let row = terminal_row(&text, "probe.o:plain       5.4 jit");
+        assert_eq!(
+            row,
+            [
+                "probe.o:plain",
+                "5.4 jit",
+                "41",
+                "3 (3)",
+                "8",
+                "31",
+                "328",
+                "205"
+            ]
+        );
+        assert!(text.contains("insns, states (peak), stack bytes, time µs from the verifier log; xlated bytes, jited bytes from the bpf_prog_info; n/a: the kernel does not report it"), "{text}");
+        let mut bare = accepted("plain", JitMode::Jit, 41);
+        let cost = bare.cost.as_mut().unwrap();
+        cost.total_states = None;
+        cost.peak_states = None;
+        cost.verification_usec = None;
+        assert_eq!(cost_row(cost)[1..4], ["n/a", "8", "n/a"]);
+    }
+
+    #[test]
+    fn a_matrix_of_cases_alone_has_no_program_table_and_one_of_programs_no_case_table() {
+        let cases = terminal(&Matrix::from_runs([run("6.1", 33)]), false);
+        assert!(
+            !cases.contains("minimum kernel") && !cases.contains("\nprogram "),
+            "{cases}"
+        );
+        for text in [
+            super::markdown::markdown(&five_checked()),
+            super::html::html(&five_checked()),
+        ] {
+            assert!(
+                !text.contains("<th>case</th>") && !text.contains("| case |"),
+                "{text}"
+            );
+            assert!(text.contains("minimum kernel"), "{text}");
+        }
+        for text in [
+            super::markdown::markdown(&Matrix::from_runs([run("6.1", 33)])),
+            super::html::html(&Matrix::from_runs([run("6.1", 33)])),
+        ] {
+            assert!(!text.contains("minimum kernel"), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_unavailable_kernel_is_no_pass_for_a_program() {
+        let mut m = five_checked();
+        let gone = &mut m.runs[0];
+        gone.status = RunStatus::Unavailable {
+            reason: "no source".into(),
+        };
+        for c in &mut gone.programs {
+            *c = ProgramCell::judge(
+                &c.object.clone(),
+                &c.program.clone(),
+                c.jit,
+                None,
+                None,
+                &m.program_rules,
+                "kernel unavailable: no source",
+            );
+        }
+        let text = terminal(&m, false);
+        assert!(
+            !terminal_row(&text, "program").contains(&"5.4 jit".to_string()),
+            "{text}"
+        );
+        assert_eq!(
+            terminal_row(&text, "probe.o:plain").last().unwrap(),
+            "≤ 5.10"
+        );
+        let md = super::markdown::markdown(&m);
+        assert!(
+            md.contains("| `probe.o:plain` | unavailable | unavailable | ✓ 40 insns"),
+            "{md}"
+        );
+    }
+
+    /// Writes a five-kernel `run` and `check` report into $BPFMATRIX_SAMPLES
+    /// (run/ and check/), to look at in a browser:
+    /// `BPFMATRIX_SAMPLES=/tmp/s cargo test -p bpfmatrix --lib sample_reports -- --ignored`
+    #[test]
+    #[ignore = "writes files to look at; needs BPFMATRIX_SAMPLES"]
+    fn sample_reports() {
+        let dir = PathBuf::from(std::env::var("BPFMATRIX_SAMPLES").expect("BPFMATRIX_SAMPLES"));
+        let fallback =
+            "KVM did not answer within 10 s (/dev/kvm is there, but its guest never ran)";
+        let mut runs: Vec<KernelRun> = ["5.4", "5.10", "6.1", "6.12", "latest"]
+            .iter()
+            .map(|k| crate::matrix::tests::complete_except(k, &[]))
+            .collect();
+        let mut checked = five_checked();
+        for k in runs.iter_mut().chain(checked.runs.iter_mut()) {
+            k.accel = Some("tcg".into());
+            k.kvm_fallback = Some(fallback.into());
+            k.boot_wall_ms = Some(7400);
+        }
+        let mut ran = Matrix::from_runs(runs);
+        ran.runs[1].cells[0] = Cell::judge(
+            CaseId::TailCallChain,
+            JitMode::Jit,
+            Some(crate::matrix::tests::RELEASE),
+            Some({
+                let mut r = agreeing_record(
+                    CaseId::TailCallChain,
+                    JitMode::Jit,
+                    crate::matrix::tests::RELEASE,
+                );
+                r.measured.tail_calls = Some(32);
+                r
+            }),
+            "unused",
+        );
+        for (name, m) in [("run", &ran), ("check", &checked)] {
+            write_reports(m, &dir.join(name)).unwrap();
+        }
+    }
+
     #[test]
     fn seed_demos_are_grouped_under_a_heading_naming_their_articles() {
         let m = Matrix::from_runs([crate::matrix::tests::complete_except("6.1", &[])]);
-        for text in [
-            terminal(&m, false),
-            super::markdown::markdown(&m),
-            super::html::html(&m),
-        ] {
+        // The page sets the article under the case's name, to keep the column narrow.
+        let page = super::html::html(&m)
+            .replace(" <small>[", " [")
+            .replace("]</small>", "]");
+        for text in [terminal(&m, false), super::markdown::markdown(&m), page] {
             let heading = text.find(SEED_GROUP).expect("the seed heading");
             let first_seed = text
                 .find("seed.tcpconn_tail_call [tail-call-notes-zh]")

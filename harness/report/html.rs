@@ -36,7 +36,7 @@ table.m { border-collapse: separate; border-spacing: 2px; font-size: 13px; }
 table.m th { font-weight: 600; padding: 2px 4px; white-space: nowrap; text-align: center; }
 table.m th.row { text-align: left; }
 table.m td { vertical-align: top; padding: 3px 5px; border-radius: 4px; }
-td.case { font-family: ui-monospace, monospace; font-size: 12px; background: #f6f8fa; }
+td.case { font-family: ui-monospace, monospace; font-size: 12px; background: #f6f8fa; max-width: 260px; overflow-wrap: anywhere; }
 td.case small { display: block; color: #6e7781; }
 th.group { text-align: left !important; background: #eaeef2; }
 td.minimum { background: #f6f8fa; max-width: 200px; }

@@ -2,8 +2,11 @@
 //!
 //! - the bare boot floor: the kernel booted by the same QEMU command line with an
 //!   init that powers off at once ([`FLOOR_INIT`], a 150-byte static ELF);
-//! - bpfmatrix: [`crate::run::run_kernel`] with every case in both JIT modes, timed
-//!   from QEMU's start to the guest's `done` line (all verdicts) and to QEMU's exit;
+//! - bpfmatrix booted: [`crate::run::run_kernel`] with every case in both JIT modes
+//!   and saved states off, timed from QEMU's start to the guest's `done` line (all
+//!   verdicts) and to QEMU's exit;
+//! - bpfmatrix restored: the same run started from the kernel's saved state (saved
+//!   by a first run before the repetitions), QEMU's start to all verdicts;
 //! - virtme-ng's `vng --run KERNEL --exec true` on the same kernel (installed into a
 //!   virtualenv in the cache when it is not on PATH and can be);
 //! - optionally the whole matrix, as the user runs it (a command, e.g. `bpfmatrix run
@@ -36,7 +39,10 @@ pub const BENCH_SCHEMA: u32 = 1;
 /// The targets (#4), checked on every run.
 pub const TARGET_VERDICTS_OVER_FLOOR: f64 = 1.5;
 pub const TARGET_VNG_OVER_VERDICTS: f64 = 4.0;
-pub const TARGET_WARM_MATRIX_SECS: f64 = 10.0;
+/// The warm matrix of three kernels, from their saved states (#13).
+pub const TARGET_WARM_MATRIX_SECS: f64 = 2.0;
+/// A restored run, QEMU's start to all verdicts, over the bare boot floor (#13).
+pub const TARGET_RESTORED_OVER_FLOOR: f64 = 0.5;
 
 /// A static x86_64 ELF that calls reboot(POWER_OFF) and spins: the floor's /init.
 ///
@@ -205,6 +211,9 @@ pub struct GuestTimeline {
     pub agent_done_uptime_ms: Option<u64>,
     /// Each case's duration in the guest, ms, in the order run ("case [jit]").
     pub cases_ms: Vec<(String, u64)>,
+    /// QEMU read a saved state instead of booting the kernel, this long after its
+    /// start.
+    pub restored_s: Option<f64>,
 }
 
 /// One kernel's measurements.
@@ -221,8 +230,13 @@ pub struct KernelBench {
     pub exit: Samples,
     /// `vng --run IMAGE --exec true`, start to exit.
     pub vng_exec_true: Samples,
+    /// Started from the kernel's saved state: QEMU start to the done line.
+    pub restored: Samples,
     pub verdicts_over_floor: Ratio,
     pub vng_over_verdicts: Ratio,
+    pub restored_over_floor: Ratio,
+    /// The last restored run's timeline.
+    pub restored_timeline: GuestTimeline,
     /// Every repetition's run completed with every cell agreeing.
     pub all_verdicts_agree: bool,
     pub timeline: GuestTimeline,
@@ -307,12 +321,33 @@ pub fn bench(
             verdicts: Samples::default(),
             exit: Samples::default(),
             vng_exec_true: Samples::default(),
+            restored: Samples::default(),
             verdicts_over_floor: Ratio::default(),
             vng_over_verdicts: Ratio::default(),
+            restored_over_floor: Ratio::default(),
+            restored_timeline: GuestTimeline::default(),
             all_verdicts_agree: true,
             timeline: GuestTimeline::default(),
             problems: vng_problem.iter().cloned().collect(),
         };
+        let booted = Settings {
+            snapshots: false,
+            ..settings.clone()
+        };
+        let restoring = Settings {
+            snapshots: true,
+            ..settings.clone()
+        };
+        // The first run with saved states on saves the kernel's guest (or finds
+        // it saved), so every repetition's restored run has a state to start from.
+        progress(&format!("{}: saving its guest's state", kernel.name));
+        let (primed, _) = timed_run(kernel, agent, &restoring);
+        if !primed.agrees() {
+            kb.problems.push(format!(
+                "the run that saved the guest's state: {:?}",
+                primed.status
+            ));
+        }
         for rep in 1..=reps {
             progress(&format!("{}: repetition {rep}/{reps}: floor", kernel.name));
             let spec = BootSpec {
@@ -334,7 +369,7 @@ pub fn bench(
                 "{}: repetition {rep}/{reps}: bpfmatrix",
                 kernel.name
             ));
-            let (run, timeline) = timed_run(kernel, agent, settings);
+            let (run, timeline) = timed_run(kernel, agent, &booted);
             // agrees() also requires the run to have completed.
             if !run.agrees() {
                 kb.all_verdicts_agree = false;
@@ -361,6 +396,30 @@ pub fn bench(
             }
             kb.timeline = timeline;
 
+            progress(&format!(
+                "{}: repetition {rep}/{reps}: bpfmatrix restored",
+                kernel.name
+            ));
+            let (run, timeline) = timed_run(kernel, agent, &restoring);
+            if !run.agrees() {
+                kb.all_verdicts_agree = false;
+                kb.problems.push(format!(
+                    "restored run {rep}: {:?}, all cells agree: {}",
+                    run.status,
+                    run.agrees()
+                ));
+            }
+            match (timeline.restored_s, timeline.done_s) {
+                (Some(_), Some(done)) => kb.restored.push(Duration::from_secs_f64(done)),
+                (None, _) => kb.problems.push(format!(
+                    "restored run {rep}: the guest was booted, not restored"
+                )),
+                (_, None) => kb
+                    .problems
+                    .push(format!("restored run {rep}: no done line from the guest")),
+            }
+            kb.restored_timeline = timeline;
+
             if let Some(vng) = &vng {
                 progress(&format!(
                     "{}: repetition {rep}/{reps}: vng --exec true",
@@ -381,6 +440,7 @@ pub fn bench(
         }
         kb.verdicts_over_floor = Ratio::of(&kb.verdicts, &kb.floor);
         kb.vng_over_verdicts = Ratio::of(&kb.vng_exec_true, &kb.verdicts);
+        kb.restored_over_floor = Ratio::of(&kb.restored, &kb.floor);
         out.push(kb);
     }
 
@@ -447,11 +507,20 @@ pub fn bench(
             value: v,
             met: v.map(|v| v >= TARGET_VNG_OVER_VERDICTS),
         });
+        let v = kb.restored_over_floor.paired;
+        targets.push(TargetCheck {
+            target: format!(
+                "{}: restored run <= {TARGET_RESTORED_OVER_FLOOR}x the floor",
+                kb.kernel
+            ),
+            value: v,
+            met: v.map(|v| v <= TARGET_RESTORED_OVER_FLOOR && kb.all_verdicts_agree),
+        });
     }
     if let Some(m) = &matrix {
         targets.push(TargetCheck {
             target: format!(
-                "warm matrix of {} kernels < {TARGET_WARM_MATRIX_SECS} s",
+                "warm matrix of {} kernels from saved states < {TARGET_WARM_MATRIX_SECS} s",
                 m.kernels.len()
             ),
             value: m.warm.median,
@@ -479,6 +548,7 @@ pub fn bench(
 fn timed_run(kernel: &Kernel, agent: &Path, settings: &Settings) -> (KernelRun, GuestTimeline) {
     let called = Instant::now();
     let mut qemu_start: Option<Instant> = None;
+    let mut restored: Option<Duration> = None;
     let mut hello: Option<Instant> = None;
     let mut done: Option<Instant> = None;
     let run = run::run_kernel(kernel, agent, settings, &mut |p| {
@@ -489,7 +559,9 @@ fn timed_run(kernel: &Kernel, agent: &Path, settings: &Settings) -> (KernelRun, 
                     qemu_start = Some(Instant::now());
                     hello = None;
                     done = None;
+                    restored = None;
                 }
+                VmEvent::Restored { after } => restored = Some(*after),
                 VmEvent::GuestLine(line) => {
                     let now = Instant::now();
                     match serde_json::from_str::<GuestMessage>(&line.text) {
@@ -514,6 +586,7 @@ fn timed_run(kernel: &Kernel, agent: &Path, settings: &Settings) -> (KernelRun, 
         exit_s: run.boot_wall_ms.map(|ms| ms as f64 / 1000.0),
         agent_start_uptime_ms: run.agent_start_ms,
         agent_done_uptime_ms: run.agent_done_ms,
+        restored_s: restored.map(|d| d.as_secs_f64()),
         cases_ms: run
             .cells
             .iter()
@@ -649,27 +722,31 @@ impl BenchReport {
         );
         let _ = writeln!(
             t,
-            "{:<8} {:<5} {:>13} {:>13} {:>13} {:>15} {:>14} {:>14}",
+            "{:<8} {:<5} {:>13} {:>13} {:>13} {:>13} {:>15} {:>18} {:>18} {:>18}",
             "kernel",
             "accel",
             "floor",
             "verdicts",
             "exit",
+            "restored",
             "vng exec true",
             "verdicts/floor",
+            "restored/floor",
             "vng/verdicts"
         );
         for k in &self.kernels {
             let _ = writeln!(
                 t,
-                "{:<8} {:<5} {:>13} {:>13} {:>13} {:>15} {:>14} {:>14}",
+                "{:<8} {:<5} {:>13} {:>13} {:>13} {:>13} {:>15} {:>18} {:>18} {:>18}",
                 k.kernel,
                 k.accel.map_or("-".into(), |a| a.to_string()),
                 pair(&k.floor),
                 pair(&k.verdicts),
                 pair(&k.exit),
+                pair(&k.restored),
                 pair(&k.vng_exec_true),
                 ratio(&k.verdicts_over_floor),
+                ratio(&k.restored_over_floor),
                 ratio(&k.vng_over_verdicts),
             );
         }
@@ -695,6 +772,15 @@ impl BenchReport {
                     .collect();
                 let _ = writeln!(t, "    cases (ms): {}", cases.join(", "));
             }
+            let rt = &k.restored_timeline;
+            let _ = writeln!(
+                t,
+                "    restored: QEMU start -> state read {} s -> hello {} s -> done {} s -> exit {} s",
+                f(rt.restored_s),
+                f(rt.hello_s),
+                f(rt.done_s),
+                f(rt.exit_s)
+            );
             for p in &k.problems {
                 let _ = writeln!(t, "    problem: {p}");
             }

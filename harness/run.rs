@@ -59,6 +59,8 @@ pub struct Settings {
     /// Start guests from saved states where there are good ones, and save them
     /// (QEMU backend); off, every guest boots.
     pub snapshots: bool,
+    /// Where saved states live; None: the cache's `snapshots` folder.
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -94,6 +96,7 @@ impl Default for Settings {
             objects: vec![],
             program_rules: ProgramRules::default(),
             snapshots: true,
+            snapshot_dir: None,
         }
     }
 }
@@ -195,9 +198,12 @@ fn try_run(
                 .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
                 .sum();
             // Fault runs keep the plan in the initramfs: several faults act before
-            // the agent could have read a plan from the port.
-            if settings.snapshots && settings.fault.is_none() && object_bytes <= MAX_DELIVERED_BYTES
-            {
+            // the agent could have read a plan from the port. HangBeforeHello is
+            // the one made for guests that wait for theirs.
+            let waits = settings.snapshots
+                && settings.fault.is_none_or(|f| f == Fault::HangBeforeHello)
+                && object_bytes <= MAX_DELIVERED_BYTES;
+            if waits {
                 let agent_id = agent_id(agent);
                 let config = BootConfig {
                     protocol: PROTOCOL_VERSION,
@@ -211,7 +217,11 @@ fn try_run(
                     save: None,
                     restore: None,
                 });
-                snapshot::boot_or_restore(&spec, &Store::in_cache(), &agent_id, on_event)?.0
+                let store = settings
+                    .snapshot_dir
+                    .clone()
+                    .map_or_else(Store::in_cache, Store::new);
+                snapshot::boot_or_restore(&spec, &store, &agent_id, on_event)?.0
             } else {
                 bpfmatrix_vm::guest::build_guest_initramfs(
                     agent,

@@ -18,6 +18,12 @@
 //!   (the real one, and a deterministic KVM hang through a QEMU wrapper) and two
 //!   CLI runs sharing one cache.
 //!
+//! - `snapshot::*` trials run kernel 6.1 from saved states in a store of their
+//!   own: a state cut short (caught by its length, and one whose length was made
+//!   to match, which QEMU refuses), a state of another agent build, a restored
+//!   guest that stays silent, and two runs racing to save one state. Each must end
+//!   in a boot that agrees, never in a wrong or missing answer.
+//!
 //! `cargo test --features vm --test faults` (filter by name, e.g. `guest::hang`).
 
 use bpfmatrix::matrix::{KernelRun, Matrix, RunStatus, Verdict};
@@ -81,6 +87,17 @@ fn main() {
             "guest::killed_hard_with_its_guests",
             killed_hard_with_its_guests,
         ),
+        Trial::test("snapshot::cut_short", snapshot_cut_short),
+        Trial::test("snapshot::refused_by_qemu", snapshot_refused_by_qemu),
+        Trial::test(
+            "snapshot::another_agent_build",
+            snapshot_another_agent_build,
+        ),
+        Trial::test(
+            "snapshot::restored_guest_silent",
+            snapshot_restored_guest_silent,
+        ),
+        Trial::test("snapshot::two_runs_race_to_save", snapshot_two_runs_race),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -162,6 +179,8 @@ fn guest_capped(
         accel,
         timeout,
         max_result_bytes,
+        // Booted guests: saved states have trials of their own (snapshot::*).
+        snapshots: false,
         ..Settings::default()
     };
     let mut qemu = QemuWatch::default();
@@ -454,8 +473,13 @@ struct Running(std::process::Child, Instant);
 
 fn cli_spawn(args: &[&str], env: &[(&str, Option<&str>)]) -> Result<Running, Failed> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bpfmatrix"));
-    cmd.args(args)
-        .stdin(Stdio::null())
+    cmd.args(args);
+    // These trials are about booted guests (their timing, their processes); saved
+    // states have trials of their own (snapshot::*).
+    if args.first() == Some(&"run") {
+        cmd.arg("--no-snapshot");
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("NO_COLOR", "1")
@@ -1470,4 +1494,320 @@ fn process_group(pid: u32) -> Option<u32> {
         .nth(2)?
         .parse()
         .ok()
+}
+
+// ---------------------------------------------------------------------------
+// Saved states (snapshot::*): each trial has a store of its own.
+// ---------------------------------------------------------------------------
+
+/// One run of kernel 6.1 (two cases, JIT mode) from `store`, with saved states
+/// on: the run, and the events that say how its guests were started.
+struct StoreRun {
+    run: KernelRun,
+    events: Vec<VmEvent>,
+    took: Duration,
+}
+
+impl StoreRun {
+    fn restored(&self) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e, VmEvent::Restored { .. }))
+    }
+
+    fn boots(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, VmEvent::Starting { .. }))
+            .count()
+    }
+
+    fn discarded(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                VmEvent::StateDiscarded { reason } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn agrees(&self) -> Outcome {
+        check!(
+            self.run.agrees(),
+            "the run does not agree: {:?}\n{:#?}",
+            self.run.status,
+            self.run.cells
+        );
+        Ok(())
+    }
+}
+
+const STORE_CASES: &[CaseId] = &[CaseId::TailCallChain, CaseId::FentryTcTestRun];
+
+fn store_run(
+    store: &Path,
+    agent: &Path,
+    fault: Option<Fault>,
+    timeout: Duration,
+) -> Result<StoreRun, Failed> {
+    let settings = Settings {
+        fault,
+        cases: STORE_CASES.to_vec(),
+        jit_modes: vec![JitMode::Jit],
+        accel: Accel::Tcg,
+        timeout,
+        snapshot_dir: Some(store.to_path_buf()),
+        ..Settings::default()
+    };
+    let mut events = Vec::new();
+    let started = Instant::now();
+    let run = run::run_kernel(kernel()?, agent, &settings, &mut |p| {
+        if let Progress::Vm { event, .. } = p {
+            if !matches!(event, VmEvent::Console(_) | VmEvent::GuestLine(_)) {
+                events.push(event.clone());
+            }
+        }
+    });
+    let took = started.elapsed();
+    eprintln!(
+        "[faults] store run: {} boot(s), restored: {}, {:.1} s, discarded: {:?}",
+        events
+            .iter()
+            .filter(|e| matches!(e, VmEvent::Starting { .. }))
+            .count(),
+        events.iter().any(|e| matches!(e, VmEvent::Restored { .. })),
+        took.as_secs_f64(),
+        events
+            .iter()
+            .filter_map(|e| match e {
+                VmEvent::StateDiscarded { reason } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    );
+    Ok(StoreRun { run, events, took })
+}
+
+/// The store's saved states and sidecars (and anything else left in it).
+fn store_files(store: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The one saved state in `store` (a first run put it there).
+fn the_state(store: &Path) -> Result<PathBuf, Failed> {
+    let states: Vec<String> = store_files(store)
+        .into_iter()
+        .filter(|n| n.ends_with(".state"))
+        .collect();
+    check!(
+        states.len() == 1,
+        "expected one saved state, the store has {:?}",
+        store_files(store)
+    );
+    Ok(store.join(&states[0]))
+}
+
+/// A store with a saved state of kernel 6.1, made by a first run that booted.
+fn store_with_state(agent: &Path) -> Result<(tempfile::TempDir, PathBuf), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let first = store_run(dir.path(), agent, None, NORMAL_TIMEOUT)?;
+    first.agrees()?;
+    check!(
+        !first.restored(),
+        "a first run in an empty store was restored"
+    );
+    let state = the_state(dir.path())?;
+    Ok((dir, state))
+}
+
+/// After a fault: the run booted, agrees, and a whole state is back in the store.
+fn booted_instead(after: &StoreRun, store: &Path, what: &str) -> Outcome {
+    after.agrees()?;
+    check!(
+        !after.restored() || after.boots() >= 2,
+        "{what}: no boot after the failed restore"
+    );
+    check!(
+        !after.discarded().is_empty(),
+        "{what}: nothing was said discarded"
+    );
+    let state = the_state(store)?;
+    let sidecar = state.with_extension("json");
+    check!(sidecar.is_file(), "{what}: the new state has no sidecar");
+    check!(
+        !store_files(store).iter().any(|n| n.ends_with(".partial")),
+        "{what}: a half-written state is left: {:?}",
+        store_files(store)
+    );
+    Ok(())
+}
+
+/// A state cut short is caught by its length before QEMU sees it.
+fn snapshot_cut_short() -> Outcome {
+    let agent = agent()?;
+    let (dir, state) = store_with_state(agent)?;
+    let len = std::fs::metadata(&state).map_err(|e| e.to_string())?.len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&state)
+        .map_err(|e| e.to_string())?;
+    f.set_len(len / 2).map_err(|e| e.to_string())?;
+    let after = store_run(dir.path(), agent, None, NORMAL_TIMEOUT)?;
+    check!(!after.restored(), "a state cut to half was restored");
+    check!(
+        after
+            .discarded()
+            .iter()
+            .any(|r| r.contains("its sidecar says")),
+        "not discarded for its length: {:?}",
+        after.discarded()
+    );
+    booted_instead(&after, dir.path(), "cut short")
+}
+
+/// A state cut short whose sidecar was made to agree: QEMU refuses the stream.
+fn snapshot_refused_by_qemu() -> Outcome {
+    let agent = agent()?;
+    let (dir, state) = store_with_state(agent)?;
+    let len = std::fs::metadata(&state).map_err(|e| e.to_string())?.len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&state)
+        .map_err(|e| e.to_string())?;
+    f.set_len(len / 2).map_err(|e| e.to_string())?;
+    let sidecar = state.with_extension("json");
+    let text = std::fs::read_to_string(&sidecar).map_err(|e| e.to_string())?;
+    let mut doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    doc["bytes"] = (len / 2).into();
+    std::fs::write(&sidecar, doc.to_string()).map_err(|e| e.to_string())?;
+    let after = store_run(dir.path(), agent, None, NORMAL_TIMEOUT)?;
+    check!(
+        after.boots() >= 2,
+        "QEMU was not started again after the refused state"
+    );
+    check!(
+        after
+            .discarded()
+            .iter()
+            .any(|r| r.contains("restored from")),
+        "not discarded as refused: {:?}",
+        after.discarded()
+    );
+    booted_instead(&after, dir.path(), "refused by QEMU")
+}
+
+/// A state saved by another agent build, found under this build's key, is
+/// known by the agent build its guest names, and discarded.
+fn snapshot_another_agent_build() -> Outcome {
+    let agent = agent()?;
+    let (dir, state) = store_with_state(agent)?;
+    // Another build: the same binary under another name, so another agent id
+    // (and another key) in its guest.
+    let other_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let other = other_dir.path().join("bpfmatrix-agent-anotherbuild");
+    std::fs::copy(agent, &other).map_err(|e| e.to_string())?;
+    let foreign_store = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let first = store_run(foreign_store.path(), &other, None, NORMAL_TIMEOUT)?;
+    first.agrees()?;
+    let foreign = the_state(foreign_store.path())?;
+    check!(
+        foreign.file_name() != state.file_name(),
+        "the other build's state has this build's key"
+    );
+    std::fs::copy(&foreign, &state).map_err(|e| e.to_string())?;
+    std::fs::copy(foreign.with_extension("json"), state.with_extension("json"))
+        .map_err(|e| e.to_string())?;
+    let after = store_run(dir.path(), agent, None, NORMAL_TIMEOUT)?;
+    check!(
+        after
+            .discarded()
+            .iter()
+            .any(|r| r.contains("bpfmatrix-agent-anotherbuild")),
+        "not discarded for its agent build: {:?}",
+        after.discarded()
+    );
+    booted_instead(&after, dir.path(), "another agent build")
+}
+
+/// A restored guest that never answers is killed at the restore deadline and
+/// the guest booted: here the plan makes the agent hang before its hello, so the
+/// boot hangs too and the run fails at its timeout, but only after the restore
+/// was given up within its deadline and a boot was tried.
+fn snapshot_restored_guest_silent() -> Outcome {
+    let agent = agent()?;
+    let (dir, _) = store_with_state(agent)?;
+    let after = store_run(
+        dir.path(),
+        agent,
+        Some(Fault::HangBeforeHello),
+        HANG_TIMEOUT,
+    )?;
+    check!(after.restored(), "the guest was not restored");
+    check!(
+        after.boots() == 2,
+        "expected a restore and a boot, saw {} starts",
+        after.boots()
+    );
+    let why = after.discarded().join(" | ");
+    check!(
+        why.contains("did not answer within"),
+        "not discarded for its silence: {why}"
+    );
+    check!(
+        matches!(after.run.status, RunStatus::Failed { .. }),
+        "a hanging guest's run did not fail: {:?}",
+        after.run.status
+    );
+    check!(
+        after
+            .run
+            .cells
+            .iter()
+            .all(|c| c.record.is_none() && !c.agrees()),
+        "a silent guest has cells with answers"
+    );
+    check!(
+        after.took
+            < HANG_TIMEOUT + bpfmatrix_vm::snapshot::RESTORE_DEADLINE + Duration::from_secs(20),
+        "took {:.1} s",
+        after.took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Two runs on an empty store race to save the same state: each ends whole, one
+/// wins, nothing half-written stays, and a third run is restored from it.
+fn snapshot_two_runs_race() -> Outcome {
+    let agent = agent()?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| store_run(dir.path(), agent, None, NORMAL_TIMEOUT));
+        let b = s.spawn(|| store_run(dir.path(), agent, None, NORMAL_TIMEOUT));
+        (a.join(), b.join())
+    });
+    for r in [a, b] {
+        let r = r.map_err(|_| "a racing run panicked")??;
+        r.agrees()?;
+    }
+    let files = store_files(dir.path());
+    check!(
+        files.len() == 2 && files.iter().any(|n| n.ends_with(".state")),
+        "expected one state and its sidecar, the store has {files:?}"
+    );
+    let third = store_run(dir.path(), agent, None, NORMAL_TIMEOUT)?;
+    third.agrees()?;
+    check!(
+        third.restored() && third.boots() == 1,
+        "the third run was not restored"
+    );
+    Ok(())
 }

@@ -369,10 +369,13 @@ pub enum Fault {
     /// Stop dead before a word on either port, as a kernel that dies early does:
     /// PID 1 sleeps forever and the console falls silent.
     DeadBeforeHello,
+    /// A guest that waits for its plan reads it, then stops dead without its
+    /// hello: a guest restored from a saved state that never answers.
+    HangBeforeHello,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::Panic,
         Fault::Hang,
         Fault::Garbage,
@@ -381,6 +384,7 @@ impl Fault {
         Fault::Silent,
         Fault::CutShort,
         Fault::DeadBeforeHello,
+        Fault::HangBeforeHello,
     ];
 }
 
@@ -853,7 +857,8 @@ mod tests {
                 "\"flood\"",
                 "\"silent\"",
                 "\"cut_short\"",
-                "\"dead_before_hello\""
+                "\"dead_before_hello\"",
+                "\"hang_before_hello\""
             ]
         );
         for f in Fault::ALL {

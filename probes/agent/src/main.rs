@@ -156,6 +156,12 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
         Some(port) => waiting::receive_plan(port),
         None => Err(anyhow::anyhow!("no result port to read a plan from")),
     };
+    if matches!(&plan, Ok(p) if p.fault == Some(Fault::HangBeforeHello)) {
+        eprintln!("bpfmatrix-agent: fault injection: hanging before the hello");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     reporter.send(&GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
         agent_id: Some(config.agent_id.clone()),
@@ -181,8 +187,8 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
             plan.protocol
         ));
     }
-    // The host keeps fault runs on the booted path: several faults act before a
-    // plan could be read from the port.
+    // The host keeps other fault runs on the booted path: several faults act
+    // before a plan could be read from the port.
     let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
     run_plan(reporter, &plan, &mut runner, false);
     reporter.send(&GuestMessage::Done {
@@ -201,7 +207,8 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
     let plan: Result<Plan, String> = std::fs::read(&plan_path)
         .map_err(|e| format!("read {plan_path}: {e}"))
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parse {plan_path}: {e}")));
-    if matches!(&plan, Ok(p) if p.fault == Some(Fault::DeadBeforeHello)) {
+    if matches!(&plan, Ok(p) if matches!(p.fault, Some(Fault::DeadBeforeHello | Fault::HangBeforeHello)))
+    {
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
@@ -269,7 +276,11 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
         Some(Fault::Garbage) => write_garbage(reporter, &plan),
         Some(Fault::EnormousLine) => write_enormous_line(reporter),
         Some(Fault::Flood) => flood(reporter),
-        Some(Fault::Silent) | Some(Fault::CutShort) | Some(Fault::DeadBeforeHello) | None => {}
+        Some(Fault::Silent)
+        | Some(Fault::CutShort)
+        | Some(Fault::DeadBeforeHello)
+        | Some(Fault::HangBeforeHello)
+        | None => {}
     }
     if let Err(e) = sys::raise_memlock() {
         reporter.warn(format!("{e:#}"));

@@ -175,6 +175,8 @@ pub struct KernelRun {
     /// Wall time from QEMU start to QEMU exit, and guest uptime when the agent
     /// started and finished, milliseconds.
     pub boot_wall_ms: Option<u64>,
+    /// The guest was started from the kernel's saved state, not booted.
+    pub restored: bool,
     pub agent_start_ms: Option<u64>,
     pub agent_done_ms: Option<u64>,
     /// The agent's switches of `bpf_jit_enable`, as it reported them.
@@ -238,6 +240,7 @@ impl KernelRun {
             accel: None,
             kvm_fallback: None,
             boot_wall_ms: None,
+            restored: false,
             agent_start_ms: None,
             agent_done_ms: None,
             jit_switches: vec![],

@@ -154,7 +154,7 @@ fn try_run(
     progress(Progress::Step {
         kernel: name,
         what: format!(
-            "booting {} with {} ({} cases{} x {} JIT modes)",
+            "starting {} with {} ({} cases{} x {} JIT modes)",
             // virtme-ng gets the image as packaged (beside its modules), QEMU the
             // one it boots fastest.
             match settings.backend {
@@ -179,6 +179,7 @@ fn try_run(
             event,
         })
     };
+    let mut restored = false;
     let outcome = match settings.backend {
         Backend::Qemu => {
             let dir = tempfile::Builder::new()
@@ -221,7 +222,10 @@ fn try_run(
                     .snapshot_dir
                     .clone()
                     .map_or_else(Store::in_cache, Store::new);
-                snapshot::boot_or_restore(&spec, &store, &agent_id, on_event)?.0
+                let (outcome, start) =
+                    snapshot::boot_or_restore(&spec, &store, &agent_id, on_event)?;
+                restored = start == snapshot::Start::Restored;
+                outcome
             } else {
                 bpfmatrix_vm::guest::build_guest_initramfs(
                     agent,
@@ -316,6 +320,7 @@ fn try_run(
     run.accel = Some(outcome.accel.to_string());
     run.kvm_fallback = outcome.kvm_fallback.clone();
     run.boot_wall_ms = Some(outcome.wall.as_millis() as u64);
+    run.restored = restored;
     Ok(run)
 }
 

@@ -435,7 +435,7 @@ impl Cli {
                 self.text()
             );
         }
-        for booted in ["QEMU started", "virtme-ng started", "booting "] {
+        for booted in ["QEMU started", "virtme-ng started", "starting "] {
             check!(
                 !self.stderr.contains(booted),
                 "a guest was started:\n{}",

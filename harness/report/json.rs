@@ -9,7 +9,9 @@
 //! - `kernels[]`: one entry per kernel: `name`, `source`, `status` (`completed`,
 //!   `unavailable`, `failed`: the run status), `reason` (why not completed),
 //!   `guest_release` (`uname -r` in the guest), `accel` (`kvm`/`tcg`), `kvm_fallback`
-//!   (why KVM was left), `boot_wall_ms` (QEMU start to exit), `agent_start_ms` /
+//!   (why KVM was left), `boot_wall_ms` (QEMU start to exit), `restored` (true
+//!   when the guest started from the kernel's saved state instead of booting;
+//!   absent otherwise), `agent_start_ms` /
 //!   `agent_done_ms` (guest uptime), `warnings` (the agent's), `problems` (protocol
 //!   violations), `plan` (what the run asked the guest for: `cases`, `jit_modes`,
 //!   and `objects[]`, each a user object's `name` and `programs`; `records[]` has
@@ -122,6 +124,8 @@ struct KernelEntry {
     accel: Option<String>,
     kvm_fallback: Option<String>,
     boot_wall_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    restored: bool,
     agent_start_ms: Option<u64>,
     agent_done_ms: Option<u64>,
     #[serde(default)]
@@ -309,6 +313,7 @@ fn entry(run: &KernelRun) -> KernelEntry {
         accel: run.accel.clone(),
         kvm_fallback: run.kvm_fallback.clone(),
         boot_wall_ms: run.boot_wall_ms,
+        restored: run.restored,
         agent_start_ms: run.agent_start_ms,
         agent_done_ms: run.agent_done_ms,
         warnings: run.warnings.clone(),
@@ -676,6 +681,7 @@ fn run_of(k: KernelEntry, wrong: &mut Vec<String>) -> KernelRun {
         accel: k.accel,
         kvm_fallback: k.kvm_fallback,
         boot_wall_ms: k.boot_wall_ms,
+        restored: k.restored,
         agent_start_ms: k.agent_start_ms,
         agent_done_ms: k.agent_done_ms,
         jit_switches: k.jit_switches,

@@ -168,7 +168,10 @@ pub fn kernel_line(k: &KernelRun) -> String {
             if let Some(ms) = k.boot_wall_ms {
                 let _ = write!(s, ", QEMU start to exit {:.1} s", ms as f64 / 1000.0);
             }
-            if let (Some(a), Some(d)) = (k.agent_start_ms, k.agent_done_ms) {
+            if k.restored {
+                // Its uptime is the saved guest's, counted from the boot that saved it.
+                s.push_str(", started from its saved state");
+            } else if let (Some(a), Some(d)) = (k.agent_start_ms, k.agent_done_ms) {
                 let _ = write!(
                     s,
                     " (guest uptime: agent started {:.2} s, done {:.2} s)",
@@ -779,6 +782,9 @@ pub(crate) fn kernel_brief(k: &KernelRun, shared: &Shared) -> String {
             }
             if let Some(ms) = k.boot_wall_ms {
                 let _ = write!(s, ", {:.1} s", ms as f64 / 1000.0);
+            }
+            if k.restored {
+                s.push_str(" (from its saved state)");
             }
         }
         RunStatus::Unavailable { reason } => {

@@ -220,7 +220,39 @@ impl Pending {
         self.file
             .persist(self.store.state_path(&self.key))
             .context("cannot put the snapshot in place")?;
+        self.store.prune(&self.key);
         Ok(bytes)
+    }
+}
+
+impl Store {
+    /// Removes the other states of `key`'s kernel and accelerator: saved by an
+    /// older agent, QEMU or kernel build, they would only fill the disk (70 MB
+    /// each). A run still reading one keeps its open file.
+    fn prune(&self, key: &Key) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(hex) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            if hex == key.hex {
+                continue;
+            }
+            let sidecar: Option<Sidecar> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if sidecar.is_some_and(|s| s.kernel == key.kernel && s.accel == key.accel.to_string()) {
+                let _ = std::fs::remove_file(self.dir.join(format!("{hex}.state")));
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 }
 
@@ -492,6 +524,34 @@ mod tests {
         assert!(why.contains("1000 bytes, its sidecar says 4096"), "{why}");
         assert!(!store.state_path(&k).exists(), "discarded");
         assert_eq!(store.find(&k), Ok(None));
+    }
+
+    #[test]
+    fn a_new_state_replaces_the_old_ones_of_its_kernel_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().to_path_buf());
+        let save = |k: &Key| {
+            let p = store.begin(k).unwrap();
+            std::fs::write(p.path(), b"state").unwrap();
+            p.commit().unwrap();
+        };
+        let old = key("0001");
+        let other_kernel = Key {
+            kernel: "5.10".into(),
+            ..key("0002")
+        };
+        let other_accel = Key {
+            accel: AccelUsed::Kvm,
+            ..key("0003")
+        };
+        for k in [&old, &other_kernel, &other_accel] {
+            save(k);
+        }
+        save(&key("0004"));
+        assert_eq!(store.find(&old), Ok(None), "replaced");
+        for k in [&other_kernel, &other_accel, &key("0004")] {
+            assert_eq!(store.find(k), Ok(Some(store.state_path(k))));
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "probes/src/lib.rs",
     "probes/src/verifier_log.rs",
     "probes/agent/src/check.rs",
+    "probes/agent/src/elf.rs",
+    "probes/agent/src/verifier.rs",
     "probes/agent/Cargo.toml",
     "probes/agent/build.rs",
     "probes/agent/src/cases.rs",

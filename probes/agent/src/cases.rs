@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,15 +13,17 @@ use aya::programs::{
 };
 use aya::util::KernelVersion;
 use aya::{Btf, Ebpf, EbpfLoader};
-use bpfmatrix_protocol::{CaseId, Measured, Outcome, Trigger, VerdictObservation};
+use bpfmatrix_protocol::{
+    verifier_log, CaseId, Measured, Outcome, Trigger, VerdictObservation, VerifierCost,
+};
 
+use crate::check;
 use crate::objects;
 use crate::prog_tracing::{self, TraceKind, TracingLoad};
 use crate::seeds;
 use crate::sys;
+use crate::verifier;
 
-const TAIL_MAX_LINES: usize = 4;
-const TAIL_MAX_BYTES: usize = 2048;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const LOOPBACK_PACKETS: u32 = 5;
@@ -144,6 +146,9 @@ pub struct Runner<'a> {
     loader: EbpfLoader<'a>,
     kernel_btf: Option<&'a Btf>,
     loopback: Option<Result<(), String>>,
+    /// The embedded objects made ready for statistics loads in this JIT mode,
+    /// by name.
+    stats_objects: HashMap<&'static str, Result<check::StatsObject<'a>, String>>,
 }
 
 impl<'a> Runner<'a> {
@@ -158,6 +163,7 @@ impl<'a> Runner<'a> {
             loader,
             kernel_btf,
             loopback: None,
+            stats_objects: HashMap::new(),
         }
     }
 
@@ -190,10 +196,57 @@ impl<'a> Runner<'a> {
             CaseId::SeedFentryFexitTcIcmp => seeds::fentry_fexit_tc_icmp(self, measured),
             CaseId::SeedSeccompTailCall => seeds::seccomp_tail_call(self, measured),
         };
+        self.add_log_costs(case, measured);
         match result {
             Ok(()) => Outcome::Accepted,
             Err(f) => f.into_outcome(),
         }
+    }
+
+    /// The verifier log's figures for the programs of the case that aya loaded
+    /// (it keeps no log of an accepted load): a separate statistics load of the
+    /// same program of the same embedded object, through check's loader, in
+    /// the same JIT mode; each object is made ready once per mode. The
+    /// bpf_prog_info figures stay those of the case's own program; the tracers
+    /// the agent loads itself already have theirs.
+    fn add_log_costs(&mut self, case: CaseId, measured: &mut Measured) {
+        let wanted: Vec<String> = measured
+            .costs
+            .iter()
+            .filter(|(_, c)| c.insns_processed.is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let kernel_btf = self.kernel_btf;
+        let object = self.stats_objects.entry(case.object()).or_insert_with(|| {
+            match objects::by_name(case.object()) {
+                Some(bytes) => check::StatsObject::new(bytes, kernel_btf),
+                None => Err(format!("no embedded object {}", case.object())),
+            }
+        });
+        for name in wanted {
+            let from_log = object
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|o| o.cost(&name));
+            match (from_log, measured.costs.get_mut(&name)) {
+                (Ok(from_log), Some(cost)) => verifier::add_log_figures(cost, from_log),
+                (Err(e), _) => {
+                    eprintln!("bpfmatrix-agent: {case}: no verifier statistics for {name}: {e}")
+                }
+                (Ok(_), None) => {}
+            }
+        }
+    }
+
+    /// A JIT mode begins: the statistics objects of the last one are dropped. A
+    /// prog array takes programs of the JIT-ness of its first user only, so
+    /// sharing one across modes would refuse every tail-calling program
+    /// (EINVAL) in the second.
+    pub fn begin_mode(&mut self) {
+        self.stats_objects.clear();
     }
 
     /// The kernel's BTF, when it has one (/sys/kernel/btf/vmlinux).
@@ -487,6 +540,11 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The verifier's last meaningful lines: what a `Rejected` outcome quotes.
+pub(crate) fn verifier_tail(log: &str) -> String {
+    verifier_log::tail(log, 4, 2048)
+}
+
 fn netlink_errno(e: &aya::programs::tc::TcError) -> i32 {
     match e {
         aya::programs::tc::TcError::NetlinkError(n) => n.raw_os_error().unwrap_or(0),
@@ -571,20 +629,21 @@ pub(crate) fn attach_tracers(
             attach_prog_fd: tc_fd.as_fd().as_raw_fd(),
             attach_btf_id: func_id,
         };
-        let prog = prog_tracing::load_tracing(&load).map_err(|refused| Fail::Rejected {
+        let verified = prog_tracing::load_tracing(&load).map_err(|refused| Fail::Rejected {
             step: format!("load {name}"),
             errno: refused.errno,
-            verifier_tail: prog_tracing::trim_verifier_log(
-                &refused.log,
-                TAIL_MAX_LINES,
-                TAIL_MAX_BYTES,
-            ),
+            verifier_tail: verifier_tail(&refused.log),
         })?;
+        // Loaded by the agent itself, so its accepted load's log is at hand:
+        // the costs come from it and from the program's bpf_prog_info.
+        let cost = verifier::cost(&verified);
+        let jited = cost.jited_bytes.map(|f| f.value as u32);
+        m.costs.insert(name.to_string(), cost);
+        let prog = verified.fd;
         if kernel_btf.is_none() {
             return Err(Fail::Unsupported(unrelocated(name)));
         }
-        let jited = prog_tracing::jited_prog_len(prog.as_fd())
-            .map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e:#}")))?;
+        let jited = jited.ok_or_else(|| Fail::Error(format!("no bpf_prog_info for {name}")))?;
         m.jited_bytes.insert(name.to_string(), jited);
         let link = prog_tracing::raw_tracepoint_open(prog.as_fd()).map_err(|e| Fail::Rejected {
             step: format!("attach {name}"),
@@ -610,10 +669,15 @@ pub(crate) fn load_program(bpf: &mut Ebpf, name: &str, m: &mut Measured) -> Case
     let prog = bpf
         .program_mut(name)
         .ok_or_else(|| Fail::Error(format!("no program {name} in the object")))?;
-    // The program's info (its JITed size) once it is loaded.
+    // What the loaded program became (bpf_prog_info): its JITed size proves the
+    // mode; the verifier log's figures are added after the case (Runner::run).
+    let info_cost = |fd: BorrowedFd<'_>| {
+        let mut cost = VerifierCost::default();
+        verifier::add_prog_info(&mut cost, fd).map(|()| cost)
+    };
     let loaded = match prog {
-        Program::SchedClassifier(p) => p.load().map(|()| p.info()),
-        Program::KProbe(p) => p.load().map(|()| p.info()),
+        Program::SchedClassifier(p) => p.load().and_then(|()| Ok(info_cost(p.fd()?.as_fd()))),
+        Program::KProbe(p) => p.load().and_then(|()| Ok(info_cost(p.fd()?.as_fd()))),
         _ => {
             return Err(Fail::Error(format!(
                 "{name} is neither a classifier nor a kprobe"
@@ -621,9 +685,11 @@ pub(crate) fn load_program(bpf: &mut Ebpf, name: &str, m: &mut Measured) -> Case
         }
     };
     match loaded {
-        Ok(info) => {
-            let info = info.map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e}")))?;
-            m.jited_bytes.insert(name.to_string(), info.size_jitted());
+        Ok(cost) => {
+            let cost = cost.map_err(|e| Fail::Error(format!("bpf_prog_info of {name}: {e}")))?;
+            let jited = cost.jited_bytes.map_or(0, |f| f.value as u32);
+            m.jited_bytes.insert(name.to_string(), jited);
+            m.costs.insert(name.to_string(), cost);
             Ok(())
         }
         Err(ProgramError::LoadError {
@@ -632,11 +698,7 @@ pub(crate) fn load_program(bpf: &mut Ebpf, name: &str, m: &mut Measured) -> Case
         }) => Err(Fail::Rejected {
             step: format!("load {name}"),
             errno: io_error.raw_os_error().unwrap_or(0),
-            verifier_tail: prog_tracing::trim_verifier_log(
-                &verifier_log.to_string(),
-                TAIL_MAX_LINES,
-                TAIL_MAX_BYTES,
-            ),
+            verifier_tail: verifier_tail(&verifier_log.to_string()),
         }),
         Err(e) => Err(Fail::Error(format!("load {name}: {}", chain(&e)))),
     }

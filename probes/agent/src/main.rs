@@ -1,14 +1,17 @@
 //! The guest agent: /init (PID 1) of the test initramfs. Reads the plan, runs
-//! every case in every JIT mode with aya, sends one JSON line per result on the
-//! result port, then powers the guest off. It never exits and never panics out.
+//! every case in every JIT mode with aya and loads every program of the plan's
+//! objects (`bpfmatrix check`), sends one JSON line per result on the result
+//! port, then powers the guest off. It never exits and never panics out.
 
 mod cases;
 mod check;
+mod elf;
 mod hosted;
 mod objects;
 mod prog_tracing;
 mod seeds;
 mod sys;
+mod verifier;
 mod waiting;
 
 use std::fs::File;
@@ -315,11 +318,22 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
     eprintln!("bpfmatrix-agent: done at {} ms", sys::uptime_ms());
 }
 
-/// Runs every case in every mode. With `cut_last` (Fault::CutShort) the last record
-/// goes out only half written, without its newline.
+/// Runs every case in every mode, then loads every program of the plan's
+/// objects in that mode. With `cut_last` (Fault::CutShort) the last record goes
+/// out only half written, without its newline.
 fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>, cut_last: bool) {
-    let total = plan.jit_modes.len() * plan.cases.len();
+    let programs: usize = plan.objects.iter().map(|o| o.programs.len()).sum();
+    let total = plan.jit_modes.len() * (plan.cases.len() + programs);
     let mut sent = 0;
+    let mut send_record = |reporter: &mut Reporter, msg: GuestMessage| {
+        sent += 1;
+        if cut_last && sent == total {
+            let line = serde_json::to_string(&msg).unwrap_or_default();
+            reporter.raw(&line[..line.len() / 2]);
+        } else {
+            reporter.send(&msg);
+        }
+    };
     for &mode in &plan.jit_modes {
         let switched = sys::write_file(JIT_SYSCTL, mode.sysctl_value());
         let readback = sys::read_trimmed(JIT_SYSCTL);
@@ -349,6 +363,7 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>
             sysctl_readback: readback.clone(),
             error: error.clone(),
         });
+        runner.begin_mode();
         for &case in &plan.cases {
             let mut record = match &error {
                 Some(e) => CaseRecord {
@@ -368,13 +383,39 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>
                 record.outcome.kind(),
                 record.duration_ms
             );
-            sent += 1;
-            let msg = GuestMessage::Case(record);
-            if cut_last && sent == total {
-                let line = serde_json::to_string(&msg).unwrap_or_default();
-                reporter.raw(&line[..line.len() / 2]);
-            } else {
-                reporter.send(&msg);
+            send_record(reporter, GuestMessage::Case(record));
+        }
+        for object in &plan.objects {
+            let mut on_report = |report: check::Report| match report {
+                check::Report::Program(record) => {
+                    eprintln!(
+                        "bpfmatrix-agent: {}:{} [{mode}] {} ({} ms)",
+                        record.object,
+                        record.program,
+                        record.outcome.kind(),
+                        record.duration_ms
+                    );
+                    send_record(reporter, GuestMessage::Program(*record));
+                }
+                check::Report::Warning(message) => reporter.warn(message),
+            };
+            let checked = catch_unwind(AssertUnwindSafe(|| {
+                check::check_object(
+                    object,
+                    mode,
+                    error.as_deref(),
+                    runner.kernel_btf(),
+                    &mut on_report,
+                )
+            }));
+            if let Err(p) = checked {
+                // The records sent before the panic stand; the host sees the
+                // rest missing and the warning says why.
+                reporter.warn(format!(
+                    "the agent panicked checking {} [{mode}]: {}",
+                    object.name,
+                    panic_text(p.as_ref())
+                ));
             }
         }
     }
@@ -384,15 +425,8 @@ fn run_one(runner: &mut cases::Runner<'_>, case: CaseId, jit: JitMode) -> CaseRe
     let started = Instant::now();
     let mut measured = Measured::default();
     let outcome = catch_unwind(AssertUnwindSafe(|| runner.run(case, &mut measured)))
-        .unwrap_or_else(|p| {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic".into());
-            Outcome::Error {
-                message: format!("agent panicked: {what}"),
-            }
+        .unwrap_or_else(|p| Outcome::Error {
+            message: format!("agent panicked: {}", panic_text(p.as_ref())),
         });
     CaseRecord {
         case,
@@ -401,6 +435,13 @@ fn run_one(runner: &mut cases::Runner<'_>, case: CaseId, jit: JitMode) -> CaseRe
         measured,
         duration_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
 }
 
 /// Fault::Garbage: lines the host must survive, then a normal run.

@@ -14,9 +14,11 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use anyhow::{anyhow, bail, Context, Result};
 use aya_obj::btf::{Btf, BtfKind};
 use aya_obj::generated::{
-    bpf_attach_type, bpf_attr, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_info, bpf_prog_type,
+    bpf_attach_type, bpf_attr, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_type,
 };
 use aya_obj::Object;
+
+use crate::verifier::{self, LogLevels, Refused, Verified};
 
 /// Which trampoline slot a tracing program takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,13 +36,6 @@ impl TraceKind {
     }
 }
 
-/// The kernel refused BPF_PROG_LOAD: errno and the verifier's own words.
-#[derive(Debug)]
-pub struct LoadRefused {
-    pub errno: i32,
-    pub log: String,
-}
-
 /// Everything BPF_PROG_LOAD needs for one tracing program.
 pub struct TracingLoad<'a> {
     pub name: &'a str,
@@ -51,7 +46,7 @@ pub struct TracingLoad<'a> {
     pub attach_btf_id: u32,
 }
 
-fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
+pub(crate) fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
     // SAFETY: attr is a fully initialised bpf_attr; the kernel reads (and for
     // some commands writes) at most size_of::<bpf_attr>() bytes of it.
     let ret = unsafe {
@@ -69,13 +64,14 @@ fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
     }
 }
 
-fn owned_fd(ret: i64) -> OwnedFd {
+pub(crate) fn owned_fd(ret: i64) -> OwnedFd {
     // SAFETY: the commands used here return a new fd the caller owns.
     unsafe { OwnedFd::from_raw_fd(ret as RawFd) }
 }
 
-/// Builds the BPF_PROG_LOAD attr. The pointers in it borrow `load` and `log`.
-pub fn prog_load_attr(load: &TracingLoad<'_>, log: &mut [u8], log_level: u32) -> bpf_attr {
+/// Builds the BPF_PROG_LOAD attr, without its log (see [`verifier::load`]). The
+/// pointers in it borrow `load`.
+pub fn prog_load_attr(load: &TracingLoad<'_>) -> bpf_attr {
     // SAFETY: bpf_attr is plain old data; all-zero is its "unset" state.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     // SAFETY: writing fields of the BPF_PROG_LOAD member of a zeroed union.
@@ -92,29 +88,13 @@ pub fn prog_load_attr(load: &TracingLoad<'_>, log: &mut [u8], log_level: u32) ->
     }
     u.__bindgen_anon_1.attach_prog_fd = load.attach_prog_fd as u32;
     u.attach_btf_id = load.attach_btf_id;
-    if !log.is_empty() {
-        u.log_level = log_level;
-        u.log_buf = log.as_mut_ptr() as u64;
-        u.log_size = log.len() as u32;
-    }
     attr
 }
 
-/// BPF_PROG_LOAD for a fentry/fexit program on a BPF program target. The log is
-/// always requested so a refusal comes with the verifier's words.
-pub fn load_tracing(load: &TracingLoad<'_>) -> std::result::Result<OwnedFd, LoadRefused> {
-    let mut log = vec![0u8; 256 * 1024];
-    let mut attr = prog_load_attr(load, &mut log, 1);
-    match sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => Ok(owned_fd(fd)),
-        Err(e) => {
-            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            Err(LoadRefused {
-                errno: e.raw_os_error().unwrap_or(0),
-                log: String::from_utf8_lossy(&log[..end]).into_owned(),
-            })
-        }
-    }
+/// BPF_PROG_LOAD for a fentry/fexit program on a BPF program target, with the
+/// verifier's statistics on an acceptance and its words on a refusal.
+pub fn load_tracing(load: &TracingLoad<'_>) -> Result<Verified, Refused> {
+    verifier::load(&prog_load_attr(load), LogLevels::of_running_kernel())
 }
 
 /// Attaches a loaded fentry/fexit program to its target (detached on drop).
@@ -146,20 +126,6 @@ pub fn kernel_btf_blob(btf_id: u32) -> Result<Vec<u8>> {
     btf_info(fd.as_raw_fd(), &mut info)?;
     blob.truncate(info.btf_size as usize);
     Ok(blob)
-}
-
-/// `jited_prog_len` of a loaded program (bpf_prog_info, 4.13+): 0 when the
-/// interpreter runs it.
-pub fn jited_prog_len(prog_fd: BorrowedFd<'_>) -> Result<u32> {
-    // SAFETY: bpf_prog_info is plain old data; zeroed is "nothing asked for".
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    // SAFETY: zeroed attr; the info member points at a live bpf_prog_info.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    attr.info.bpf_fd = prog_fd.as_raw_fd() as u32;
-    attr.info.info = &mut info as *mut bpf_prog_info as u64;
-    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
-    sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("BPF_OBJ_GET_INFO_BY_FD (prog)")?;
-    Ok(info.jited_prog_len)
 }
 
 fn btf_info(fd: RawFd, info: &mut bpf_btf_info) -> Result<()> {
@@ -223,46 +189,13 @@ pub fn prepare_programs(
     Ok((obj.license.clone(), out))
 }
 
-/// The verifier's last meaningful lines, at most `max_bytes` (kept from the end).
-/// Statistics lines ("processed N insns", "verification time") and precision
-/// backtracking lines are dropped: the refusal itself is the line before them.
-pub fn trim_verifier_log(log: &str, max_lines: usize, max_bytes: usize) -> String {
-    let meaningful: Vec<&str> = log
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| {
-            !(l.starts_with("processed ")
-                || l.starts_with("verification time")
-                || l.starts_with("stack depth")
-                || l.starts_with("Live regs before insn")
-                || l.starts_with("-- END PROG LOAD LOG --")
-                // Precision backtracking chatter (5.10+), not the verdict.
-                || l.starts_with("regs=")
-                || l.starts_with("last_idx ")
-                || l.starts_with("parent didn't have regs")
-                || l.starts_with("mark_precise:"))
-        })
-        .collect();
-    let start = meaningful.len().saturating_sub(max_lines);
-    let mut tail = meaningful[start..].join("\n");
-    if tail.len() > max_bytes {
-        let mut cut = tail.len() - max_bytes;
-        while !tail.is_char_boundary(cut) {
-            cut += 1;
-        }
-        tail = tail[cut..].to_string();
-    }
-    tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use aya_obj::btf::{BtfParam, BtfType, Func, FuncLinkage, FuncProto, Int, IntEncoding};
 
     #[test]
-    fn load_attr_carries_target_and_log() {
+    fn load_attr_carries_the_target() {
         let insns: [bpf_insn; 2] = unsafe { std::mem::zeroed() };
         let license = c"GPL";
         let load = TracingLoad {
@@ -273,8 +206,7 @@ mod tests {
             attach_prog_fd: 7,
             attach_btf_id: 42,
         };
-        let mut log = vec![0u8; 64];
-        let attr = prog_load_attr(&load, &mut log, 1);
+        let attr = prog_load_attr(&load);
         let u = unsafe { attr.__bindgen_anon_3 };
         assert_eq!(u.prog_type, bpf_prog_type::BPF_PROG_TYPE_TRACING as u32);
         assert_eq!(
@@ -285,20 +217,12 @@ mod tests {
         assert_eq!(u.insns, insns.as_ptr() as u64);
         assert_eq!(unsafe { u.__bindgen_anon_1.attach_prog_fd }, 7);
         assert_eq!(u.attach_btf_id, 42);
-        assert_eq!(u.log_size, 64);
-        assert_eq!(u.log_level, 1);
+        // The log is verifier::load's to ask for.
+        assert_eq!((u.log_level, u.log_size, u.log_buf), (0, 0, 0));
         // Name truncated to 15 bytes plus the NUL the kernel requires.
         let name: Vec<u8> = u.prog_name.iter().map(|c| *c as u8).collect();
         assert_eq!(&name[..15], b"a_rather_long_p");
         assert_eq!(name[15], 0);
-
-        let attr = prog_load_attr(&load, &mut [], 1);
-        let u = unsafe { attr.__bindgen_anon_3 };
-        assert_eq!((u.log_level, u.log_size, u.log_buf), (0, 0, 0));
-        assert_eq!(
-            u.expected_attach_type,
-            bpf_attach_type::BPF_TRACE_FEXIT as u32
-        );
     }
 
     #[test]
@@ -331,31 +255,5 @@ mod tests {
             .expect("fentry_tc.o is built with -g, so it has BTF");
         let id = func_btf_id(&btf.to_bytes(), "tc_verdict").unwrap();
         assert!(id > 0);
-    }
-
-    #[test]
-    fn trims_to_the_refusal() {
-        let log = "func#0 @0\n0: R1=ctx() R10=fp0\n0: (85) call bpf_tail_call#12\n\
-                   tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls\n\
-                   processed 21 insns (limit 1000000) max_states_per_insn 0\n\
-                   stack depth 8+0\nverification time 42 usec\n\n";
-        let tail = trim_verifier_log(log, 2, 2048);
-        assert_eq!(
-            tail,
-            "0: (85) call bpf_tail_call#12\n\
-             tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls"
-        );
-        let backtracking = "1: (85) call pc+2\nregs=40 stack=0 before 5: (bf) r7 = r1\n\
-                            last_idx 20 first_idx 4\n\
-                            tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls\n";
-        assert_eq!(
-            trim_verifier_log(backtracking, 2, 2048),
-            "1: (85) call pc+2\n\
-             tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls"
-        );
-        let long = "x".repeat(5000) + "\nlast line";
-        let t = trim_verifier_log(&long, 4, 100);
-        assert!(t.len() <= 100 && t.ends_with("last line"));
-        assert_eq!(trim_verifier_log("", 4, 100), "");
     }
 }

@@ -14,6 +14,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use aya::util::KernelVersion;
@@ -30,6 +31,7 @@ use bpfmatrix_protocol::{
 
 use crate::cases::{chain, verifier_tail};
 use crate::elf;
+use crate::panic_text;
 use crate::prog_tracing::{owned_fd, sys_bpf};
 use crate::verifier::{self, LogLevels};
 
@@ -80,9 +82,23 @@ pub fn check_object(
         Ok(b) => b,
         Err(e) => return every_program_fails(format!("read {}: {e}", spec.path), report),
     };
-    let prepared = match Prepared::new(&bytes, kernel_btf, &|_| true) {
-        Ok(p) => p,
-        Err(e) => return every_program_fails(format!("{}: {e:#}", spec.name), report),
+    // aya_obj panics on some malformed objects (a todo!() in its call
+    // linker): a user's object must cost only its own records.
+    let prepared = match catch_unwind(AssertUnwindSafe(|| {
+        Prepared::new(&bytes, kernel_btf, &|_| true)
+    })) {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return every_program_fails(format!("{}: {e:#}", spec.name), report),
+        Err(p) => {
+            return every_program_fails(
+                format!(
+                    "{}: aya panicked preparing it: {}",
+                    spec.name,
+                    panic_text(&*p)
+                ),
+                report,
+            )
+        }
     };
     for w in &prepared.warnings {
         report(Report::Warning(format!("{}: {w}", spec.name)));
@@ -94,7 +110,15 @@ pub fn check_object(
     );
     for program in &spec.programs {
         let started = Instant::now();
-        let loaded = prepared.load(program);
+        let loaded =
+            catch_unwind(AssertUnwindSafe(|| prepared.load(program))).unwrap_or_else(|p| {
+                Loaded::without_load(
+                    "",
+                    Outcome::Error {
+                        message: format!("the agent panicked loading it: {}", panic_text(&*p)),
+                    },
+                )
+            });
         report(Report::Program(Box::new(ProgramRecord {
             verifier_log: loaded.log,
             log_cut_bytes: loaded.log_cut,
@@ -1045,5 +1069,47 @@ mod tests {
             "{}",
             un["fentry_tc"]
         );
+    }
+
+    fn records_of(spec: &ObjectSpec, mode_error: Option<&str>) -> Vec<ProgramRecord> {
+        let mut out = Vec::new();
+        check_object(spec, JitMode::Jit, mode_error, None, &mut |r| {
+            if let Report::Program(r) = r {
+                out.push(*r)
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn an_object_that_cannot_be_had_is_an_error_for_each_named_program() {
+        let dir = std::env::temp_dir().join(format!("bpfmatrix-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cut = dir.join("cut.o");
+        std::fs::write(&cut, &objects::TAIL_CALL[..300]).unwrap();
+        let spec = |path: &std::path::Path| ObjectSpec {
+            name: "x.o".into(),
+            path: path.display().to_string(),
+            programs: vec!["one".into(), "two".into()],
+        };
+        for (records, says) in [
+            (records_of(&spec(&cut), None), "x.o: parse"),
+            (records_of(&spec(&dir.join("absent.o")), None), "read "),
+            (
+                records_of(&spec(&cut), Some("EPERM")),
+                "cannot switch to jit: EPERM",
+            ),
+        ] {
+            let names: Vec<&str> = records.iter().map(|r| r.program.as_str()).collect();
+            assert_eq!(names, ["one", "two"]);
+            for r in &records {
+                match &r.outcome {
+                    Outcome::Error { message } => assert!(message.starts_with(says), "{message}"),
+                    o => panic!("{o:?}"),
+                }
+                assert_eq!((r.object.as_str(), r.cost.is_none()), ("x.o", true));
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -325,6 +325,7 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>
     let programs: usize = plan.objects.iter().map(|o| o.programs.len()).sum();
     let total = plan.jit_modes.len() * (plan.cases.len() + programs);
     let mut sent = 0;
+    let mut object_warnings = std::collections::HashSet::new();
     let mut send_record = |reporter: &mut Reporter, msg: GuestMessage| {
         sent += 1;
         if cut_last && sent == total {
@@ -397,7 +398,12 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>
                     );
                     send_record(reporter, GuestMessage::Program(*record));
                 }
-                check::Report::Warning(message) => reporter.warn(message),
+                // Said once, though each mode loads the object afresh.
+                check::Report::Warning(message) => {
+                    if object_warnings.insert(message.clone()) {
+                        reporter.warn(message)
+                    }
+                }
             };
             let checked = catch_unwind(AssertUnwindSafe(|| {
                 check::check_object(
@@ -437,6 +443,7 @@ fn run_one(runner: &mut cases::Runner<'_>, case: CaseId, jit: JitMode) -> CaseRe
     }
 }
 
+/// What a caught panic said.
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -1112,4 +1112,53 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// Raw BTF of two `struct sk_buff { unsigned int len; }` whose `len` sits
+    /// at different offsets: aya cannot choose between them.
+    fn ambiguous_sk_buff_btf() -> Vec<u8> {
+        let strings = b"\0unsigned int\0sk_buff\0len\0";
+        let (int_name, skb_name, len_name) = (1u32, 14u32, 22u32);
+        let mut types: Vec<u32> = vec![
+            // [1] INT "unsigned int", 4 bytes, 32 bits.
+            int_name,
+            1 << 24,
+            4,
+            32,
+        ];
+        for len_bits in [0u32, 64] {
+            // STRUCT "sk_buff", one member "len" of [1].
+            types.extend([skb_name, (4 << 24) | 1, 16, len_name, 1, len_bits]);
+        }
+        let type_bytes: Vec<u8> = types.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut btf = Vec::new();
+        btf.extend(0xeb9fu16.to_le_bytes());
+        btf.extend([1u8, 0]);
+        for w in [
+            24u32,
+            0,
+            type_bytes.len() as u32,
+            type_bytes.len() as u32,
+            strings.len() as u32,
+        ] {
+            btf.extend(w.to_le_bytes());
+        }
+        btf.extend(type_bytes);
+        btf.extend(strings);
+        btf
+    }
+
+    #[test]
+    fn a_relocation_aya_refuses_is_the_unsupported_outcome_of_its_programs_only() {
+        let target = Btf::parse(&ambiguous_sk_buff_btf(), aya::Endianness::default()).unwrap();
+        let mut obj = Object::parse(objects::FENTRY_TC).unwrap();
+        let sections = elf::sections(objects::FENTRY_TC).unwrap();
+        let sites = elf::core_sites(objects::FENTRY_TC, &sections).unwrap();
+        let un = relocate_core(&mut obj, &sections, &sites, Some(&target), &|_| true).unwrap();
+        assert_eq!(un.keys().collect::<Vec<_>>(), ["fentry_tc"], "{un:?}");
+        assert!(
+            un["fentry_tc"].starts_with("cannot relocate: error relocating `fentry/tc_verdict`"),
+            "{}",
+            un["fentry_tc"]
+        );
+    }
 }

@@ -8,11 +8,22 @@
 //! trials reported ignored, with the reason; one that fails to download or boot
 //! fails them.
 //!
+//! Each guest also loads the programs of the objects in `tests/objects/`, compiled
+//! here with clang as a user would (`bpfmatrix check`'s path): one trial per kernel
+//! x JIT mode x program, `KERNEL::MODE::OBJECT:PROGRAM`, judged by the rules of
+//! `tests/objects/expect.toml`; `check::minimum_kernel` compares each program's
+//! minimum kernel across the kernels booted with those rules, and
+//! `check::refuses::*` prove that a file that is not a BPF object is refused,
+//! exit 2, before any guest starts.
+//!
 //! Kernels: `$BPFMATRIX_KERNELS` (comma-separated catalog names or image paths),
 //! default every kernel of the catalog. Accelerator: `$BPFMATRIX_ACCEL` (auto, kvm,
 //! tcg), default auto.
 
+use bpfmatrix::expect::KernelVersion;
 use bpfmatrix::matrix::{KernelRun, Matrix, RunStatus, Verdict};
+use bpfmatrix::objects::{self, UserObject};
+use bpfmatrix::programs::{self, ProgramRules};
 use bpfmatrix::report;
 use bpfmatrix::run::{self, Backend, Progress, Settings};
 use bpfmatrix::targets::{self, Target};
@@ -21,7 +32,8 @@ use bpfmatrix_kernels::Kernel;
 use bpfmatrix_protocol::{CaseId, JitMode};
 use bpfmatrix_vm::qemu::{Accel, VmEvent};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 type Shared<T> = Arc<OnceLock<Result<T, String>>>;
@@ -42,12 +54,23 @@ fn main() {
         Ok(a) => a.parse().unwrap_or_else(|e| panic!("BPFMATRIX_ACCEL: {e}")),
         Err(_) => Accel::Auto,
     };
+    let objects_dir = tempfile::tempdir().expect("a temporary directory for the objects");
+    let mut trials = Vec::new();
+    let (objects, program_rules) = match test_objects(objects_dir.path()) {
+        Ok(o) => o,
+        Err(e) => {
+            trials.push(Trial::test("check::objects", move || Err(e.into())));
+            (vec![], ProgramRules::default())
+        }
+    };
     let settings = Arc::new(Settings {
         accel,
+        objects,
+        program_rules,
         ..Settings::default()
     });
     let agent: Shared<PathBuf> = Arc::default();
-    let mut trials = Vec::new();
+    let mut booted_kernels: Vec<(Target, Shared<Booted>)> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let target = match targets::resolve(name, None) {
             Ok(t) => t,
@@ -60,6 +83,12 @@ fn main() {
             }
         };
         let run: Shared<Booted> = Arc::default();
+        booted_kernels.push((target.clone(), run.clone()));
+        trials.push(restored_equals_booted(
+            target.clone(),
+            agent.clone(),
+            settings.clone(),
+        ));
         for jit in &settings.jit_modes {
             for case in &settings.cases {
                 let (target, run, agent, settings) =
@@ -81,10 +110,355 @@ fn main() {
                     },
                 ));
             }
+            for object in &settings.objects {
+                for program in &object.spec.programs {
+                    let (target, run, agent, settings) =
+                        (target.clone(), run.clone(), agent.clone(), settings.clone());
+                    let (object, program, jit) = (object.spec.name.clone(), program.clone(), *jit);
+                    trials.push(Trial::ignorable_test(
+                        format!("{}::{jit}::{object}:{program}", target.name()),
+                        move || {
+                            let booted = run
+                                .get_or_init(|| boot(&target, &agent, &settings))
+                                .as_ref()
+                                .map_err(|e| Failed::from(e.as_str()))?;
+                            match booted {
+                                Booted::Run(run) => judge_program(run, &object, &program, jit)
+                                    .map(|()| Completion::Completed),
+                                Booted::Unavailable(why) => Ok(Completion::ignored_with(why)),
+                            }
+                        },
+                    ));
+                }
+            }
         }
     }
+    if !settings.objects.is_empty() {
+        trials.push(minimum_kernel_trial(
+            booted_kernels,
+            agent.clone(),
+            settings.clone(),
+        ));
+        trials.extend(refusal_trials(&settings.objects[0].file));
+    }
     trials.push(vng_trial(agent.clone()));
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(objects_dir);
+    conclusion.exit();
+}
+
+/// A guest started from the kernel's saved state gives the records a booted one
+/// gives: the same outcomes (the verifier's words included), the same verdicts,
+/// the same measured values, for every case and program in both JIT modes. Left
+/// out are what differs between any two boots: durations, verification times
+/// (and so the statistics lines of accepted programs' logs; the refusals' words are
+/// compared in their outcomes),
+/// and the seed demos' ports and addresses (their checks still compare, through
+/// the verdicts).
+fn restored_equals_booted(
+    target: Target,
+    agent: Shared<PathBuf>,
+    settings: Arc<Settings>,
+) -> Trial {
+    Trial::ignorable_test(
+        format!("{}::restored_equals_booted", target.name()),
+        move || {
+            let kernel = match obtain(&target)? {
+                Ok(kernel) => kernel,
+                Err(why) => return Ok(Completion::ignored_with(why)),
+            };
+            let agent = built(&agent)?;
+            let run_with = |snapshots: bool| {
+                let mut restored = false;
+                let settings = Settings {
+                    snapshots,
+                    ..(*settings).clone()
+                };
+                let run = run::run_kernel(&kernel, agent, &settings, &mut |p| {
+                    if let Progress::Vm {
+                        event: VmEvent::Restored { .. },
+                        ..
+                    } = p
+                    {
+                        restored = true;
+                    }
+                });
+                (run, restored)
+            };
+            let (booted, _) = run_with(false);
+            // The first run with saved states may be the one that saves it.
+            let (mut restored, mut was_restored) = run_with(true);
+            if !was_restored {
+                (restored, was_restored) = run_with(true);
+            }
+            if !was_restored {
+                return Err(format!(
+                    "two runs with saved states on, and neither was restored: {:?}",
+                    restored.status
+                )
+                .into());
+            }
+            let mut wrong = Vec::new();
+            for (what, run) in [("booted", &booted), ("restored", &restored)] {
+                if run.status != RunStatus::Completed {
+                    wrong.push(format!("the {what} run: {:?}", run.status));
+                }
+            }
+            for (b, r) in booted.cells.iter().zip(&restored.cells) {
+                let (b_rec, r_rec) = (comparable(&b.record), comparable(&r.record));
+                if (b.case, b.jit) != (r.case, r.jit) || b_rec != r_rec || b.verdict != r.verdict {
+                    wrong.push(format!(
+                        "{} / {}: booted {b_rec} ({:?}), restored {r_rec} ({:?})",
+                        b.case, b.jit, b.verdict, r.verdict
+                    ));
+                }
+            }
+            for (b, r) in booted.programs.iter().zip(&restored.programs) {
+                let (b_rec, r_rec) = (comparable(&b.record), comparable(&r.record));
+                if b_rec != r_rec || b.verdict != r.verdict {
+                    wrong.push(format!(
+                        "{}:{} / {}: booted {b_rec} ({:?}), restored {r_rec} ({:?})",
+                        b.object, b.program, b.jit, b.verdict, r.verdict
+                    ));
+                }
+            }
+            if booted.cells.len() != restored.cells.len()
+                || booted.programs.len() != restored.programs.len()
+            {
+                wrong.push("the runs have different cells".into());
+            }
+            if wrong.is_empty() {
+                Ok(Completion::Completed)
+            } else {
+                Err(wrong.join("\n").into())
+            }
+        },
+    )
+}
+
+/// A record as JSON without what differs between any two boots.
+fn comparable<T: serde::Serialize>(record: &Option<T>) -> serde_json::Value {
+    let mut v = serde_json::to_value(record).unwrap_or_default();
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for volatile in ["duration_ms", "verification_usec", "verifier_log", "seed"] {
+                    map.remove(volatile);
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            serde_json::Value::String(s) => *s = without_kernel_addresses(s),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+/// `text` with every kernel address (`0xffff...`, a map's address in the
+/// verifier's log) replaced: they differ between any two boots.
+fn without_kernel_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("0xffff") {
+        out.push_str(&rest[..at]);
+        let hex = rest[at + 2..]
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .map_or(rest.len(), |n| at + 2 + n);
+        out.push_str("0xADDRESS");
+        rest = &rest[hex..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The trial objects (tests/objects/*.c) compiled into `dir`, vetted as
+/// `bpfmatrix check` vets them, and the rules of tests/objects/expect.toml.
+fn test_objects(dir: &Path) -> Result<(Vec<UserObject>, ProgramRules), String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/objects");
+    let mut paths = Vec::new();
+    for name in ["clock", "ringbuf"] {
+        let out = dir.join(format!("{name}.o"));
+        let c = src.join(format!("{name}.c"));
+        let result = Command::new("clang")
+            .args(["-O2", "-g", "-target", "bpf"])
+            // Debian keeps asm/types.h in the multiarch folder.
+            .arg("-I/usr/include/x86_64-linux-gnu")
+            .arg("-c")
+            .arg(&c)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .map_err(|e| format!("cannot run clang (apt-get install clang libbpf-dev): {e}"))?;
+        if !result.status.success() {
+            return Err(format!(
+                "clang failed on {} ({}): {}",
+                c.display(),
+                result.status,
+                String::from_utf8_lossy(&result.stderr)
+            ));
+        }
+        paths.push(out);
+    }
+    let objects = objects::load(&paths).map_err(|e| format!("{e:#}"))?;
+    let rules = ProgramRules::load(&src.join("expect.toml")).map_err(|e| format!("{e:#}"))?;
+    let specs: Vec<_> = objects.iter().map(|o| o.spec.clone()).collect();
+    rules.check_against(&specs).map_err(|e| format!("{e:#}"))?;
+    Ok((objects, rules))
+}
+
+/// A program's cell on one kernel: its verdict, and for an accepted program the
+/// instruction count the issue asks every report to show.
+fn judge_program(run: &KernelRun, object: &str, program: &str, jit: JitMode) -> Result<(), Failed> {
+    let cell = run
+        .programs
+        .iter()
+        .find(|c| c.object == object && c.program == program && c.jit == jit)
+        .ok_or_else(|| Failed::from("the run has no cell for this program"))?;
+    let record = format!("{:#?}", cell.record);
+    if let RunStatus::Failed { reason } = &run.status {
+        return Err(format!(
+            "kernel {}: the run failed: {reason}
+{record}",
+            run.kernel
+        )
+        .into());
+    }
+    if !cell.agrees() {
+        return Err(format!(
+            "kernel {} (guest {}): {:?}
+expected: {:?}
+{record}",
+            run.kernel,
+            run.guest_release.as_deref().unwrap_or("never said hello"),
+            cell.verdict,
+            cell.expected
+        )
+        .into());
+    }
+    if cell.accepted() == Some(true) {
+        let insns = cell
+            .record
+            .as_ref()
+            .and_then(|r| r.cost.as_ref())
+            .and_then(|c| c.insns_processed);
+        match insns {
+            Some(f) if f.value > 0 => {}
+            _ => {
+                return Err(format!(
+                    "accepted, but without the verifier's instruction count:
+{record}"
+                )
+                .into())
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each program's minimum kernel across every kernel booted here must be the
+/// oldest of them its rule lets accept it, and acceptance must flip only there.
+fn minimum_kernel_trial(
+    kernels: Vec<(Target, Shared<Booted>)>,
+    agent: Shared<PathBuf>,
+    settings: Arc<Settings>,
+) -> Trial {
+    Trial::ignorable_test("check::minimum_kernel", move || {
+        let mut runs = Vec::new();
+        for (target, run) in &kernels {
+            let booted = run
+                .get_or_init(|| boot(target, &agent, &settings))
+                .as_ref()
+                .map_err(|e| Failed::from(e.as_str()))?;
+            if let Booted::Run(run) = booted {
+                runs.push((**run).clone());
+            }
+        }
+        if runs.len() < 2 {
+            return Ok(Completion::ignored_with(format!(
+                "a minimum kernel needs two kernels or more; {} could be booted here",
+                runs.len()
+            )));
+        }
+        let mut matrix = Matrix::from_runs(runs);
+        matrix.program_rules = settings.program_rules.clone();
+        let mut wrong = Vec::new();
+        for m in programs::minimum_kernels(&matrix) {
+            let mut versions: Vec<(KernelVersion, &str)> = matrix
+                .runs
+                .iter()
+                .filter_map(|r| {
+                    let v = KernelVersion::parse(r.guest_release.as_deref()?).ok()?;
+                    Some((v, r.kernel.as_str()))
+                })
+                .collect();
+            versions.sort();
+            let first = settings
+                .program_rules
+                .rule(&m.object, &m.program)
+                .and_then(|r| KernelVersion::parse(&r.first_kernel).ok());
+            let oldest = versions
+                .iter()
+                .find(|(v, _)| first.is_none_or(|f| *v >= f))
+                .map(|(_, k)| k.to_string());
+            let flips_expected =
+                usize::from(versions.first().map(|(v, _)| *v) < first && oldest.is_some());
+            if m.oldest_accepting != oldest || m.flips.len() != flips_expected {
+                wrong.push(format!(
+                    "{}:{} ({}): oldest accepting {:?}, flips {:?}; the rules say {oldest:?} with {flips_expected} flip(s)",
+                    m.object, m.program, m.jit, m.oldest_accepting, m.flips
+                ));
+            }
+        }
+        if wrong.is_empty() {
+            Ok(Completion::Completed)
+        } else {
+            Err(wrong.join("\n").into())
+        }
+    })
+}
+
+/// `bpfmatrix check` refuses what is not a BPF object, exit 2 naming the file,
+/// before any kernel is fetched or guest started.
+fn refusal_trials(good_object: &Path) -> Vec<Trial> {
+    let good = std::fs::read(good_object).unwrap_or_default();
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("empty", Vec::new()),
+        (
+            "not_elf",
+            b"#!/bin/sh\necho this is a shell script\n".to_vec(),
+        ),
+        ("truncated", good[..good.len() / 2].to_vec()),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, bytes)| {
+            Trial::test(format!("check::refuses::{name}"), move || {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let file = dir.path().join(format!("{name}.o"));
+                std::fs::write(&file, &bytes).map_err(|e| e.to_string())?;
+                let out = Command::new(env!("CARGO_BIN_EXE_bpfmatrix"))
+                    .arg("check")
+                    .arg(&file)
+                    .args(["-k", "6.1", "-k", "5.10"])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let named = stderr.contains(&file.display().to_string());
+                let booted = stderr.contains("QEMU started") || stderr.contains("starting ") || stderr.contains("downloading");
+                if out.status.code() != Some(2) || !named || booted {
+                    return Err(format!(
+                        "expected exit 2 naming {} before any kernel or guest, got {} with:\n{stderr}",
+                        file.display(),
+                        out.status
+                    )
+                    .into());
+                }
+                Ok(())
+            })
+        })
+        .collect()
 }
 
 /// The virtme-ng backend, kept working: the same agent and plan on kernel 6.1

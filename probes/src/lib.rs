@@ -666,7 +666,9 @@ pub struct ProgramRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verifier_log: String,
     /// How many bytes were cut from the start of `verifier_log`, when any were
-    /// (by the kernel's buffer or by the cap).
+    /// (by the kernel's buffer or by the cap). Exact from 6.4, whose kernel keeps
+    /// a full log's end and says its whole size; before, a log that filled the
+    /// buffer is known only to be at least that long, so this is a lower bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_cut_bytes: Option<u64>,
     /// What verifying and translating it cost, for an accepted program.

@@ -69,7 +69,11 @@ fn stack_depth(line: &str) -> Option<Vec<u32>> {
     if at > 0 && !line.starts_with("processed ") {
         return None;
     }
-    let depths = line[at + "stack depth ".len()..].trim();
+    // 7.x adds the rounded total after the depths ("stack depth 8 max 16"; 16
+    // under the JIT, 32 under the interpreter): the depths are the first word.
+    let depths = line[at + "stack depth ".len()..]
+        .split_whitespace()
+        .next()?;
     let parsed: Option<Vec<u32>> = depths.split('+').map(|d| d.trim().parse().ok()).collect();
     parsed.filter(|d| !d.is_empty())
 }
@@ -84,6 +88,8 @@ pub fn tail(log: &str, max_lines: usize, max_bytes: usize) -> String {
         .filter(|l| !l.trim().is_empty())
         .filter(|l| {
             !(l.starts_with("processed ")
+                // 7.x also says "insns processed N" after a refusal.
+                || l.starts_with("insns processed ")
                 || l.starts_with("verification time")
                 || l.starts_with("stack depth")
                 || l.starts_with("Live regs before insn")
@@ -262,6 +268,12 @@ mod tests {
             include_str!("../../tests/data/verifier-logs/6.12-rejected-stack-read.log");
         const REJECTED_4_16: &str =
             include_str!("../../tests/data/verifier-logs/4.16-rejected-stack-read.log");
+        // Debian sid's 7.2.13: clock.o's count_packets (accepted, JIT) and a
+        // socket filter calling helper 999 (refused).
+        const ACCEPTED_7_2: &str =
+            include_str!("../../tests/data/verifier-logs/7.2-accepted-stats.log");
+        const REJECTED_7_2: &str =
+            include_str!("../../tests/data/verifier-logs/7.2-rejected-unknown-func.log");
 
         /// insns, limit, max_states_per_insn, total, peak, mark_read, usec.
         fn figures(c: &VerifierCost) -> [Option<u64>; 7] {
@@ -391,6 +403,39 @@ mod tests {
             );
             // The byte cap keeps the end, the refusal.
             assert!(tail(REJECTED_6_12, 4, 100).ends_with("off=-8 size=1"));
+        }
+
+        #[test]
+        fn the_7_x_forms_stack_depth_max_and_insns_processed() {
+            // "verification time 6530 usec", "stack depth 8 max 16", "processed 12
+            // insns (limit 1000000) max_states_per_insn 0 total_states 1
+            // peak_states 1 mark_read 0".
+            let c = stats(ACCEPTED_7_2);
+            assert_eq!(
+                figures(&c),
+                [
+                    Some(12),
+                    Some(1_000_000),
+                    Some(0),
+                    Some(1),
+                    Some(1),
+                    Some(0),
+                    Some(6530)
+                ]
+            );
+            assert_eq!(c.stack_depth, [8]);
+            // The refusal is "invalid func unknown#999", not the "insns processed
+            // 2" that follows it.
+            assert_eq!(
+                tail(REJECTED_7_2, 2, 2048),
+                "1: (85) call unknown#999\ninvalid func unknown#999"
+            );
+            let c = stats(REJECTED_7_2);
+            assert_eq!(
+                (v(&c.insns_processed), v(&c.verification_usec)),
+                (Some(2), Some(691))
+            );
+            assert_eq!(c.stack_depth, [0]);
         }
 
         #[test]

@@ -660,6 +660,8 @@ pub fn check_command(
         .rules
         .retain(|r| objects[0].spec.programs.contains(&r.program));
     let rules_file = dir.join("expect.toml");
+    // An expect file holds the rules only (`file` names where rules were read).
+    rules.file = None;
     std::fs::write(&rules_file, toml::to_string(&rules)?)?;
     let mut args: Vec<OsString> = vec![
         "check".into(),
@@ -856,6 +858,27 @@ mod tests {
         // Per repetition: 1.0, 3.0, 4.0.
         assert_eq!(Ratio::of(&c, &a).paired, Some(3.0));
         assert_eq!(Ratio::of(&b, &Samples::default()).median, None);
+    }
+
+    #[test]
+    fn the_check_command_writes_an_expect_file_check_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = check_command(
+            "bpfmatrix".into(),
+            &[("6.1".into(), "6.1".into())],
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(m.kernels, ["6.1"]);
+        let rules = crate::programs::ProgramRules::load(&dir.path().join("expect.toml")).unwrap();
+        assert_eq!(rules.rules.len(), 1, "{rules:?}");
+        assert_eq!(
+            (
+                rules.rules[0].program.as_str(),
+                rules.rules[0].first_kernel.as_str()
+            ),
+            ("stamp_tai", "6.1")
+        );
     }
 
     #[test]

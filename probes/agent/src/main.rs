@@ -146,6 +146,12 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
             None
         }
     };
+    // Plan-independent work the saved state should hold: aya's probing of the
+    // kernel's features (on its first load otherwise), lo, the statistics
+    // objects of both JIT modes.
+    let _ = aya::features();
+    let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
+    runner.prepare_ahead(JitMode::ALL.len());
     reporter.send(&GuestMessage::Ready {
         protocol: PROTOCOL_VERSION,
         agent_id: config.agent_id.clone(),
@@ -192,7 +198,6 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
     }
     // The host keeps other fault runs on the booted path: several faults act
     // before a plan could be read from the port.
-    let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
     run_plan(reporter, &plan, &mut runner, false);
     reporter.send(&GuestMessage::Done {
         uptime_ms: sys::uptime_ms(),

@@ -497,6 +497,20 @@ pub fn supervise(
     };
     // The readers are left to reach their end of file on their own.
     group.kill();
+    // A restore that failed is most often QEMU refusing the saved state, and
+    // exiting with the reason on its stderr: say it.
+    let end = match (end, stderr_thread.take()) {
+        (BootEnd::RestoreFailed { reason }, Some(t)) => {
+            let said = join_within(t, READER_GRACE).unwrap_or_default();
+            match said.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+                Some(last) => BootEnd::RestoreFailed {
+                    reason: format!("{reason}; QEMU said: {last}"),
+                },
+                None => BootEnd::RestoreFailed { reason },
+            }
+        }
+        (end, _) => end,
+    };
     Ok(Supervised {
         outcome: run.finish(end),
         missed_first_line,

@@ -24,17 +24,7 @@ pub fn build_guest_initramfs(
     object_files: &[PathBuf],
     out: &Path,
 ) -> anyhow::Result<()> {
-    if !agent.is_file() {
-        bail!(
-            "guest agent {} does not exist: build it first (bpfmatrix_vm::agent::build_agent)",
-            agent.display()
-        );
-    }
-    for wanted in &plan.modules {
-        if !modules.iter().any(|m| &plan_module_path(m) == wanted) {
-            bail!("the plan loads {wanted}, but no module file was given for it");
-        }
-    }
+    let image = base(agent, modules, &plan.modules, "the plan")?;
     if object_files.len() != plan.objects.len() {
         bail!(
             "the plan names {} objects, but {} files were given for them",
@@ -43,7 +33,7 @@ pub fn build_guest_initramfs(
         );
     }
     let plan_json = serde_json::to_vec_pretty(plan).context("cannot serialise the plan")?;
-    let mut image = base(agent, modules).file(PLAN_PATH, plan_json, 0o644);
+    let mut image = image.file(PLAN_PATH, plan_json, 0o644);
     if !plan.objects.is_empty() {
         image = image.dir(OBJECTS_DIR, 0o755);
     }
@@ -69,19 +59,9 @@ pub fn build_waiting_initramfs(
     modules: &[ModuleFile],
     out: &Path,
 ) -> anyhow::Result<()> {
-    if !agent.is_file() {
-        bail!(
-            "guest agent {} does not exist: build it first (bpfmatrix_vm::agent::build_agent)",
-            agent.display()
-        );
-    }
-    for wanted in &config.modules {
-        if !modules.iter().any(|m| &plan_module_path(m) == wanted) {
-            bail!("the boot config loads {wanted}, but no module file was given for it");
-        }
-    }
+    let image = base(agent, modules, &config.modules, "the boot config")?;
     let json = serde_json::to_vec_pretty(config).context("cannot serialise the boot config")?;
-    base(agent, modules)
+    image
         .file(BOOT_CONFIG_PATH, json, 0o644)
         .dir(OBJECTS_DIR, 0o755)
         .write_to(out)
@@ -89,7 +69,25 @@ pub fn build_waiting_initramfs(
 
 /// What every guest has: the agent as /init, its modules, and the few
 /// directories and device nodes PID 1 needs before it can mount anything.
-fn base(agent: &Path, modules: &[ModuleFile]) -> Initramfs {
+/// `loaded` are the module paths the guest will load (`who` names what lists
+/// them): each must be the [`plan_module_path`] of one of `modules`.
+fn base(
+    agent: &Path,
+    modules: &[ModuleFile],
+    loaded: &[String],
+    who: &str,
+) -> anyhow::Result<Initramfs> {
+    if !agent.is_file() {
+        bail!(
+            "guest agent {} does not exist: build it first (bpfmatrix_vm::agent::build_agent)",
+            agent.display()
+        );
+    }
+    for wanted in loaded {
+        if !modules.iter().any(|m| &plan_module_path(m) == wanted) {
+            bail!("{who} loads {wanted}, but no module file was given for it");
+        }
+    }
     let mut image = Initramfs::new()
         .dir("/dev", 0o755)
         // The kernel opens /dev/console for init's stdio before devtmpfs exists;
@@ -112,7 +110,7 @@ fn base(agent: &Path, modules: &[ModuleFile]) -> Initramfs {
     for m in modules {
         image = image.file(&plan_module_path(m), m.path.as_path(), 0o644);
     }
-    image
+    Ok(image)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod waiting;
 use std::fs::File;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bpfmatrix_protocol::{
     BootConfig, CaseId, CaseRecord, Fault, GuestMessage, JitMode, Measured, Outcome, Plan,
@@ -95,6 +95,29 @@ fn main() {
     sys::sync_and_power_off();
 }
 
+/// The plan to run, once the hello is out: none when it could not be read (said
+/// as a warning, then done); one of another protocol version is run anyway,
+/// with a warning.
+fn usable_plan(reporter: &mut Reporter, plan: Result<Plan, String>) -> Option<Plan> {
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            reporter.warn(format!("no usable plan: {e}"));
+            reporter.send(&GuestMessage::Done {
+                uptime_ms: sys::uptime_ms(),
+            });
+            return None;
+        }
+    };
+    if plan.protocol != PROTOCOL_VERSION {
+        reporter.warn(format!(
+            "plan protocol {} differs from the agent's {PROTOCOL_VERSION}; running it anyway",
+            plan.protocol
+        ));
+    }
+    Some(plan)
+}
+
 /// A guest that waits for its plan (see waiting.rs): everything that does not
 /// depend on a plan, then `ready`, then the plan from the result port. The host
 /// may save the guest while it waits; a guest restored from that state wakes up
@@ -167,9 +190,7 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
     };
     if matches!(&plan, Ok(p) if p.fault == Some(Fault::HangBeforeHello)) {
         eprintln!("bpfmatrix-agent: fault injection: hanging before the hello");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+        sys::sleep_forever()
     }
     reporter.send(&GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
@@ -180,22 +201,9 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
     for w in warnings {
         reporter.warn(w);
     }
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => {
-            reporter.warn(format!("no usable plan: {e:#}"));
-            reporter.send(&GuestMessage::Done {
-                uptime_ms: sys::uptime_ms(),
-            });
-            return;
-        }
+    let Some(plan) = usable_plan(reporter, plan.map_err(|e| format!("{e:#}"))) else {
+        return;
     };
-    if plan.protocol != PROTOCOL_VERSION {
-        reporter.warn(format!(
-            "plan protocol {} differs from the agent's {PROTOCOL_VERSION}; running it anyway",
-            plan.protocol
-        ));
-    }
     // The host keeps other fault runs on the booted path: several faults act
     // before a plan could be read from the port.
     run_plan(reporter, &plan, &mut runner, false);
@@ -217,9 +225,7 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parse {plan_path}: {e}")));
     if matches!(&plan, Ok(p) if matches!(p.fault, Some(Fault::DeadBeforeHello | Fault::HangBeforeHello)))
     {
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+        sys::sleep_forever()
     }
     if matches!(&plan, Ok(p) if p.fault == Some(Fault::Silent)) {
         eprintln!("bpfmatrix-agent: fault injection: silent, powering off without a word");
@@ -251,22 +257,9 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
     for w in hosted::is_init().then(sys::mount_rest).unwrap_or_default() {
         reporter.warn(w);
     }
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => {
-            reporter.warn(format!("no usable plan: {e}"));
-            reporter.send(&GuestMessage::Done {
-                uptime_ms: sys::uptime_ms(),
-            });
-            return;
-        }
+    let Some(plan) = usable_plan(reporter, plan) else {
+        return;
     };
-    if plan.protocol != PROTOCOL_VERSION {
-        reporter.warn(format!(
-            "plan protocol {} differs from the agent's {PROTOCOL_VERSION}; running it anyway",
-            plan.protocol
-        ));
-    }
     match plan.fault {
         Some(Fault::Panic) => {
             eprintln!("bpfmatrix-agent: fault injection: kernel panic via sysrq");
@@ -277,9 +270,7 @@ fn agent(reporter: &mut Reporter, start_uptime: u64) {
         }
         Some(Fault::Hang) => {
             eprintln!("bpfmatrix-agent: fault injection: hanging");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+            sys::sleep_forever()
         }
         Some(Fault::Garbage) => write_garbage(reporter, &plan),
         Some(Fault::EnormousLine) => write_enormous_line(reporter),

@@ -276,6 +276,11 @@ pub fn sync_and_power_off() -> ! {
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     // Only reached if power-off failed; PID 1 must not exit.
+    sleep_forever()
+}
+
+/// What PID 1 does instead of exiting (a fault that hangs, a failed power-off).
+pub fn sleep_forever() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

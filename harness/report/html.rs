@@ -10,7 +10,7 @@ use super::{
     cell_summary, columns_text, cost_lines, cost_row, cost_sources, costs, coverage_lines, explain,
     explain_program, generated_by, grid, kernel_brief, kernel_line, mark, program_grid,
     program_rules_line, program_summary, program_wrongs, refusals, seed_articles, short_summary,
-    verdict_line, Column, Shared, COST_HEADINGS, MISSING, PROGRAM_LEGEND,
+    tested_only, verdict_line, Column, Shared, COST_HEADINGS, MISSING, PROGRAM_LEGEND,
 };
 use crate::matrix::{Cell, KernelRun, Matrix, Verdict};
 use crate::programs::ProgramCell;
@@ -289,20 +289,7 @@ fn programs(m: &Matrix) -> String {
         esc(PROGRAM_LEGEND),
         esc(&program_rules_line(m))
     );
-    let tested: Vec<Column<'_>> = columns
-        .iter()
-        .copied()
-        .filter(|(k, _)| k.tested())
-        .collect();
-    let keep: Vec<bool> = columns.iter().map(|(k, _)| k.tested()).collect();
-    let rows: Vec<_> = rows
-        .into_iter()
-        .map(|mut row| {
-            let mut keep = keep.iter();
-            row.cells.retain(|_| *keep.next().unwrap_or(&true));
-            row
-        })
-        .collect();
+    let (tested, rows) = tested_only(&columns, rows);
     let refused = refusals(&tested, &rows);
     if !refused.is_empty() {
         out += "<h2>Why programs were not loaded, in the verifier's words</h2>\n";

@@ -3,7 +3,7 @@
 use super::{
     cell_summary, columns_text, cost_row, cost_sources, costs, coverage_lines, grid, header,
     kernel_line, program_grid, program_rules_line, program_summary, program_wrongs, refusals,
-    seed_articles, verdict_line, COST_HEADINGS, MISSING, PROGRAM_LEGEND,
+    seed_articles, tested_only, verdict_line, COST_HEADINGS, MISSING, PROGRAM_LEGEND,
 };
 use crate::expect::{errno_name, last_line};
 use crate::matrix::{Matrix, Verdict};
@@ -151,20 +151,7 @@ fn programs(m: &Matrix) -> String {
         );
     }
     let _ = writeln!(out, "\n{PROGRAM_LEGEND}\n\n{}", program_rules_line(m));
-    let tested: Vec<_> = columns
-        .iter()
-        .copied()
-        .filter(|(k, _)| k.tested())
-        .collect();
-    let keep: Vec<bool> = columns.iter().map(|(k, _)| k.tested()).collect();
-    let rows: Vec<_> = rows
-        .into_iter()
-        .map(|mut row| {
-            let mut keep = keep.iter();
-            row.cells.retain(|_| *keep.next().unwrap_or(&true));
-            row
-        })
-        .collect();
+    let (tested, rows) = tested_only(&columns, rows);
     let refused = refusals(&tested, &rows);
     if !refused.is_empty() {
         out += "\n#### Why programs were not loaded, in the verifier's words\n\n";

@@ -604,6 +604,30 @@ impl Refusal<'_> {
     }
 }
 
+/// The columns of kernels that could be tested, and the rows cut to them: the
+/// notes under the page's programs table speak of those kernels only (the
+/// table itself says which were unavailable).
+pub(crate) fn tested_only<'a>(
+    columns: &[Column<'a>],
+    rows: Vec<ProgramRow<'a>>,
+) -> (Vec<Column<'a>>, Vec<ProgramRow<'a>>) {
+    let keep: Vec<bool> = columns.iter().map(|(k, _)| k.tested()).collect();
+    let rows = rows
+        .into_iter()
+        .map(|mut row| {
+            let mut keep = keep.iter();
+            row.cells.retain(|_| *keep.next().unwrap_or(&true));
+            row
+        })
+        .collect();
+    let tested = columns
+        .iter()
+        .copied()
+        .filter(|(k, _)| k.tested())
+        .collect();
+    (tested, rows)
+}
+
 /// Every program cell the kernel did not accept (refused, unsupported, not
 /// loadable, an error), grouped: one entry per program and distinct answer in
 /// the verifier's words, naming the columns that gave it.

@@ -1569,24 +1569,19 @@ fn store_run(
             }
         }
     });
-    let took = started.elapsed();
+    let done = StoreRun {
+        run,
+        events,
+        took: started.elapsed(),
+    };
     eprintln!(
         "[faults] store run: {} boot(s), restored: {}, {:.1} s, discarded: {:?}",
-        events
-            .iter()
-            .filter(|e| matches!(e, VmEvent::Starting { .. }))
-            .count(),
-        events.iter().any(|e| matches!(e, VmEvent::Restored { .. })),
-        took.as_secs_f64(),
-        events
-            .iter()
-            .filter_map(|e| match e {
-                VmEvent::StateDiscarded { reason } => Some(reason.clone()),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
+        done.boots(),
+        done.restored(),
+        done.took.as_secs_f64(),
+        done.discarded()
     );
-    Ok(StoreRun { run, events, took })
+    Ok(done)
 }
 
 /// The store's saved states and sidecars (and anything else left in it).
@@ -1651,16 +1646,23 @@ fn booted_instead(after: &StoreRun, store: &Path, what: &str) -> Outcome {
     Ok(())
 }
 
+/// Cuts a saved state to half its length, as a full disk or a crash would;
+/// returns the new length.
+fn cut_in_half(state: &Path) -> Result<u64, Failed> {
+    let len = std::fs::metadata(state).map_err(|e| e.to_string())?.len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(state)
+        .map_err(|e| e.to_string())?;
+    f.set_len(len / 2).map_err(|e| e.to_string())?;
+    Ok(len / 2)
+}
+
 /// A state cut short is caught by its length before QEMU sees it.
 fn snapshot_cut_short() -> Outcome {
     let agent = agent()?;
     let (dir, state) = store_with_state(agent)?;
-    let len = std::fs::metadata(&state).map_err(|e| e.to_string())?.len();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&state)
-        .map_err(|e| e.to_string())?;
-    f.set_len(len / 2).map_err(|e| e.to_string())?;
+    cut_in_half(&state)?;
     let after = store_run(dir.path(), agent, None, NORMAL_TIMEOUT)?;
     check!(!after.restored(), "a state cut to half was restored");
     check!(
@@ -1678,16 +1680,11 @@ fn snapshot_cut_short() -> Outcome {
 fn snapshot_refused_by_qemu() -> Outcome {
     let agent = agent()?;
     let (dir, state) = store_with_state(agent)?;
-    let len = std::fs::metadata(&state).map_err(|e| e.to_string())?.len();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&state)
-        .map_err(|e| e.to_string())?;
-    f.set_len(len / 2).map_err(|e| e.to_string())?;
+    let half = cut_in_half(&state)?;
     let sidecar = state.with_extension("json");
     let text = std::fs::read_to_string(&sidecar).map_err(|e| e.to_string())?;
     let mut doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    doc["bytes"] = (len / 2).into();
+    doc["bytes"] = half.into();
     std::fs::write(&sidecar, doc.to_string()).map_err(|e| e.to_string())?;
     let after = store_run(dir.path(), agent, None, NORMAL_TIMEOUT)?;
     check!(

@@ -244,6 +244,21 @@ pub struct KernelBench {
     pub problems: Vec<String>,
 }
 
+impl KernelBench {
+    /// A measured run must agree in every cell (agrees() also requires it to
+    /// have completed); one that does not is a problem and spoils the targets.
+    fn judge_run(&mut self, what: &str, run: &KernelRun) {
+        if !run.agrees() {
+            self.all_verdicts_agree = false;
+            self.problems.push(format!(
+                "{what}: {:?}, all cells agree: {}",
+                run.status,
+                run.agrees()
+            ));
+        }
+    }
+}
+
 /// The whole matrix as the user runs it.
 #[derive(Clone, Debug, Serialize)]
 pub struct MatrixBench {
@@ -370,15 +385,7 @@ pub fn bench(
                 kernel.name
             ));
             let (run, timeline) = timed_run(kernel, agent, &booted);
-            // agrees() also requires the run to have completed.
-            if !run.agrees() {
-                kb.all_verdicts_agree = false;
-                kb.problems.push(format!(
-                    "bpfmatrix run {rep}: {:?}, all cells agree: {}",
-                    run.status,
-                    run.agrees()
-                ));
-            }
+            kb.judge_run(&format!("bpfmatrix run {rep}"), &run);
             match (timeline.done_s, timeline.exit_s) {
                 (Some(done), Some(exit)) => {
                     kb.verdicts.push(Duration::from_secs_f64(done));
@@ -401,14 +408,7 @@ pub fn bench(
                 kernel.name
             ));
             let (run, timeline) = timed_run(kernel, agent, &restoring);
-            if !run.agrees() {
-                kb.all_verdicts_agree = false;
-                kb.problems.push(format!(
-                    "restored run {rep}: {:?}, all cells agree: {}",
-                    run.status,
-                    run.agrees()
-                ));
-            }
+            kb.judge_run(&format!("restored run {rep}"), &run);
             match (timeline.restored_s, timeline.done_s) {
                 (Some(_), Some(done)) => kb.restored.push(Duration::from_secs_f64(done)),
                 (None, _) => kb.problems.push(format!(

@@ -61,6 +61,7 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "probes/agent/src/main.rs",
     "probes/agent/src/objects.rs",
     "probes/agent/src/prog_tracing.rs",
+    "probes/agent/src/relocated.rs",
     "probes/agent/src/seeds.rs",
     "probes/agent/src/sys.rs",
     "probes/agent/src/waiting.rs",

@@ -20,6 +20,7 @@ use bpfmatrix_protocol::{
 use crate::check;
 use crate::objects;
 use crate::prog_tracing::{self, TraceKind, TracingLoad};
+use crate::relocated;
 use crate::seeds;
 use crate::sys;
 use crate::verifier;
@@ -152,6 +153,9 @@ pub struct Runner<'a> {
     /// Sets made ready ahead (see [`Runner::prepare_ahead`]), one per JIT mode to
     /// come.
     ready_ahead: Vec<StatsObjects<'a>>,
+    /// The embedded objects as the cases load them, by name: relocated once
+    /// against the kernel BTF (see [`relocated`]), or as embedded (None).
+    objects: HashMap<&'static str, Option<Vec<u8>>>,
 }
 
 type StatsObjects<'a> = HashMap<&'static str, Result<check::StatsObject<'a>, String>>;
@@ -170,14 +174,15 @@ impl<'a> Runner<'a> {
             loopback: None,
             stats_objects: HashMap::new(),
             ready_ahead: Vec::new(),
+            objects: HashMap::new(),
         }
     }
 
     /// Does ahead what every run does the same way, whatever its plan: lo up,
-    /// and the embedded objects made ready for the statistics loads of `modes`
-    /// JIT modes (each mode needs its own maps). A guest that waits for its plan
-    /// does it before saying ready, so every guest restored from it starts with
-    /// it done (about 100 ms of a run under TCG).
+    /// the embedded objects relocated, and made ready for the statistics loads
+    /// of `modes` JIT modes (each mode needs its own maps). A guest that waits
+    /// for its plan does it before saying ready, so every guest restored from it
+    /// starts with it done (about 200 ms of a 5.10 run under TCG).
     pub fn prepare_ahead(&mut self, modes: usize) {
         if let Err(e) = self.loopback() {
             eprintln!("bpfmatrix-agent: bringing lo up ahead: {e:?}");
@@ -189,7 +194,7 @@ impl<'a> Runner<'a> {
                 .iter()
                 .map(|c| c.object())
                 .filter_map(|name| {
-                    let bytes = objects::by_name(name)?;
+                    let bytes = embedded(&mut self.objects, kernel_btf, name)?;
                     Some((name, check::StatsObject::new(bytes, kernel_btf)))
                 })
                 .collect();
@@ -250,8 +255,9 @@ impl<'a> Runner<'a> {
             return;
         }
         let kernel_btf = self.kernel_btf;
+        let embedded_objects = &mut self.objects;
         let object = self.stats_objects.entry(case.object()).or_insert_with(|| {
-            match objects::by_name(case.object()) {
+            match embedded(embedded_objects, kernel_btf, case.object()) {
                 Some(bytes) => check::StatsObject::new(bytes, kernel_btf),
                 None => Err(format!("no embedded object {}", case.object())),
             }
@@ -277,6 +283,12 @@ impl<'a> Runner<'a> {
     /// (EINVAL) in the second.
     pub fn begin_mode(&mut self) {
         self.stats_objects = self.ready_ahead.pop().unwrap_or_default();
+    }
+
+    /// The embedded object of `case`, as the cases load it.
+    pub(crate) fn object(&mut self, case: CaseId) -> Result<&[u8], Fail> {
+        embedded(&mut self.objects, self.kernel_btf, case.object())
+            .ok_or_else(|| Fail::Error(format!("no embedded object {}", case.object())))
     }
 
     /// The kernel's BTF, when it has one (/sys/kernel/btf/vmlinux).
@@ -322,7 +334,7 @@ impl<'a> Runner<'a> {
     }
 
     pub(crate) fn load_object(&mut self, case: CaseId) -> Result<Ebpf, Fail> {
-        let bytes = objects::by_name(case.object())
+        let bytes = embedded(&mut self.objects, self.kernel_btf, case.object())
             .ok_or_else(|| Fail::Error(format!("no embedded object {}", case.object())))?;
         self.loader
             .load(bytes)
@@ -378,12 +390,13 @@ impl<'a> Runner<'a> {
 
     /// Loads and attaches fentry_tc and fexit_tc to the loaded tc_verdict (see
     /// [`attach_tracers`]).
-    fn attach_tracers(&self, bpf: &Ebpf, m: &mut Measured) -> Result<Vec<OwnedFd>, Fail> {
+    fn attach_tracers(&mut self, bpf: &Ebpf, m: &mut Measured) -> Result<Vec<OwnedFd>, Fail> {
+        let kernel_btf = self.kernel_btf;
         attach_tracers(
             bpf,
             "tc_verdict",
-            objects::FENTRY_TC,
-            self.kernel_btf,
+            self.object(CaseId::FentryTcTestRun)?,
+            kernel_btf,
             &map_fds(bpf),
             &|name| {
                 format!(
@@ -488,6 +501,26 @@ impl<'a> Runner<'a> {
             .map_err(|e| Fail::Error(format!("detach tc_verdict: {e}")))?;
         refusal.map_or(Ok(()), Err)
     }
+}
+
+/// Embedded object `name` as the cases load it: relocated against the kernel
+/// BTF on first use and kept in `cache`. Without kernel BTF, or when the
+/// relocation fails, the object as embedded: aya then relocates (or refuses)
+/// it itself, in its own words, at the case's load.
+fn embedded<'c>(
+    cache: &'c mut HashMap<&'static str, Option<Vec<u8>>>,
+    kernel_btf: Option<&Btf>,
+    name: &'static str,
+) -> Option<&'c [u8]> {
+    let original = objects::by_name(name)?;
+    let relocated = cache.entry(name).or_insert_with(|| {
+        let btf = kernel_btf?;
+        relocated::relocated(original, btf)
+            .map_err(|e| eprintln!("bpfmatrix-agent: relocating {name} ahead: {e:#}"))
+            .ok()
+            .flatten()
+    });
+    Some(relocated.as_deref().unwrap_or(original))
 }
 
 /// How many times tc_verdict has run so far: fexit's count when the tracers are

@@ -988,7 +988,7 @@ fn page_size() -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::objects;
 
@@ -1113,9 +1113,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Raw BTF of two `struct sk_buff { unsigned int len; }` whose `len` sits
-    /// at different offsets: aya cannot choose between them.
-    fn ambiguous_sk_buff_btf() -> Vec<u8> {
+    /// Raw BTF of one `struct sk_buff { unsigned int len; }` per entry of
+    /// `len_bits`, its `len` at that bit offset: with two, aya cannot choose
+    /// between them.
+    pub(crate) fn sk_buff_btf(len_bits: &[u32]) -> Vec<u8> {
         let strings = b"\0unsigned int\0sk_buff\0len\0";
         let (int_name, skb_name, len_name) = (1u32, 14u32, 22u32);
         let mut types: Vec<u32> = vec![
@@ -1125,7 +1126,7 @@ mod tests {
             4,
             32,
         ];
-        for len_bits in [0u32, 64] {
+        for &len_bits in len_bits {
             // STRUCT "sk_buff", one member "len" of [1].
             types.extend([skb_name, (4 << 24) | 1, 16, len_name, 1, len_bits]);
         }
@@ -1149,7 +1150,7 @@ mod tests {
 
     #[test]
     fn a_relocation_aya_refuses_is_the_unsupported_outcome_of_its_programs_only() {
-        let target = Btf::parse(&ambiguous_sk_buff_btf(), aya::Endianness::default()).unwrap();
+        let target = Btf::parse(&sk_buff_btf(&[0, 64]), aya::Endianness::default()).unwrap();
         let mut obj = Object::parse(objects::FENTRY_TC).unwrap();
         let sections = elf::sections(objects::FENTRY_TC).unwrap();
         let sites = elf::core_sites(objects::FENTRY_TC, &sections).unwrap();

@@ -14,6 +14,13 @@ pub struct Section {
     nobits: bool,
 }
 
+impl Section {
+    /// Where the section's bytes are in the file (none for SHT_NOBITS).
+    pub fn file_range(&self) -> Option<std::ops::Range<usize>> {
+        (!self.nobits).then(|| self.offset..self.offset.saturating_add(self.size))
+    }
+}
+
 /// One CO-RE relocation: the instruction at byte `insn_off` of section `section`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoreSite {
@@ -129,6 +136,27 @@ pub fn core_sites(elf: &[u8], sections: &[Section]) -> Result<Vec<CoreSite>> {
         }
     }
     Ok(sites)
+}
+
+/// Empties `.BTF.ext`'s CO-RE relocation subsection in place (its length set
+/// to 0; func and line info untouched), for an object whose relocations were
+/// already applied to its instructions.
+pub fn drop_core_relocations(elf: &mut [u8], sections: &[Section]) -> Result<()> {
+    let Some(range) = sections
+        .iter()
+        .find(|s| s.name == ".BTF.ext")
+        .and_then(Section::file_range)
+    else {
+        return Ok(());
+    };
+    let ext = elf.get_mut(range).context(".BTF.ext outside the file")?;
+    if u32_at(ext, 4)? < 32 {
+        return Ok(());
+    }
+    ext.get_mut(28..32)
+        .context(".BTF.ext header cut short")?
+        .copy_from_slice(&0u32.to_le_bytes());
+    Ok(())
 }
 
 fn c_string(table: &[u8], at: usize) -> Result<String> {

@@ -9,6 +9,7 @@ mod elf;
 mod hosted;
 mod objects;
 mod prog_tracing;
+mod relocated;
 mod seeds;
 mod sys;
 mod verifier;

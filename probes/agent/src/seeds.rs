@@ -39,7 +39,6 @@ use bpfmatrix_protocol::{
 };
 
 use crate::cases::{self, CaseResult, Fail, Runner};
-use crate::objects;
 
 /// The most a demo waits for its events once it has provoked them (a bound, never
 /// the normal path: the events are written before the provoking call returns).
@@ -140,18 +139,19 @@ fn icmp_on_lo_ingress(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
 }
 
 fn trace_icmp(
-    r: &Runner<'_>,
+    r: &mut Runner<'_>,
     bpf: &mut Ebpf,
     map_fds: &HashMap<String, RawFd>,
     m: &mut Measured,
 ) -> CaseResult {
     let mut perf = PerfReader::open(bpf, "events")?;
+    let kernel_btf = r.kernel_btf();
     // As the article's Go does with AttachTarget/AttachTo.
     let tracers = cases::attach_tracers(
         &*bpf,
         "dummy",
-        objects::SEED_FENTRY_FEXIT_TC,
-        r.kernel_btf(),
+        r.object(CaseId::SeedFentryFexitTcIcmp)?,
+        kernel_btf,
         map_fds,
         &|name| {
             format!(
@@ -740,6 +740,7 @@ fn strip_log_prefix(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects;
 
     #[test]
     fn trace_lines_of_the_child_only_old_and_new_formats() {

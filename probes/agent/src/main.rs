@@ -155,6 +155,7 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
     }
     let loader = cases::early_loader();
     warnings.extend(sys::mount_rest());
+    sys::fill_receive_fifo(&config.result_port);
     if let Err(e) = sys::raise_memlock() {
         warnings.push(format!("{e:#}"));
     }

@@ -95,6 +95,22 @@ pub fn open_port(path: &str) -> Result<File> {
     Ok(file)
 }
 
+/// Lets a UART's receive FIFO fill to 14 bytes (the 16550A's highest trigger)
+/// before it interrupts, instead of 8: QEMU hands the guest at most the
+/// trigger's worth of bytes per interrupt, and a waiting guest's plan and the
+/// objects of `check` come this way (11 KB took 5.10 under TCG about 95 ms at
+/// 8, about 80 at 14). Needs /sys; a port without the attribute is left as
+/// it is.
+pub fn fill_receive_fifo(port: &str) {
+    let Some(name) = port.strip_prefix("/dev/") else {
+        return;
+    };
+    let trigger = format!("/sys/class/tty/{name}/rx_trig_bytes");
+    if let Err(e) = std::fs::write(&trigger, "14") {
+        eprintln!("bpfmatrix-agent: {trigger}: {e}");
+    }
+}
+
 /// finit_module; compressed modules (.ko.xz/.zst/.gz) ask the kernel to
 /// decompress (MODULE_INIT_COMPRESSED_FILE, 5.17+). EEXIST is success.
 pub fn load_module(path: &str) -> Result<()> {

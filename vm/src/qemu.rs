@@ -23,8 +23,10 @@ use bpfmatrix_protocol::GuestMessage;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -433,6 +435,21 @@ fn is_ready(text: &str) -> bool {
     )
 }
 
+/// Leaves `fd` open in the QEMU that `command` starts (Rust opens every file
+/// close-on-exec).
+fn inherit_fd(command: &mut Command, fd: RawFd) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    // SAFETY: between fork and exec the closure makes one fcntl, which is
+    // async-signal-safe, on an fd the parent keeps open until the spawn.
+    unsafe {
+        command.pre_exec(move || {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 struct Attempt {
     outcome: BootOutcome,
     /// Set when this was a KVM probe (a deadline was given) and KVM showed no life.
@@ -459,16 +476,23 @@ fn attempt(
     let mut command = Command::new(qemu);
     command.args(qemu_args(spec, accel, &socket));
     let mut conversation: Option<Box<dyn Conversation>> = None;
+    let mut state_file = None;
     if let Some(h) = &spec.handshake {
         let qmp = dir.path().join("qmp.sock");
         command
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         if let Some(state) = &h.restore {
-            command.arg("-incoming").arg(format!(
-                "exec:cat {}",
-                crate::supervisor::shell_quote(&state.to_string_lossy())
-            ));
+            // Handed over as an open file: QEMU reads it straight, where
+            // `exec:cat FILE` added a shell, a cat and a pipe, 25 ms of every
+            // restore here (60 MB state, TCG). Open until QEMU has started.
+            let file = std::fs::File::open(state)
+                .with_context(|| format!("cannot open the saved state {}", state.display()))?;
+            command
+                .arg("-incoming")
+                .arg(format!("fd:{}", file.as_raw_fd()));
+            inherit_fd(&mut command, file.as_raw_fd());
+            state_file = Some(file);
         }
         let save = match &h.save {
             Some(store) => Some((store.clone(), snapshot_key(qemu, spec, accel)?)),
@@ -499,6 +523,7 @@ fn attempt(
         },
         on_event,
     )?;
+    drop(state_file);
     let kvm_failure = match (kvm_deadline, &outcome.end) {
         (Some(deadline), _) if missed_first_line => Some(format!(
             "no line from the guest within {:.1} s under KVM",

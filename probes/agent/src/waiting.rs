@@ -33,22 +33,72 @@ pub fn receive_plan(port: &File) -> Result<Plan> {
     }
     let delivery: PlanDelivery =
         serde_json::from_slice(&line).context("parse the plan from the result port")?;
-    if delivery.object_bytes.len() != delivery.plan.objects.len() {
+    let objects = delivery.plan.objects.len();
+    if delivery.object_bytes.len() != objects || delivery.object_sizes.len() != objects {
         bail!(
-            "the plan names {} objects but {} sizes came with it",
-            delivery.plan.objects.len(),
-            delivery.object_bytes.len()
+            "the plan names {objects} objects but {} lengths and {} sizes came with it",
+            delivery.object_bytes.len(),
+            delivery.object_sizes.len()
         );
     }
-    for (object, &len) in delivery.plan.objects.iter().zip(&delivery.object_bytes) {
+    let lengths = delivery.object_bytes.iter().zip(&delivery.object_sizes);
+    for (object, (&len, &size)) in delivery.plan.objects.iter().zip(lengths) {
         if !object.path.starts_with(&format!("{OBJECTS_DIR}/")) {
             bail!("object {} is not under {OBJECTS_DIR}", object.path);
         }
-        let mut bytes = vec![0u8; len as usize];
+        let mut compressed = vec![0u8; len as usize];
         reader
-            .read_exact(&mut bytes)
+            .read_exact(&mut compressed)
             .with_context(|| format!("read object {} ({len} bytes)", object.name))?;
+        let bytes = inflate(&compressed, size)
+            .with_context(|| format!("decompress object {}", object.name))?;
         std::fs::write(&object.path, &bytes).with_context(|| format!("write {}", object.path))?;
     }
     Ok(delivery.plan)
+}
+
+/// The zlib stream `compressed` inflated, which must come to `size` bytes (read
+/// no further: garbage cannot fill the guest's memory).
+fn inflate(compressed: &[u8], size: u64) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    flate2::read::ZlibDecoder::new(compressed)
+        .take(size.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    let got = bytes.len() as u64;
+    if got > size {
+        bail!("it inflates to more than the {size} bytes the host announced");
+    }
+    if got < size {
+        bail!("it inflates to {got} bytes, not the {size} the host announced");
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn deflate(bytes: &[u8]) -> Vec<u8> {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(bytes).unwrap();
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn an_object_comes_back_as_sent_and_nothing_else_does() {
+        let object = crate::objects::FENTRY_TC;
+        let compressed = deflate(object);
+        assert!(compressed.len() < object.len() / 2, "{}", compressed.len());
+        assert_eq!(inflate(&compressed, object.len() as u64).unwrap(), object);
+
+        let short = object.len() as u64 - 1;
+        let err = inflate(&compressed, short).unwrap_err().to_string();
+        assert!(err.contains("more than the"), "{err}");
+        let err = inflate(&compressed, object.len() as u64 + 10)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("to {} bytes", object.len())), "{err}");
+        assert!(inflate(b"not zlib at all", 15).is_err());
+    }
 }

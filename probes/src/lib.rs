@@ -93,8 +93,8 @@ pub const OBJECTS_DIR: &str = "/bpfmatrix/objects";
 pub const MAX_OBJECTS_BYTES: u64 = 64 << 20;
 
 /// The most bytes of one program's verifier log a [`ProgramRecord`] keeps (the
-/// end of the log, where the refusal is). It crosses a UART (about 1 µs a byte
-/// to the host under TCG), and each record is one line of at most
+/// end of the log, where the refusal is). It crosses a UART that carries about
+/// 130-200 KB/s under TCG, and each record is one line of at most
 /// [`MAX_LINE_BYTES`].
 pub const MAX_VERIFIER_LOG_BYTES: usize = 64 * 1024;
 

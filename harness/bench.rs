@@ -456,17 +456,7 @@ pub fn bench(
         mb
     });
     let matrix = opts.matrix.as_ref().map(|m| {
-        let mut mb = MatrixBench {
-            kernels: m.kernels.clone(),
-            command: std::iter::once(m.program.as_os_str())
-                .chain(m.args.iter().map(OsString::as_os_str))
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" "),
-            warm: Samples::default(),
-            cold: None,
-            problems: Vec::new(),
-        };
+        let mut mb = MatrixBench::new(m);
         if opts.cold {
             progress("matrix: cold (empty cache)");
             match tempfile::Builder::new().prefix("bpfmatrix-cold-").tempdir() {

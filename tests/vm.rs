@@ -90,44 +90,22 @@ fn main() {
             settings.clone(),
         ));
         for jit in &settings.jit_modes {
+            let jit = *jit;
             for case in &settings.cases {
-                let (target, run, agent, settings) =
-                    (target.clone(), run.clone(), agent.clone(), settings.clone());
-                let (jit, case) = (*jit, *case);
-                trials.push(Trial::ignorable_test(
+                let case = *case;
+                trials.push(guest_trial(
                     format!("{}::{jit}::{case}", target.name()),
-                    move || {
-                        let booted = run
-                            .get_or_init(|| boot(&target, &agent, &settings))
-                            .as_ref()
-                            .map_err(|e| Failed::from(e.as_str()))?;
-                        match booted {
-                            Booted::Run(run) => {
-                                judge(run, case, jit).map(|()| Completion::Completed)
-                            }
-                            Booted::Unavailable(why) => Ok(Completion::ignored_with(why)),
-                        }
-                    },
+                    (&target, &run, &agent, &settings),
+                    move |run| judge(run, case, jit),
                 ));
             }
             for object in &settings.objects {
                 for program in &object.spec.programs {
-                    let (target, run, agent, settings) =
-                        (target.clone(), run.clone(), agent.clone(), settings.clone());
-                    let (object, program, jit) = (object.spec.name.clone(), program.clone(), *jit);
-                    trials.push(Trial::ignorable_test(
+                    let (object, program) = (object.spec.name.clone(), program.clone());
+                    trials.push(guest_trial(
                         format!("{}::{jit}::{object}:{program}", target.name()),
-                        move || {
-                            let booted = run
-                                .get_or_init(|| boot(&target, &agent, &settings))
-                                .as_ref()
-                                .map_err(|e| Failed::from(e.as_str()))?;
-                            match booted {
-                                Booted::Run(run) => judge_program(run, &object, &program, jit)
-                                    .map(|()| Completion::Completed),
-                                Booted::Unavailable(why) => Ok(Completion::ignored_with(why)),
-                            }
-                        },
+                        (&target, &run, &agent, &settings),
+                        move |run| judge_program(run, &object, &program, jit),
                     ));
                 }
             }
@@ -145,6 +123,28 @@ fn main() {
     let conclusion = libtest_mimic::run(&args, trials);
     drop(objects_dir);
     conclusion.exit();
+}
+
+/// One trial judged on `target`'s run, which the first of its trials to run
+/// boots for all of them; a kernel that cannot be had ignores the trial, saying
+/// why.
+fn guest_trial(
+    name: String,
+    (target, run, agent, settings): (&Target, &Shared<Booted>, &Shared<PathBuf>, &Arc<Settings>),
+    judge: impl FnOnce(&KernelRun) -> Result<(), Failed> + Send + 'static,
+) -> Trial {
+    let (target, run, agent, settings) =
+        (target.clone(), run.clone(), agent.clone(), settings.clone());
+    Trial::ignorable_test(name, move || {
+        let booted = run
+            .get_or_init(|| boot(&target, &agent, &settings))
+            .as_ref()
+            .map_err(|e| Failed::from(e.as_str()))?;
+        match booted {
+            Booted::Run(run) => judge(run).map(|()| Completion::Completed),
+            Booted::Unavailable(why) => Ok(Completion::ignored_with(why)),
+        }
+    })
 }
 
 /// A guest started from the kernel's saved state gives the records a booted one

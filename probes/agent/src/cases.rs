@@ -194,7 +194,7 @@ impl<'a> Runner<'a> {
                 .iter()
                 .map(|c| c.object())
                 .filter_map(|name| {
-                    let bytes = embedded(&mut self.objects, kernel_btf, name)?;
+                    let bytes = embedded(&mut self.objects, kernel_btf, name).ok()?;
                     Some((name, check::StatsObject::new(bytes, kernel_btf)))
                 })
                 .collect();
@@ -257,10 +257,8 @@ impl<'a> Runner<'a> {
         let kernel_btf = self.kernel_btf;
         let embedded_objects = &mut self.objects;
         let object = self.stats_objects.entry(case.object()).or_insert_with(|| {
-            match embedded(embedded_objects, kernel_btf, case.object()) {
-                Some(bytes) => check::StatsObject::new(bytes, kernel_btf),
-                None => Err(format!("no embedded object {}", case.object())),
-            }
+            embedded(embedded_objects, kernel_btf, case.object())
+                .and_then(|bytes| check::StatsObject::new(bytes, kernel_btf))
         });
         for name in wanted {
             let from_log = object
@@ -287,8 +285,7 @@ impl<'a> Runner<'a> {
 
     /// The embedded object of `case`, as the cases load it.
     pub(crate) fn object(&mut self, case: CaseId) -> Result<&[u8], Fail> {
-        embedded(&mut self.objects, self.kernel_btf, case.object())
-            .ok_or_else(|| Fail::Error(format!("no embedded object {}", case.object())))
+        embedded(&mut self.objects, self.kernel_btf, case.object()).map_err(Fail::Error)
     }
 
     /// The kernel's BTF, when it has one (/sys/kernel/btf/vmlinux).
@@ -334,8 +331,8 @@ impl<'a> Runner<'a> {
     }
 
     pub(crate) fn load_object(&mut self, case: CaseId) -> Result<Ebpf, Fail> {
-        let bytes = embedded(&mut self.objects, self.kernel_btf, case.object())
-            .ok_or_else(|| Fail::Error(format!("no embedded object {}", case.object())))?;
+        let bytes =
+            embedded(&mut self.objects, self.kernel_btf, case.object()).map_err(Fail::Error)?;
         self.loader
             .load(bytes)
             .map_err(|e| Fail::Error(format!("loading object {}: {}", case.object(), chain(&e))))
@@ -506,13 +503,14 @@ impl<'a> Runner<'a> {
 /// Embedded object `name` as the cases load it: relocated against the kernel
 /// BTF on first use and kept in `cache`. Without kernel BTF, or when the
 /// relocation fails, the object as embedded: aya then relocates (or refuses)
-/// it itself, in its own words, at the case's load.
+/// it itself, in its own words, at the case's load. An error names an object
+/// the agent does not embed.
 fn embedded<'c>(
     cache: &'c mut HashMap<&'static str, Option<Vec<u8>>>,
     kernel_btf: Option<&Btf>,
     name: &'static str,
-) -> Option<&'c [u8]> {
-    let original = objects::by_name(name)?;
+) -> Result<&'c [u8], String> {
+    let original = objects::by_name(name).ok_or_else(|| format!("no embedded object {name}"))?;
     let relocated = cache.entry(name).or_insert_with(|| {
         let btf = kernel_btf?;
         relocated::relocated(original, btf)
@@ -520,7 +518,7 @@ fn embedded<'c>(
             .ok()
             .flatten()
     });
-    Some(relocated.as_deref().unwrap_or(original))
+    Ok(relocated.as_deref().unwrap_or(original))
 }
 
 /// How many times tc_verdict has run so far: fexit's count when the tracers are

@@ -201,11 +201,12 @@ fn cut(text: &str, chars: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bpfmatrix_protocol::{Measured, Outcome};
 
-    fn plan() -> Plan {
+    /// A plan of one case in one JIT mode.
+    pub(crate) fn plan() -> Plan {
         Plan {
             protocol: PROTOCOL_VERSION,
             cases: vec![CaseId::TailCallChain],

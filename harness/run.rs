@@ -425,15 +425,7 @@ mod tests {
                 f
             })
             .collect();
-        let plan = Plan {
-            protocol: PROTOCOL_VERSION,
-            cases: Vec::new(),
-            jit_modes: Vec::new(),
-            modules: Vec::new(),
-            result_port: "/dev/ttyS1".into(),
-            fault: None,
-            objects: Vec::new(),
-        };
+        let plan = crate::collect::tests::plan();
         let bytes = delivery(&plan, &files).unwrap();
         let newline = bytes.iter().position(|b| *b == b'\n').unwrap();
         let head: PlanDelivery = serde_json::from_slice(&bytes[..newline]).unwrap();

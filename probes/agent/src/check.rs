@@ -142,7 +142,9 @@ impl<'k> StatsObject<'k> {
     pub fn new(object: &[u8], kernel_btf: Option<&'k Btf>) -> Result<Self, String> {
         // The tracers (fentry/fexit on a BPF program) are loaded by the agent
         // itself, their log at hand (prog_tracing); leaving them out spares
-        // the CO-RE relocation, which only they need, its tens of ms under TCG.
+        // the CO-RE relocation, which only they need, its tens of ms under TCG,
+        // where the object comes unrelocated (no kernel BTF, or relocating it
+        // ahead failed: see relocated.rs).
         let aya_loads = |s: &ProgramSection| {
             !matches!(
                 s,

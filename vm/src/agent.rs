@@ -58,6 +58,7 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "probes/agent/build.rs",
     "probes/agent/src/cases.rs",
     "probes/agent/src/hosted.rs",
+    "probes/agent/src/kprobe_events.rs",
     "probes/agent/src/main.rs",
     "probes/agent/src/objects.rs",
     "probes/agent/src/prog_tracing.rs",

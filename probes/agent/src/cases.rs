@@ -18,6 +18,7 @@ use bpfmatrix_protocol::{
 };
 
 use crate::check;
+use crate::kprobe_events::{KprobeEvents, NotRegistered};
 use crate::objects;
 use crate::prog_tracing::{self, TraceKind, TracingLoad};
 use crate::relocated;
@@ -156,6 +157,8 @@ pub struct Runner<'a> {
     /// The embedded objects as the cases load them, by name: relocated once
     /// against the kernel BTF (see [`relocated`]), or as embedded (None).
     objects: HashMap<&'static str, Option<Vec<u8>>>,
+    /// The seeds' kprobe events, registered once per guest.
+    kprobe_events: KprobeEvents,
 }
 
 type StatsObjects<'a> = HashMap<&'static str, Result<check::StatsObject<'a>, String>>;
@@ -175,6 +178,7 @@ impl<'a> Runner<'a> {
             stats_objects: HashMap::new(),
             ready_ahead: Vec::new(),
             objects: HashMap::new(),
+            kprobe_events: KprobeEvents::default(),
         }
     }
 
@@ -187,6 +191,11 @@ impl<'a> Runner<'a> {
         if let Err(e) = self.loopback() {
             eprintln!("bpfmatrix-agent: bringing lo up ahead: {e:?}");
             self.loopback = None;
+        }
+        for symbol in seeds::PROBED {
+            if let Err(e) = self.kprobe_events.id(symbol) {
+                eprintln!("bpfmatrix-agent: {}: {}", e.step, e.message);
+            }
         }
         let kernel_btf = self.kernel_btf;
         for _ in 0..modes {
@@ -286,6 +295,11 @@ impl<'a> Runner<'a> {
     /// The embedded object of `case`, as the cases load it.
     pub(crate) fn object(&mut self, case: CaseId) -> Result<&[u8], Fail> {
         embedded(&mut self.objects, self.kernel_btf, case.object()).map_err(Fail::Error)
+    }
+
+    /// The tracepoint id of `symbol`'s kprobe event, registered on first use.
+    pub(crate) fn kprobe_event(&mut self, symbol: &str) -> Result<u64, NotRegistered> {
+        self.kprobe_events.id(symbol)
     }
 
     /// The kernel's BTF, when it has one (/sys/kernel/btf/vmlinux).

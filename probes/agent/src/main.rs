@@ -7,6 +7,7 @@ mod cases;
 mod check;
 mod elf;
 mod hosted;
+mod kprobe_events;
 mod objects;
 mod prog_tracing;
 mod relocated;

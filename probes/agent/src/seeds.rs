@@ -24,7 +24,7 @@ use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -39,13 +39,14 @@ use bpfmatrix_protocol::{
 };
 
 use crate::cases::{self, CaseResult, Fail, Runner};
+use crate::kprobe_events;
 
 /// The most a demo waits for its events once it has provoked them (a bound, never
 /// the normal path: the events are written before the provoking call returns).
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// The kernel functions the demos put kprobes on.
-const PROBED: [&str; 3] = [
+pub(crate) const PROBED: [&str; 3] = [
     "tcp_connect",
     "inet_csk_complete_hashdance",
     "__seccomp_filter",
@@ -71,12 +72,15 @@ pub fn tcpconn_tail_call(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
     let mut progs = prog_array(&mut bpf, "progs")?;
     set_slot(&bpf, &mut progs, 0, "handle_new_connection")?;
     let mut perf = PerfReader::open(&mut bpf, "events")?;
-    attach_kprobe(&mut bpf, "k_tcp_connect", "tcp_connect")?;
-    attach_kprobe(
-        &mut bpf,
-        "k_icsk_complete_hashdance",
-        "inet_csk_complete_hashdance",
-    )?;
+    let kprobes = [
+        attach_kprobe(r, &bpf, "k_tcp_connect", "tcp_connect")?,
+        attach_kprobe(
+            r,
+            &bpf,
+            "k_icsk_complete_hashdance",
+            "inet_csk_complete_hashdance",
+        )?,
+    ];
 
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| Fail::Error(format!("TCP listener on 127.0.0.1: {e}")))?;
@@ -106,6 +110,7 @@ pub fn tcpconn_tail_call(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
         .map(|s| decode_conn(s))
         .collect::<Result<_, _>>()?;
     drop((client, accepted, listener));
+    drop(kprobes);
     drop(perf);
     drop(progs);
     Ok(())
@@ -203,9 +208,10 @@ pub fn seccomp_tail_call(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
         .truncate(true)
         .open(trace)
         .map_err(|e| Fail::Error(format!("clearing {trace}: {e}")))?;
-    attach_kprobe(&mut bpf, "__seccomp_filter", "__seccomp_filter")?;
+    let kprobe = attach_kprobe(r, &bpf, "__seccomp_filter", "__seccomp_filter")?;
     let child = seccomp_child()?;
     // Detached before reading, so nothing else can add lines.
+    drop(kprobe);
     drop(bpf);
     drop(progs);
     let seed = observed(m);
@@ -237,23 +243,43 @@ where
         .map_err(|e: ProgramError| Fail::Error(format!("{name}: {e}")))
 }
 
-/// Attaches kprobe `prog` to `symbol` (detached when the object is dropped).
-/// Attaches a kprobe. A refused attach whose symbol is not in /proc/kallsyms (an
-/// inlined or missing function) is a cell naming the symbol; kallsyms is read only
-/// then, since reading it costs a guest under TCG about a quarter of a second.
-fn attach_kprobe(bpf: &mut Ebpf, prog: &str, symbol: &str) -> CaseResult {
-    let kp: &mut KProbe = program_mut(bpf, prog)?;
-    match kp.attach(symbol, 0) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            require_symbol(symbol)?;
-            Err(Fail::Rejected {
-                step: format!("attach {prog} to {symbol}"),
-                errno: cases::program_errno(&e),
-                verifier_tail: cases::chain(&e),
-            })
+/// Attaches kprobe `prog` to `symbol`'s event (see [`kprobe_events`]); closing
+/// the returned fd detaches it. A symbol the kernel would not put a kprobe on
+/// that /proc/kallsyms does not list (an inlined or missing function) is a cell
+/// naming the symbol; kallsyms is read only then, since reading it costs a guest
+/// under TCG about a quarter of a second.
+fn attach_kprobe(
+    r: &mut Runner<'_>,
+    bpf: &Ebpf,
+    prog: &str,
+    symbol: &str,
+) -> Result<OwnedFd, Fail> {
+    let id = r.kprobe_event(symbol).map_err(|e| {
+        if let Err(unsupported) = require_symbol(symbol) {
+            return unsupported;
         }
-    }
+        match e.errno {
+            Some(errno) => Fail::Rejected {
+                step: e.step,
+                errno,
+                verifier_tail: e.message,
+            },
+            None => Fail::Error(format!("{}: {}", e.step, e.message)),
+        }
+    })?;
+    let kp: &KProbe = bpf
+        .program(prog)
+        .ok_or_else(|| Fail::Error(format!("no program {prog} in the object")))?
+        .try_into()
+        .map_err(|e: ProgramError| Fail::Error(format!("{prog}: {e}")))?;
+    let fd = kp
+        .fd()
+        .map_err(|e| Fail::Error(format!("{prog} fd: {e}")))?;
+    kprobe_events::attach(fd.as_fd(), id).map_err(|e| Fail::Rejected {
+        step: format!("attach {prog} to kprobe event {symbol}"),
+        errno: e.raw_os_error().unwrap_or(0),
+        verifier_tail: e.to_string(),
+    })
 }
 
 fn prog_array(bpf: &mut Ebpf, name: &str) -> Result<ProgramArray<MapData>, Fail> {

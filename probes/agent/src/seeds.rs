@@ -14,6 +14,9 @@
 //!   seccomp filter calling write, read, open (the raw syscall: libc opens with
 //!   openat) and getpid (no program: the fall-through line).
 //!
+//! aya loads the programs; their kprobes attach through tracefs kprobe events
+//! registered once per guest ([`kprobe_events`] says why).
+//!
 //! Each case records what the demo showed (the events, the trace lines) and what
 //! the agent did to provoke it (the ports, the echo, the calls); the host judges.
 //! A probed symbol that /proc/kallsyms does not list (absent, or inlined into its

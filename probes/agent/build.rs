@@ -5,13 +5,14 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const OBJECTS: [&str; 6] = [
+const OBJECTS: [&str; 7] = [
     "tail_call",
     "bpf2bpf_tail_mix",
     "fentry_tc",
     "seed_tcpconn",
     "seed_fentry_fexit_tc",
     "seed_seccomp",
+    "tc_pass",
 ];
 const MULTIARCH_INCLUDE: &str = "/usr/include/x86_64-linux-gnu";
 const INSTALL_HINT: &str =

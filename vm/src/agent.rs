@@ -73,6 +73,7 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "probes/bpf/seed_seccomp.c",
     "probes/bpf/seed_tcpconn.c",
     "probes/bpf/tail_call.c",
+    "probes/bpf/tc_pass.c",
 ];
 
 /// The project's workspace manifest: [`workspace_manifest`] keeps what the agent's

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aya::maps::{Array, Map, MapData, ProgramArray};
+use aya::programs::tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{
     Program, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
 };
@@ -159,6 +160,90 @@ pub struct Runner<'a> {
     objects: HashMap<&'static str, Option<Vec<u8>>>,
     /// The seeds' kprobe events, registered once per guest.
     kprobe_events: KprobeEvents,
+    lo_ingress: Option<Result<LoIngress, Refusal>>,
+}
+
+/// lo's ingress as the cases' tc programs find it. From 6.6 aya attaches them
+/// with TCX. Before that it adds a filter to the clsact qdisc, and the chain's
+/// first filter coming or going makes the kernel swap the qdisc's filter list
+/// and wait in `rcu_barrier()` (`mini_qdisc_pair_swap`, net/sched/sch_generic.c;
+/// read in 5.4.286): under TCG 5.10 spent 6 to 20 ms on each attach and 12 to 16
+/// on each detach, eight of them a run. So clsact and a pass-through filter
+/// (probes/bpf/tc_pass.c) stay for the guest's life, and a case's program joins
+/// the pass-through's priority: cls_bpf puts it at the head of its list, its
+/// verdict is the one taken, and the chain's first filter never changes.
+enum LoIngress {
+    Tcx,
+    Netlink { _pass: Ebpf },
+}
+
+/// A step of the set-up the kernel refused, kept to be the cases' answer.
+struct Refusal {
+    step: String,
+    errno: i32,
+    text: String,
+}
+
+/// The priority of the pass-through filter and of the cases' filters beside it:
+/// the one the kernel gives a chain's first filter when asked for none.
+const LO_INGRESS_PRIORITY: u16 = 0xC000;
+
+fn tcx() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+impl LoIngress {
+    fn new() -> Result<Self, Refusal> {
+        if tcx() {
+            return Ok(LoIngress::Tcx);
+        }
+        if let Err(e) = aya::programs::tc::qdisc_add_clsact("lo") {
+            let exists = matches!(&e, aya::programs::tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+            if !exists {
+                return Err(Refusal {
+                    step: "add clsact qdisc on lo".into(),
+                    errno: netlink_errno(&e),
+                    text: chain(&e),
+                });
+            }
+        }
+        let refusal = |step: &str, errno: i32, text: String| Refusal {
+            step: step.into(),
+            errno,
+            text,
+        };
+        let mut pass = EbpfLoader::new()
+            .load(objects::TC_PASS)
+            .map_err(|e| refusal("load tc_pass", 0, chain(&e)))?;
+        let program: &mut SchedClassifier = pass
+            .program_mut("pass")
+            .ok_or_else(|| refusal("load tc_pass", 0, "no program pass".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| refusal("load tc_pass", 0, e.to_string()))?;
+        program
+            .load()
+            .map_err(|e| refusal("load tc_pass", program_errno(&e), chain(&e)))?;
+        attach_at_lo_ingress(program)
+            .map_err(|e| refusal("attach tc_pass", program_errno(&e), chain(&e)))?;
+        Ok(LoIngress::Netlink { _pass: pass })
+    }
+}
+
+/// Attaches `tc` at lo's ingress (made ready by [`Runner::lo_ingress`]).
+pub(crate) fn attach_at_lo_ingress(
+    tc: &mut SchedClassifier,
+) -> Result<SchedClassifierLinkId, ProgramError> {
+    if tcx() {
+        return tc.attach("lo", TcAttachType::Ingress);
+    }
+    tc.attach_with_options(
+        "lo",
+        TcAttachType::Ingress,
+        TcAttachOptions::Netlink(NlOptions {
+            priority: LO_INGRESS_PRIORITY,
+            ..Default::default()
+        }),
+    )
 }
 
 type StatsObjects<'a> = HashMap<&'static str, Result<check::StatsObject<'a>, String>>;
@@ -179,6 +264,7 @@ impl<'a> Runner<'a> {
             ready_ahead: Vec::new(),
             objects: HashMap::new(),
             kprobe_events: KprobeEvents::default(),
+            lo_ingress: None,
         }
     }
 
@@ -191,6 +277,9 @@ impl<'a> Runner<'a> {
         if let Err(e) = self.loopback() {
             eprintln!("bpfmatrix-agent: bringing lo up ahead: {e:?}");
             self.loopback = None;
+        }
+        if let Err(e) = self.lo_ingress() {
+            eprintln!("bpfmatrix-agent: making lo's ingress ready ahead: {e:?}");
         }
         for symbol in seeds::PROBED {
             if let Err(e) = self.kprobe_events.id(symbol) {
@@ -315,33 +404,17 @@ impl<'a> Runner<'a> {
             .map_err(|e| Fail::Error(format!("loopback set-up: {e}")))
     }
 
-    /// Runs `f` with lo ready for a tc program at ingress: aya attaches with TCX
-    /// from 6.6 on; before that it needs the clsact qdisc, added here (netlink)
-    /// and removed after `f`.
-    pub(crate) fn with_lo_ingress(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> CaseResult,
-    ) -> CaseResult {
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        if !tcx {
-            if let Err(e) = aya::programs::tc::qdisc_add_clsact("lo") {
-                let exists = matches!(&e, aya::programs::tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
-                if !exists {
-                    return Err(Fail::Rejected {
-                        step: "add clsact qdisc on lo".into(),
-                        errno: netlink_errno(&e),
-                        verifier_tail: chain(&e),
-                    });
-                }
-            }
+    /// Makes lo's ingress ready for the cases' tc programs, once per guest (see
+    /// [`LoIngress`]).
+    pub(crate) fn lo_ingress(&mut self) -> CaseResult {
+        match self.lo_ingress.get_or_insert_with(LoIngress::new) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Fail::Rejected {
+                step: e.step.clone(),
+                errno: e.errno,
+                verifier_tail: e.text.clone(),
+            }),
         }
-        let result = f(self);
-        if !tcx {
-            if let Err(e) = sys::qdisc_del_clsact("lo") {
-                eprintln!("bpfmatrix-agent: removing clsact from lo: {e:#}");
-            }
-        }
-        result
     }
 
     pub(crate) fn load_object(&mut self, case: CaseId) -> Result<Ebpf, Fail> {
@@ -443,7 +516,8 @@ impl<'a> Runner<'a> {
 
     fn fentry_tc_loopback(&mut self, m: &mut Measured) -> CaseResult {
         self.loopback()?;
-        self.with_lo_ingress(|r| r.loopback_inner(m))
+        self.lo_ingress()?;
+        self.loopback_inner(m)
     }
 
     fn loopback_inner(&mut self, m: &mut Measured) -> CaseResult {
@@ -455,13 +529,11 @@ impl<'a> Runner<'a> {
             .ok_or_else(|| Fail::Error("no program tc_verdict".into()))?
             .try_into()
             .map_err(|e: ProgramError| Fail::Error(e.to_string()))?;
-        let link = tc
-            .attach("lo", TcAttachType::Ingress)
-            .map_err(|e| Fail::Rejected {
-                step: "attach tc_verdict".into(),
-                errno: program_errno(&e),
-                verifier_tail: chain(&e),
-            })?;
+        let link = attach_at_lo_ingress(tc).map_err(|e| Fail::Rejected {
+            step: "attach tc_verdict".into(),
+            errno: program_errno(&e),
+            verifier_tail: chain(&e),
+        })?;
         let (tracers, refusal) = match self.attach_tracers(&bpf, m) {
             Ok(t) => (t, None),
             Err(f @ Fail::Rejected { .. }) => (Vec::new(), Some(f)),

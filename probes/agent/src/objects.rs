@@ -17,6 +17,8 @@ pub static SEED_FENTRY_FEXIT_TC: &[u8] =
 /// seed_seccomp.c: the tail-call-vs-bpf2bpf article's __seccomp_filter demo.
 pub static SEED_SECCOMP: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/seed_seccomp.o"));
+/// tc_pass.c: the pass-through classifier kept on lo's clsact ingress.
+pub static TC_PASS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_pass.o"));
 
 /// The object a case names with `CaseId::object()`.
 pub fn by_name(name: &str) -> Option<&'static [u8]> {

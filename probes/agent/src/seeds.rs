@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
 use aya::maps::{MapData, ProgramArray};
-use aya::programs::{KProbe, Program, ProgramError, SchedClassifier, TcAttachType};
+use aya::programs::{KProbe, Program, ProgramError, SchedClassifier};
 use aya::Ebpf;
 use bpfmatrix_protocol::{
     CaseId, ConnEvent, IcmpEcho, Measured, PacketEvent, SeedObserved, SyscallMade, TcpPorts,
@@ -122,7 +122,8 @@ pub fn tcpconn_tail_call(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
 /// seed.fentry_fexit_tc_icmp.
 pub fn fentry_fexit_tc_icmp(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
     r.loopback()?;
-    r.with_lo_ingress(|r| icmp_on_lo_ingress(r, m))
+    r.lo_ingress()?;
+    icmp_on_lo_ingress(r, m)
 }
 
 fn icmp_on_lo_ingress(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
@@ -132,13 +133,11 @@ fn icmp_on_lo_ingress(r: &mut Runner<'_>, m: &mut Measured) -> CaseResult {
     // event array aya created: its fd, taken before the array leaves aya's hands.
     let map_fds = cases::map_fds(&bpf);
     let tc: &mut SchedClassifier = program_mut(&mut bpf, "dummy")?;
-    let link = tc
-        .attach("lo", TcAttachType::Ingress)
-        .map_err(|e| Fail::Rejected {
-            step: "attach dummy".into(),
-            errno: cases::program_errno(&e),
-            verifier_tail: cases::chain(&e),
-        })?;
+    let link = cases::attach_at_lo_ingress(tc).map_err(|e| Fail::Rejected {
+        step: "attach dummy".into(),
+        errno: cases::program_errno(&e),
+        verifier_tail: cases::chain(&e),
+    })?;
     let result = trace_icmp(r, &mut bpf, &map_fds, m);
     let tc: &mut SchedClassifier = program_mut(&mut bpf, "dummy")?;
     tc.detach(link)

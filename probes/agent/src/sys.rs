@@ -1,5 +1,5 @@
 //! What PID 1 must do for itself in an initramfs: mounts, limits, the result
-//! port, kernel modules, sysctls, loopback set-up, the clsact qdisc, power off.
+//! port, kernel modules, sysctls, loopback set-up, power off.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -200,92 +200,6 @@ impl Drop for FdGuard {
 }
 fn scopeguard(fd: libc::c_int) -> FdGuard {
     FdGuard(fd)
-}
-
-/// Deletes the clsact qdisc of an interface (RTM_DELQDISC over rtnetlink); aya
-/// 0.14 can add it but not remove it.
-pub fn qdisc_del_clsact(ifname: &str) -> Result<()> {
-    const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
-    const CLSACT_HANDLE: u32 = 0xFFFF_0000;
-    let ifname_c = CString::new(ifname)?;
-    // SAFETY: if_nametoindex reads a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(ifname_c.as_ptr()) };
-    if ifindex == 0 {
-        bail!("no interface {ifname}");
-    }
-
-    // nlmsghdr (16) + tcmsg (20) + TCA_KIND attr ("clsact\0" -> 4 + 7, padded to 12).
-    let kind = b"clsact\0";
-    let attr_len = 4 + kind.len();
-    let attr_padded = (attr_len + 3) & !3;
-    let total = 16 + 20 + attr_padded;
-    let mut msg = vec![0u8; total];
-    msg[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
-    msg[4..6].copy_from_slice(&(libc::RTM_DELQDISC).to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    // tcmsg: family(1) pad(3) ifindex(4) handle(4) parent(4) info(4)
-    msg[16] = libc::AF_UNSPEC as u8;
-    msg[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes());
-    msg[24..28].copy_from_slice(&CLSACT_HANDLE.to_ne_bytes());
-    msg[28..32].copy_from_slice(&TC_H_CLSACT.to_ne_bytes());
-    msg[36..38].copy_from_slice(&(attr_len as u16).to_ne_bytes());
-    msg[38..40].copy_from_slice(&1u16.to_ne_bytes()); // TCA_KIND
-    msg[40..40 + kind.len()].copy_from_slice(kind);
-
-    // SAFETY: a netlink socket, a well-formed message buffer, a reply buffer.
-    unsafe {
-        let sock = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        );
-        if sock < 0 {
-            bail!("netlink socket: {}", io::Error::last_os_error());
-        }
-        let _close = scopeguard(sock);
-        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        let sent = libc::sendto(
-            sock,
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        );
-        if sent < 0 {
-            bail!("netlink send: {}", io::Error::last_os_error());
-        }
-        let tv = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        libc::setsockopt(
-            sock,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        let mut buf = [0u8; 4096];
-        let n = libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0);
-        if n < 16 + 4 {
-            bail!("netlink recv: {}", io::Error::last_os_error());
-        }
-        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
-        if ty == libc::NLMSG_ERROR as u16 {
-            let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
-            if err != 0 {
-                bail!(
-                    "RTM_DELQDISC clsact on {ifname}: {}",
-                    io::Error::from_raw_os_error(-err)
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 pub fn sync_and_power_off() -> ! {

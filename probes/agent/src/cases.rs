@@ -19,7 +19,7 @@ use bpfmatrix_protocol::{
 };
 
 use crate::check;
-use crate::kprobe_events::{KprobeEvents, NotRegistered};
+use crate::kprobe_events::KprobeEvents;
 use crate::objects;
 use crate::prog_tracing::{self, TraceKind, TracingLoad};
 use crate::relocated;
@@ -44,6 +44,30 @@ pub enum Fail {
     },
     Unsupported(String),
     Error(String),
+}
+
+/// A step of setting the guest up for cases that failed, kept as every later
+/// case's answer: the kernel's would not change.
+#[derive(Clone, Debug)]
+pub struct SetUpRefused {
+    /// What was being done, for the record's step.
+    pub step: String,
+    /// The errno, when the kernel refused the step.
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl From<SetUpRefused> for Fail {
+    fn from(e: SetUpRefused) -> Self {
+        match e.errno {
+            Some(errno) => Fail::Rejected {
+                step: e.step,
+                errno,
+                verifier_tail: e.message,
+            },
+            None => Fail::Error(format!("{}: {}", e.step, e.message)),
+        }
+    }
 }
 
 impl From<anyhow::Error> for Fail {
@@ -160,7 +184,7 @@ pub struct Runner<'a> {
     objects: HashMap<&'static str, Option<Vec<u8>>>,
     /// The seeds' kprobe events, registered once per guest.
     kprobe_events: KprobeEvents,
-    lo_ingress: Option<Result<LoIngress, Refusal>>,
+    lo_ingress: Option<Result<LoIngress, SetUpRefused>>,
 }
 
 /// lo's ingress as the cases' tc programs find it. From 6.6 aya attaches them
@@ -168,20 +192,13 @@ pub struct Runner<'a> {
 /// first filter coming or going makes the kernel swap the qdisc's filter list
 /// and wait in `rcu_barrier()` (`mini_qdisc_pair_swap`, net/sched/sch_generic.c;
 /// read in 5.4.286): under TCG 5.10 spent 6 to 20 ms on each attach and 12 to 16
-/// on each detach, eight of them a run. So clsact and a pass-through filter
+/// on each detach, four of each a run. So clsact and a pass-through filter
 /// (probes/bpf/tc_pass.c) stay for the guest's life, and a case's program joins
 /// the pass-through's priority: cls_bpf puts it at the head of its list, its
 /// verdict is the one taken, and the chain's first filter never changes.
 enum LoIngress {
     Tcx,
     Netlink { _pass: Ebpf },
-}
-
-/// A step of the set-up the kernel refused, kept to be the cases' answer.
-struct Refusal {
-    step: String,
-    errno: i32,
-    text: String,
 }
 
 /// The priority of the pass-through filter and of the cases' filters beside it:
@@ -196,38 +213,39 @@ impl LoIngress {
     /// `loader` is the run's, whose kernel BTF is already parsed: a new
     /// `EbpfLoader` parses /sys/kernel/btf/vmlinux again (80 ms of a booted
     /// 5.10 guest under TCG).
-    fn new(loader: &mut EbpfLoader<'_>) -> Result<Self, Refusal> {
+    fn new(loader: &mut EbpfLoader<'_>) -> Result<Self, SetUpRefused> {
         if tcx() {
             return Ok(LoIngress::Tcx);
         }
         if let Err(e) = aya::programs::tc::qdisc_add_clsact("lo") {
             let exists = matches!(&e, aya::programs::tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
             if !exists {
-                return Err(Refusal {
+                return Err(SetUpRefused {
                     step: "add clsact qdisc on lo".into(),
-                    errno: netlink_errno(&e),
-                    text: chain(&e),
+                    errno: Some(netlink_errno(&e)),
+                    message: chain(&e),
                 });
             }
         }
-        let refusal = |step: &str, errno: i32, text: String| Refusal {
+        let refused = |step: &str, errno: Option<i32>, message: String| SetUpRefused {
             step: step.into(),
             errno,
-            text,
+            message,
         };
+        let by_kernel = |e: &ProgramError| Some(program_errno(e)).filter(|&errno| errno != 0);
         let mut pass = loader
             .load(objects::TC_PASS)
-            .map_err(|e| refusal("load tc_pass", 0, chain(&e)))?;
+            .map_err(|e| refused("load tc_pass", None, chain(&e)))?;
         let program: &mut SchedClassifier = pass
             .program_mut("pass")
-            .ok_or_else(|| refusal("load tc_pass", 0, "no program pass".into()))?
+            .ok_or_else(|| refused("load tc_pass", None, "no program pass".into()))?
             .try_into()
-            .map_err(|e: ProgramError| refusal("load tc_pass", 0, e.to_string()))?;
+            .map_err(|e: ProgramError| refused("load tc_pass", None, e.to_string()))?;
         program
             .load()
-            .map_err(|e| refusal("load tc_pass", program_errno(&e), chain(&e)))?;
+            .map_err(|e| refused("load tc_pass", by_kernel(&e), chain(&e)))?;
         attach_at_lo_ingress(program)
-            .map_err(|e| refusal("attach tc_pass", program_errno(&e), chain(&e)))?;
+            .map_err(|e| refused("attach tc_pass", by_kernel(&e), chain(&e)))?;
         Ok(LoIngress::Netlink { _pass: pass })
     }
 }
@@ -390,7 +408,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The tracepoint id of `symbol`'s kprobe event, registered on first use.
-    pub(crate) fn kprobe_event(&mut self, symbol: &str) -> Result<u64, NotRegistered> {
+    pub(crate) fn kprobe_event(&mut self, symbol: &str) -> Result<u64, SetUpRefused> {
         self.kprobe_events.id(symbol)
     }
 
@@ -416,11 +434,7 @@ impl<'a> Runner<'a> {
             .get_or_insert_with(|| LoIngress::new(loader))
         {
             Ok(_) => Ok(()),
-            Err(e) => Err(Fail::Rejected {
-                step: e.step.clone(),
-                errno: e.errno,
-                verifier_tail: e.text.clone(),
-            }),
+            Err(e) => Err(e.clone().into()),
         }
     }
 

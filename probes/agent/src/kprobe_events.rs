@@ -31,6 +31,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::cases::SetUpRefused;
 use aya_obj::generated::{
     perf_event_attr, perf_type_id, PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_SET_BPF,
     PERF_FLAG_FD_CLOEXEC,
@@ -39,20 +40,10 @@ use aya_obj::generated::{
 /// The tracefs group of the agent's events (kprobe_events' `p:GROUP/EVENT`).
 const GROUP: &str = "bpfmatrix";
 
-/// Why a symbol has no event.
-#[derive(Clone, Debug)]
-pub struct NotRegistered {
-    /// What was being done, for the record's step.
-    pub step: String,
-    /// The errno of the refused write, when the kernel refused it.
-    pub errno: Option<i32>,
-    pub message: String,
-}
-
 /// The events registered in this guest, by symbol.
 #[derive(Default)]
 pub struct KprobeEvents {
-    events: HashMap<String, Result<Registered, NotRegistered>>,
+    events: HashMap<String, Result<Registered, SetUpRefused>>,
 }
 
 /// A registered event: its tracepoint id, and the perf event that keeps it armed.
@@ -64,7 +55,7 @@ struct Registered {
 impl KprobeEvents {
     /// The tracepoint id of `symbol`'s event, registering it on first use. A
     /// refusal is kept too: the kernel's answer would not change.
-    pub fn id(&mut self, symbol: &str) -> Result<u64, NotRegistered> {
+    pub fn id(&mut self, symbol: &str) -> Result<u64, SetUpRefused> {
         match self
             .events
             .entry(symbol.to_string())
@@ -93,9 +84,9 @@ fn event_dir(tracefs: &Path, symbol: &str) -> PathBuf {
     tracefs.join("events").join(GROUP).join(symbol)
 }
 
-fn register(symbol: &str) -> Result<Registered, NotRegistered> {
+fn register(symbol: &str) -> Result<Registered, SetUpRefused> {
     let step = format!("register kprobe event {GROUP}/{symbol}");
-    let fail = |errno: Option<i32>, message: String| NotRegistered {
+    let fail = |errno: Option<i32>, message: String| SetUpRefused {
         step: step.clone(),
         errno,
         message,
@@ -125,7 +116,7 @@ fn register(symbol: &str) -> Result<Registered, NotRegistered> {
         .trim()
         .parse()
         .map_err(|e| fail(None, format!("{}: {text:?}: {e}", id_path.display())))?;
-    let keeper = open_perf_event(id, true).map_err(|e| NotRegistered {
+    let keeper = open_perf_event(id, true).map_err(|e| SetUpRefused {
         step: format!("open a perf event on {GROUP}/{symbol}"),
         errno: e.raw_os_error(),
         message: e.to_string(),

@@ -256,19 +256,12 @@ fn attach_kprobe(
     prog: &str,
     symbol: &str,
 ) -> Result<OwnedFd, Fail> {
-    let id = r.kprobe_event(symbol).map_err(|e| {
-        if let Err(unsupported) = require_symbol(symbol) {
-            return unsupported;
-        }
-        match e.errno {
-            Some(errno) => Fail::Rejected {
-                step: e.step,
-                errno,
-                verifier_tail: e.message,
-            },
-            None => Fail::Error(format!("{}: {}", e.step, e.message)),
-        }
-    })?;
+    let id = r
+        .kprobe_event(symbol)
+        .map_err(|e| match require_symbol(symbol) {
+            Err(unsupported) => unsupported,
+            Ok(()) => Fail::from(e),
+        })?;
     let kp: &KProbe = bpf
         .program(prog)
         .ok_or_else(|| Fail::Error(format!("no program {prog} in the object")))?

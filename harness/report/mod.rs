@@ -611,21 +611,26 @@ pub(crate) fn tested_only<'a>(
     columns: &[Column<'a>],
     rows: Vec<ProgramRow<'a>>,
 ) -> (Vec<Column<'a>>, Vec<ProgramRow<'a>>) {
-    let keep: Vec<bool> = columns.iter().map(|(k, _)| k.tested()).collect();
+    keep_columns(columns.to_vec(), rows, |(k, _)| k.tested())
+}
+
+/// The columns for which `keep` holds, and each row's cells cut to them.
+fn keep_columns<'a>(
+    mut columns: Vec<Column<'a>>,
+    rows: Vec<ProgramRow<'a>>,
+    keep: impl Fn(&Column<'a>) -> bool,
+) -> (Vec<Column<'a>>, Vec<ProgramRow<'a>>) {
+    let kept: Vec<bool> = columns.iter().map(&keep).collect();
     let rows = rows
         .into_iter()
         .map(|mut row| {
-            let mut keep = keep.iter();
-            row.cells.retain(|_| *keep.next().unwrap_or(&true));
+            let mut kept = kept.iter();
+            row.cells.retain(|_| *kept.next().unwrap_or(&true));
             row
         })
         .collect();
-    let tested = columns
-        .iter()
-        .copied()
-        .filter(|(k, _)| k.tested())
-        .collect();
-    (tested, rows)
+    columns.retain(keep);
+    (columns, rows)
 }
 
 /// Every program cell the kernel did not accept (refused, unsupported, not
@@ -956,21 +961,10 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
     }
     // Program cells are told grouped across kernels: the same refusal of the
     // same program on five kernels is one finding.
-    let (mut columns, rows) = program_grid(m, false);
-    let kept: Vec<bool> = columns
-        .iter()
-        .map(|(k, _)| !silent_kernels.contains(&k.kernel.as_str()))
-        .collect();
-    let rows: Vec<ProgramRow<'_>> = rows
-        .into_iter()
-        .map(|mut row| {
-            let mut keep = kept.iter();
-            row.cells.retain(|_| *keep.next().unwrap_or(&true));
-            row
-        })
-        .collect();
-    let mut keep = kept.iter();
-    columns.retain(|_| *keep.next().unwrap_or(&true));
+    let (columns, rows) = program_grid(m, false);
+    let (columns, rows) = keep_columns(columns, rows, |(k, _)| {
+        !silent_kernels.contains(&k.kernel.as_str())
+    });
     for (label, why, these) in program_wrongs(&columns, &rows) {
         let _ = writeln!(
             out,

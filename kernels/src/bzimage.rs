@@ -110,7 +110,8 @@ impl BzImageHeader {
     }
 }
 
-/// Decompresses the payload of the bzImage at `image` into `out`, returning the
+/// Decompresses the payload of the bzImage at `image` into the file `out` (through
+/// a temporary sibling, so no half-written file is left), returning the
 /// compression used. The decoder reads from the payload start to the end of the
 /// file and stops at the end of the compressed stream: decoding exactly
 /// `payload_length` bytes fails for some kernels (the kernel appends the
@@ -120,6 +121,62 @@ pub fn extract_vmlinux(
     header: &BzImageHeader,
     out: &Path,
 ) -> anyhow::Result<Compression> {
+    let Payload { input, compression } = open_payload(image, header)?;
+    let compression = compression.map_err(|magic| {
+        anyhow::anyhow!(
+            "kernel image {}: unknown payload compression (magic {magic:02x?}); only xz, zstd, gzip and lz4 are supported",
+            image.display()
+        )
+    })?;
+    let tmp = crate::util::tmp_sibling(out);
+    let result = (|| -> anyhow::Result<()> {
+        let mut writer = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        decode(compression, header, input, &mut writer)?;
+        writer.flush()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| cannot_decompress(compression, image));
+    }
+    std::fs::rename(&tmp, out)?;
+    Ok(compression)
+}
+
+/// [`extract_vmlinux`] into `out` in memory (or any writer): the compression used,
+/// or `None`, with nothing written, when the payload is compressed in a way this
+/// crate does not read (bzip2, lzma, lzo).
+pub(crate) fn decompress_payload(
+    image: &Path,
+    header: &BzImageHeader,
+    out: &mut dyn Write,
+) -> anyhow::Result<Option<Compression>> {
+    let Payload { input, compression } = open_payload(image, header)?;
+    let Ok(compression) = compression else {
+        return Ok(None);
+    };
+    decode(compression, header, input, out)
+        .with_context(|| cannot_decompress(compression, image))?;
+    Ok(Some(compression))
+}
+
+fn cannot_decompress(compression: Compression, image: &Path) -> String {
+    format!(
+        "cannot decompress the {compression:?} payload of kernel image {} (is the file truncated or corrupt?)",
+        image.display()
+    )
+}
+
+/// A bzImage's payload, opened.
+struct Payload {
+    /// Reads from the payload's start.
+    input: BufReader<File>,
+    /// Its compression, or its first bytes when that is not one this crate reads.
+    compression: Result<Compression, [u8; 6]>,
+}
+
+/// The bzImage's payload; an error names the image if it is cut short.
+fn open_payload(image: &Path, header: &BzImageHeader) -> anyhow::Result<Payload> {
     let mut file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
     let len = file.metadata()?.len();
     if header.payload_start + u64::from(header.payload_length) > len {
@@ -133,50 +190,33 @@ pub fn extract_vmlinux(
     let mut magic = [0u8; 6];
     file.read_exact(&mut magic)
         .with_context(|| format!("kernel image {} is truncated", image.display()))?;
-    let Some(compression) = Compression::from_magic(&magic) else {
-        bail!(
-            "kernel image {}: unknown payload compression (magic {:02x?}); only xz, zstd and gzip are supported",
-            image.display(),
-            magic
-        );
-    };
     file.seek(SeekFrom::Start(header.payload_start))?;
-    let input = BufReader::with_capacity(1 << 20, file);
-    let tmp = crate::util::tmp_sibling(out);
-    let result = (|| -> anyhow::Result<()> {
-        let mut writer = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        let mut decoder: Box<dyn Read> = match compression {
-            Compression::Xz => {
-                xz_single_stream(input, &mut writer)?;
-                writer.flush()?;
-                return Ok(());
-            }
-            Compression::Lz4 => {
-                lz4_legacy(input.take(u64::from(header.payload_length)), &mut writer)?;
-                writer.flush()?;
-                return Ok(());
-            }
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(input)),
-            Compression::Zstd => Box::new(
-                ruzstd::decoding::StreamingDecoder::new(input)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
-            ),
-        };
-        io::copy(&mut decoder, &mut writer)?;
-        writer.flush()?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| {
-            format!(
-                "cannot decompress the {compression:?} payload of kernel image {} (is the file truncated or corrupt?)",
-                image.display()
-            )
-        });
-    }
-    std::fs::rename(&tmp, out)?;
-    Ok(compression)
+    Ok(Payload {
+        input: BufReader::with_capacity(1 << 20, file),
+        compression: Compression::from_magic(&magic).ok_or(magic),
+    })
+}
+
+/// Decodes the payload read from `input` (from its start) into `out`.
+fn decode(
+    compression: Compression,
+    header: &BzImageHeader,
+    input: BufReader<File>,
+    mut out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut decoder: Box<dyn Read> = match compression {
+        Compression::Xz => return xz_single_stream(input, &mut out),
+        Compression::Lz4 => {
+            return lz4_legacy(input.take(u64::from(header.payload_length)), &mut out)
+        }
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(input)),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(input)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
+        ),
+    };
+    io::copy(&mut decoder, &mut out)?;
+    Ok(())
 }
 
 const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];

@@ -14,10 +14,11 @@
 //!   one left behind.
 //! - An entry written under an older boot rule is read under today's: a kernel once
 //!   booted through PVH whose PVH note turns out to be Xen's (before 5.0) boots its
-//!   bzImage, which the entry holds anyway, with nothing fetched again.
+//!   bzImage, which the entry holds anyway, with nothing fetched again. An entry
+//!   from before kernels told their config gets its package's `boot/config-R`.
 
 use crate::error::FetchError;
-use crate::kernel::{BootProtocol, Kernel};
+use crate::kernel::{BootProtocol, ConfigSource, Kernel, KernelConfig};
 use anyhow::{bail, Context};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -76,9 +77,23 @@ pub(crate) fn completed(kdir: &Path) -> Option<Kernel> {
             kernel.boot_protocol = BootProtocol::BzImage;
         }
     }
+    // Entries from before `config` was recorded: the package's config, if it had one
+    // (a config embedded in the image is not looked for here).
+    if kernel.config.is_none() {
+        let path = kernel
+            .release
+            .as_ref()
+            .map(|r| kdir.join("root/boot").join(format!("config-{r}")))
+            .filter(|p| p.is_file());
+        kernel.config = path.map(|path| KernelConfig {
+            path,
+            source: ConfigSource::Package,
+        });
+    }
     let present = kernel.boot_image.exists()
         && kernel.image.exists()
-        && kernel.modules_dir.as_ref().is_none_or(|d| d.is_dir());
+        && kernel.modules_dir.as_ref().is_none_or(|d| d.is_dir())
+        && kernel.config.as_ref().is_none_or(|c| c.path.is_file());
     present.then_some(kernel)
 }
 
@@ -242,26 +257,47 @@ mod tests {
             boot_protocol: BootProtocol::Pvh,
             modules_dir: None,
             source: "ubuntu mainline".into(),
+            config: None,
         };
         complete(d, &old).unwrap();
         let now = completed(d).unwrap();
         assert_eq!(now.boot_protocol, BootProtocol::BzImage);
         assert_eq!(now.boot_image, image);
-        // A backported CONFIG_PVH in the package's config keeps it on PVH.
-        std::fs::write(
-            d.join("root/boot/config-4.16.0-041600-generic"),
-            "CONFIG_PVH=y\n",
-        )
-        .unwrap();
-        assert_eq!(completed(d), Some(old.clone()));
+        // A backported CONFIG_PVH in the package's config keeps it on PVH; the
+        // entry, written before kernels told their config, gets that one.
+        let config = d.join("root/boot/config-4.16.0-041600-generic");
+        std::fs::write(&config, "CONFIG_PVH=y\n").unwrap();
+        let package_config = Some(KernelConfig {
+            path: config.clone(),
+            source: ConfigSource::Package,
+        });
+        assert_eq!(
+            completed(d),
+            Some(Kernel {
+                config: package_config,
+                ..old.clone()
+            })
+        );
         // A 5.x entry stays as it was.
         let new = Kernel {
             release: Some("5.4.0-050400-generic".into()),
             ..old
         };
-        std::fs::remove_file(d.join("root/boot/config-4.16.0-041600-generic")).unwrap();
+        std::fs::remove_file(&config).unwrap();
         complete(d, &new).unwrap();
-        assert_eq!(completed(d), Some(new));
+        assert_eq!(completed(d), Some(new.clone()));
+        // A config the entry names must still be there.
+        let with_config = Kernel {
+            config: Some(KernelConfig {
+                path: d.join("config"),
+                source: ConfigSource::Embedded,
+            }),
+            ..new
+        };
+        complete(d, &with_config).unwrap();
+        assert_eq!(completed(d), None);
+        std::fs::write(d.join("config"), "CONFIG_BPF=y\n").unwrap();
+        assert_eq!(completed(d), Some(with_config));
     }
 
     #[test]
@@ -278,6 +314,7 @@ mod tests {
             boot_protocol: BootProtocol::BzImage,
             modules_dir: None,
             source: "test".into(),
+            config: None,
         };
         assert_eq!(completed(d), None);
         complete(d, &kernel).unwrap();

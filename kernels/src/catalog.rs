@@ -292,6 +292,7 @@ mod tests {
             boot_protocol: crate::kernel::BootProtocol::Pvh,
             modules_dir: None,
             source: "stale".into(),
+            config: None,
         };
         cache::complete(&kdir, &stale).unwrap();
         assert_eq!(cache::completed(&kdir), None);

@@ -6,8 +6,9 @@
 use crate::bzimage::{self, BzImageHeader};
 use crate::cache::{self, cache_dir};
 use crate::error::FetchError;
+use crate::ikconfig::embedded_config;
 use crate::image::{boot_bzimage, read_config, read_head};
-use crate::kernel::{BootProtocol, Kernel};
+use crate::kernel::{BootProtocol, ConfigSource, Kernel, KernelConfig};
 use crate::layout::kernel_from_debs;
 use crate::protocol;
 use crate::util::sha256_file;
@@ -109,6 +110,11 @@ fn from_deb_files(
 /// boots only if it is 5.0 or newer (its `linux_banner` says so) or a config beside
 /// it (`config-<release>`, `.config`) has CONFIG_PVH=y: an older one's PVH note is
 /// Xen's, and without a bzImage there is nothing safe to boot.
+///
+/// Its [`Kernel::config`] is the config beside it, unless that one's header names
+/// another version than the image's; else the config the image carries
+/// (CONFIG_IKCONFIG=y), extracted once into the same cache folder; else none. A
+/// corrupt embedded config is an error only when there is no config beside it.
 pub fn from_image(name: &str, image: &Path, modules_dir: Option<&Path>) -> anyhow::Result<Kernel> {
     from_image_in(&cache_dir(), name, image, modules_dir)
 }
@@ -136,7 +142,9 @@ fn from_image_in(
         .and_then(|d| d.file_name())
         .map(|n| n.to_string_lossy().into_owned());
     let head = read_head(image)?;
-    let (boot_image, boot_protocol, release) = if BzImageHeader::is_bzimage(&head) {
+    let image_dir =
+        || -> anyhow::Result<PathBuf> { Ok(cache.join("images").join(sha256_file(image)?)) };
+    let (boot_image, boot_protocol, release, config) = if BzImageHeader::is_bzimage(&head) {
         let header = BzImageHeader::parse(&head)
             .with_context(|| {
                 format!(
@@ -146,16 +154,22 @@ fn from_image_in(
             })?
             .expect("is_bzimage checked the magic");
         let release = header.release().or(modules_release);
-        let config = config_beside(image, release.as_deref());
-        let dir = cache.join("images").join(sha256_file(image)?);
-        let boot = boot_bzimage(image, release.as_deref(), config.as_deref(), &dir)?;
-        (boot.image, boot.choice.protocol, release)
+        let beside = config_beside(image, release.as_deref());
+        let dir = image_dir()?;
+        let boot = boot_bzimage(image, release.as_deref(), beside.text.as_deref(), &dir)?;
+        let config = match beside.usable {
+            Some(config) => Some(config),
+            // After the boot decision: a vmlinux it extracted is searched, not
+            // decompressed again.
+            None => embedded_config(image, &dir)?,
+        };
+        (boot.image, boot.choice.protocol, release, config)
     } else {
         match bzimage::elf_info(image)? {
             Some(info) if info.x86_64 && info.pvh => {
                 let release = bzimage::vmlinux_release(image)?.or(modules_release);
-                let config = config_beside(image, release.as_deref());
-                let choice = protocol::choose(release.as_deref(), config.as_deref());
+                let beside = config_beside(image, release.as_deref());
+                let choice = protocol::choose(release.as_deref(), beside.text.as_deref());
                 if choice.protocol != BootProtocol::Pvh {
                     bail!(
                         "'{}' is an ELF vmlinux that cannot be booted safely: {}. Before Linux 5.0 a vmlinux's PVH entry note is Xen's own (CONFIG_XEN_PVH), and a guest that is not Xen dies booting through it. Pass the kernel's bzImage instead (arch/x86/boot/bzImage, or /boot/vmlinuz-<release>), or put its config, with CONFIG_PVH=y, beside it as .config",
@@ -163,7 +177,11 @@ fn from_image_in(
                         choice.why
                     );
                 }
-                (image.to_path_buf(), BootProtocol::Pvh, release)
+                let config = match beside.usable {
+                    Some(config) => Some(config),
+                    None => embedded_config(image, &image_dir()?)?,
+                };
+                (image.to_path_buf(), BootProtocol::Pvh, release, config)
             }
             Some(info) if info.x86_64 => bail!(
                 "'{}' is an ELF vmlinux without a PVH entry note (CONFIG_PVH=n), which QEMU cannot boot directly: pass the bzImage (arch/x86/boot/bzImage) instead",
@@ -183,19 +201,41 @@ fn from_image_in(
         boot_protocol,
         modules_dir: modules_dir.map(Path::to_path_buf),
         source: format!("image {}", image.display()),
+        config,
     })
 }
 
-/// A config for the kernel at `image`, found beside it: `config-<release>` (as in
-/// /boot and in kernel packages) or a build tree's `.config`. At most 16 MB is
-/// read; configs are a few hundred kB.
-fn config_beside(image: &Path, release: Option<&str>) -> Option<String> {
-    let dir = image.parent()?;
+/// The configs found beside an image.
+struct Beside {
+    /// The first that is not for another version (its header names the image's
+    /// version, or none): the kernel's config.
+    usable: Option<KernelConfig>,
+    /// For the boot decision: the text of the usable one, else of the first found,
+    /// so [`protocol::choose`] can say why it was not used.
+    text: Option<String>,
+}
+
+/// The configs for the kernel at `image`, found beside it: `config-<release>` (as in
+/// /boot and in kernel packages) or a build tree's `.config`. At most 16 MB of each
+/// is read; configs are a few hundred kB.
+fn config_beside(image: &Path, release: Option<&str>) -> Beside {
+    let dir = image.parent().unwrap_or(Path::new(""));
     let named = release.map(|r| dir.join(format!("config-{r}")));
-    named
+    let found: Vec<(PathBuf, String)> = named
         .into_iter()
         .chain([dir.join(".config")])
-        .find_map(|path| read_config(&path))
+        .filter_map(|path| read_config(&path).map(|text| (path, text)))
+        .collect();
+    let usable = found
+        .iter()
+        .find(|(_, text)| protocol::config_for_another(text, release).is_none());
+    Beside {
+        text: usable.or(found.first()).map(|(_, text)| text.clone()),
+        usable: usable.map(|(path, _)| KernelConfig {
+            path: path.clone(),
+            source: ConfigSource::Beside,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -356,11 +396,13 @@ mod tests {
             assert_eq!(kernel.boot_image, path);
             assert_eq!(kernel.release.as_deref(), Some("4.16.13-custom"));
             assert!(!dir.join("cache").exists(), "nothing extracted");
+            assert_eq!(kernel.config, None);
 
             // Its config beside it, with a backported CONFIG_PVH, allows PVH.
             std::fs::write(dir.join("config-4.16.13-custom"), "CONFIG_PVH=y\n").unwrap();
             let kernel = from_image("k", &path, None).unwrap();
             assert_eq!(kernel.boot_protocol, BootProtocol::Pvh);
+            assert_eq!(kernel.config, beside(dir.join("config-4.16.13-custom")));
             assert!(kernel.boot_image.starts_with(dir.join("cache/images")));
             assert_eq!(
                 bzimage::elf_info(&kernel.boot_image)
@@ -445,6 +487,167 @@ mod tests {
             std::fs::write(&path, synthetic_vmlinux(Some("6.1.0"), false, true)).unwrap();
             let msg = from_image("k", &path, None).unwrap_err().to_string();
             assert!(msg.contains("without a PVH entry note"), "{msg}");
+        });
+    }
+
+    fn beside(path: PathBuf) -> Option<KernelConfig> {
+        Some(KernelConfig {
+            path,
+            source: ConfigSource::Beside,
+        })
+    }
+
+    /// The image's own config beside it is its config; one whose header names
+    /// another version is not, and the image's embedded one, if any, is taken.
+    #[test]
+    fn a_bzimage_s_config_is_the_one_beside_it_for_its_version_else_its_embedded_one() {
+        use crate::ikconfig::tests::{ikconfig_blob, vmlinux_with_config, CONFIG_54};
+        with_cache(|dir| {
+            let path = dir.join("vmlinuz-5.4.286");
+            let vmlinux = vmlinux_with_config("5.4.286", CONFIG_54);
+            std::fs::write(
+                &path,
+                synthetic_bzimage_of("5.4.286 (b@h) #1 SMP", &xz(&vmlinux), 0, None),
+            )
+            .unwrap();
+            let images = dir.join("cache/images").join(sha256_file(&path).unwrap());
+
+            // Nothing beside it: the embedded one, extracted into the cache.
+            let kernel = from_image("k", &path, None).unwrap();
+            let embedded = Some(KernelConfig {
+                path: images.join("config"),
+                source: ConfigSource::Embedded,
+            });
+            assert_eq!(kernel.config, embedded);
+            let text = kernel.config.as_ref().unwrap().read().unwrap();
+            assert_eq!(text, CONFIG_54);
+            assert_eq!(
+                crate::kernel::config_value(&text, "CONFIG_BPF_JIT_ALWAYS_ON"),
+                crate::kernel::ConfigValue::Yes
+            );
+            assert_eq!(
+                kernel.config.unwrap().describe(),
+                "the image's embedded config (CONFIG_IKCONFIG)"
+            );
+
+            // A build tree's .config of its version (its header says 5.4.286).
+            let dot = dir.join(".config");
+            let own = CONFIG_54.replace(
+                "CONFIG_BPF_JIT_ALWAYS_ON=y",
+                "# CONFIG_BPF_JIT_ALWAYS_ON is not set",
+            );
+            std::fs::write(&dot, &own).unwrap();
+            let kernel = from_image("k", &path, None).unwrap();
+            assert_eq!(kernel.config, beside(dot.clone()));
+            assert_eq!(kernel.config.as_ref().unwrap().read().unwrap(), own);
+            assert_eq!(
+                kernel.config.unwrap().describe(),
+                ".config beside the image"
+            );
+
+            // config-<release> comes first.
+            let named = dir.join("config-5.4.286");
+            std::fs::write(&named, "CONFIG_BPF=y\n").unwrap();
+            let kernel = from_image("k", &path, None).unwrap();
+            assert_eq!(kernel.config, beside(named.clone()));
+            assert_eq!(
+                kernel.config.unwrap().describe(),
+                "config-5.4.286 beside the image"
+            );
+
+            // Another kernel's config-<release> is passed over for the .config...
+            std::fs::write(
+                &named,
+                "# Linux/x86 6.1.158 Kernel Configuration\nCONFIG_BPF=y\n",
+            )
+            .unwrap();
+            let kernel = from_image("k", &path, None).unwrap();
+            assert_eq!(kernel.config, beside(dot.clone()));
+            // ... and with another kernel's .config too, the embedded one is taken.
+            std::fs::write(
+                &dot,
+                "#\n# Linux/x86 4.19.0 Kernel Configuration\n#\nCONFIG_BPF=y\n",
+            )
+            .unwrap();
+            let kernel = from_image("k", &path, None).unwrap();
+            assert_eq!(kernel.config, embedded);
+            assert_eq!(kernel.config.unwrap().read().unwrap(), CONFIG_54);
+
+            // A stale config beside an image without IKCONFIG: no config at all.
+            let plain = dir.join("bzImage");
+            std::fs::write(
+                &plain,
+                synthetic_bzimage_of(
+                    "5.4.286 (b@h) #1 SMP",
+                    &xz(&synthetic_vmlinux(Some("5.4.286"), true, true)),
+                    0,
+                    None,
+                ),
+            )
+            .unwrap();
+            let kernel = from_image("k", &plain, None).unwrap();
+            assert_eq!(kernel.config, None);
+            assert_eq!(kernel.boot_protocol, BootProtocol::Pvh);
+
+            // A corrupt embedded config does not matter beside a good config, and
+            // is an error naming the image without one.
+            let mut blob = ikconfig_blob(CONFIG_54);
+            blob.truncate(blob.len() - 20);
+            let mut broken = synthetic_vmlinux(Some("5.4.286"), true, true);
+            broken.extend_from_slice(&blob);
+            let corrupt = dir.join("vmlinuz-corrupt");
+            std::fs::write(
+                &corrupt,
+                synthetic_bzimage_of("5.4.286 (b@h) #1 SMP", &xz(&broken), 0, None),
+            )
+            .unwrap();
+            let msg = format!("{:#}", from_image("k", &corrupt, None).unwrap_err());
+            assert!(
+                msg.starts_with(&format!(
+                    "the embedded config (CONFIG_IKCONFIG) of kernel image {} is corrupt",
+                    corrupt.display()
+                )),
+                "{msg}"
+            );
+            std::fs::write(&dot, &own).unwrap();
+            assert_eq!(
+                from_image("k", &corrupt, None).unwrap().config,
+                beside(dot.clone())
+            );
+        });
+    }
+
+    /// An ELF vmlinux given by path: the same rules, its embedded config read in
+    /// place.
+    #[test]
+    fn a_vmlinux_s_config_is_the_one_beside_it_else_its_embedded_one() {
+        use crate::ikconfig::tests::{vmlinux_with_config, CONFIG_54};
+        with_cache(|dir| {
+            let path = dir.join("vmlinux");
+            std::fs::write(&path, vmlinux_with_config("5.4.286", CONFIG_54)).unwrap();
+            let kernel = from_image("k", &path, None).unwrap();
+            assert_eq!(kernel.boot_protocol, BootProtocol::Pvh);
+            let images = dir.join("cache/images").join(sha256_file(&path).unwrap());
+            assert_eq!(
+                kernel.config,
+                Some(KernelConfig {
+                    path: images.join("config"),
+                    source: ConfigSource::Embedded,
+                })
+            );
+            assert_eq!(kernel.config.unwrap().read().unwrap(), CONFIG_54);
+            let dot = dir.join(".config");
+            std::fs::write(
+                &dot,
+                "# Linux/x86 5.4.286 Kernel Configuration\nCONFIG_PVH=y\n",
+            )
+            .unwrap();
+            assert_eq!(from_image("k", &path, None).unwrap().config, beside(dot));
+            // Without IKCONFIG and with nothing beside it: none.
+            let plain = dir.join("sub/vmlinux");
+            std::fs::create_dir_all(plain.parent().unwrap()).unwrap();
+            std::fs::write(&plain, synthetic_vmlinux(Some("5.4.286"), true, true)).unwrap();
+            assert_eq!(from_image("k", &plain, None).unwrap().config, None);
         });
     }
 

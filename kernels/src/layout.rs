@@ -15,8 +15,9 @@
 
 use crate::bzimage::BzImageHeader;
 use crate::deb::{self, Unpacked};
+use crate::ikconfig::embedded_config;
 use crate::image::{boot_bzimage, read_config};
-use crate::kernel::{BootProtocol, Kernel};
+use crate::kernel::{BootProtocol, ConfigSource, Kernel, KernelConfig};
 use anyhow::{bail, Context};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -30,8 +31,10 @@ use std::path::{Component, Path, PathBuf};
 /// 4.x mainline builds, Debian up to 6.x) or in several (later Ubuntu builds:
 /// linux-image-* and linux-modules-*; Debian 7.x: linux-binary-R, linux-modules-R,
 /// linux-base-R): all are unpacked into the same tree, which [`arrange`]
-/// checks and brings into one shape whichever layout the packages use. `source` is
-/// left empty for the caller.
+/// checks and brings into one shape whichever layout the packages use. Its config
+/// is the packages' `boot/config-<release>`, else the one the image carries
+/// (CONFIG_IKCONFIG=y), extracted into `kdir/config`. `source` is left empty for
+/// the caller.
 pub(crate) fn kernel_from_debs(
     kdir: &Path,
     debs: &[PathBuf],
@@ -84,13 +87,23 @@ pub(crate) fn kernel_from_debs(
     };
     // The kernel's own version string first; the file name is the packager's.
     let version = header.release().unwrap_or_else(|| release.clone());
-    let config = read_config(&root.join("boot").join(format!("config-{release}")));
+    let config_path = root.join("boot").join(format!("config-{release}"));
+    let config = read_config(&config_path);
     let boot = boot_bzimage(&image, Some(&version), config.as_deref(), kdir)?;
     progress(&match boot.choice.protocol {
         BootProtocol::Pvh => format!("booting the vmlinux through PVH: {}", boot.choice.why),
         BootProtocol::BzImage => format!("booting the bzImage: {}", boot.choice.why),
     });
     let (boot_image, boot_protocol) = (boot.image, boot.choice.protocol);
+    let config = match config {
+        Some(_) => Some(KernelConfig {
+            path: config_path,
+            source: ConfigSource::Package,
+        }),
+        // After the boot decision: a vmlinux it extracted into `kdir` is searched,
+        // not decompressed again.
+        None => embedded_config(&image, kdir)?,
+    };
     Ok(Kernel {
         name: name.to_owned(),
         release: Some(release),
@@ -99,6 +112,7 @@ pub(crate) fn kernel_from_debs(
         boot_protocol,
         modules_dir: arranged.modules_dir.as_deref().map(moved),
         source: String::new(),
+        config,
     })
 }
 
@@ -558,6 +572,18 @@ mod tests {
                 Some(root.join(format!("lib/modules/{R}")))
             );
             assert!(root.join(format!("boot/config-{R}")).is_file());
+            // The config moved there from beside the modules is the kernel's.
+            assert_eq!(
+                kernel.config,
+                Some(KernelConfig {
+                    path: root.join(format!("boot/config-{R}")),
+                    source: ConfigSource::Package,
+                })
+            );
+            assert_eq!(
+                kernel.config.as_ref().unwrap().describe(),
+                format!("boot/config-{R} of the package")
+            );
             let in_modules = std::fs::read_dir(root.join(format!("lib/modules/{R}")))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -594,6 +620,7 @@ mod tests {
         let (kernel, _) = sid.unpack(&[sid.binary(R, "vmlinuz", "1"), sid.modules(R)]);
         let kernel = kernel.unwrap();
         assert!(kernel.modules_dir.is_some());
+        assert_eq!(kernel.config, None);
         assert!(crate::modules::resolve_modules_in(
             &kernel,
             &["cls_bpf"],
@@ -624,6 +651,47 @@ mod tests {
                 |l| l.starts_with(&format!("no modules of {R} in ")) && l.contains("no config")
             ),
             "{lines:?}"
+        );
+    }
+
+    /// A package without a config whose image carries one (CONFIG_IKCONFIG=y):
+    /// that one, extracted into the kernel's folder; the package's wins over it.
+    #[test]
+    fn a_package_without_a_config_gets_its_image_s_embedded_one() {
+        use crate::ikconfig::tests::{vmlinux_with_config, CONFIG_54};
+        let sid = Sid::new();
+        let vmlinux = vmlinux_with_config(R, CONFIG_54);
+        let image = crate::bzimage::tests::synthetic_bzimage_of(
+            &format!("{R} (debian-kernel@lists.debian.org) #1 SMP"),
+            &crate::bzimage::tests::xz(&vmlinux),
+            0,
+            None,
+        );
+        let binary = sid.deb(
+            "linux-binary.deb",
+            &[(&format!("./usr/lib/modules/{R}/vmlinuz"), image)],
+            None,
+        );
+        let (kernel, _) = sid.unpack(&[binary.clone(), sid.modules(R)]);
+        let kernel = kernel.unwrap();
+        // 7.x boots through PVH: the config is found in the vmlinux extracted for it.
+        assert_eq!(kernel.boot_protocol, BootProtocol::Pvh);
+        let kdir = sid.dir.path().join("k");
+        assert_eq!(
+            kernel.config,
+            Some(KernelConfig {
+                path: kdir.join("config"),
+                source: ConfigSource::Embedded,
+            })
+        );
+        assert_eq!(kernel.config.unwrap().read().unwrap(), CONFIG_54);
+
+        let (kernel, _) = sid.unpack(&[binary, sid.modules(R), sid.base(R)]);
+        let config = kernel.unwrap().config.unwrap();
+        assert_eq!(config.source, ConfigSource::Package);
+        assert_eq!(
+            config.read().unwrap(),
+            "CONFIG_PVH=y\nCONFIG_NET_SCH_INGRESS=m\nCONFIG_NET_CLS_BPF=m\n"
         );
     }
 

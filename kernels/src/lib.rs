@@ -6,8 +6,10 @@
 //! Either way the result is a [`Kernel`]: the image QEMU boots (an uncompressed
 //! vmlinux through PVH where its PVH entry is the generic one, Linux 5.0 on or
 //! CONFIG_PVH=y, since that skips the in-guest decompression that dominates a TCG
-//! boot; else the bzImage), its release, and its modules directory, from which
-//! [`resolve_modules`] picks `.ko` files for the guest.
+//! boot; else the bzImage), its release, its modules directory, from which
+//! [`resolve_modules`] picks `.ko` files for the guest, and where its build
+//! configuration is ([`KernelConfig`]: the package's, one beside the image, or the
+//! one embedded in it; [`config_value`] reads a symbol of it).
 //!
 //! Everything downloaded or derived lives under [`cache_dir`].
 //!
@@ -24,13 +26,14 @@
 //! debian    -> layout, cache, version, error, util, kernel     source: apt
 //! mainline  -> layout, version, error, util, kernel            source: kernel.ubuntu.com
 //!   (its tests also: deb, bzimage, modules)
-//! given     -> layout, cache, image, bzimage, protocol,        source: a path (packages, images)
-//!              error, util, kernel    (its tests also: deb)
-//! layout    -> deb, image, bzimage, util, kernel               packages -> kernel tree -> Kernel
+//! given     -> layout, cache, ikconfig, image, bzimage,         source: a path (packages, images)
+//!              protocol, error, util, kernel    (its tests also: deb)
+//! layout    -> deb, ikconfig, image, bzimage, util, kernel     packages -> kernel tree -> Kernel
 //!   (its tests also: modules)
 //! modules   -> cache, util, kernel                             the .ko files a guest loads
 //! cache     -> image, protocol, error, util, kernel            cache folders, locking, markers
 //! image     -> bzimage, protocol, kernel                       how an image file boots
+//! ikconfig  -> bzimage, util, kernel                           the config inside an image (IKCONFIG)
 //! deb       -> (none; its tests: bzimage)                      reading .deb archives
 //! bzimage   -> util                                            bzImage headers, vmlinux, ELF notes
 //! protocol  -> kernel                                          PVH or bzImage, and why
@@ -44,6 +47,7 @@ mod deb;
 mod debian;
 mod error;
 mod given;
+mod ikconfig;
 mod image;
 mod kernel;
 mod layout;
@@ -59,6 +63,6 @@ pub use catalog::{cached, catalog, fetch, fetch_debian, find, CatalogEntry, Sour
 pub use debian::DebianSpec;
 pub use error::FetchError;
 pub use given::from_image;
-pub use kernel::{BootProtocol, Kernel};
+pub use kernel::{config_value, BootProtocol, ConfigSource, ConfigValue, Kernel, KernelConfig};
 pub use mainline::MainlineSpec;
 pub use modules::{resolve_modules, ModuleFile};

@@ -1136,6 +1136,15 @@ Test arm64/build succeeded (rc=0, on=arm64, time=0:14:02, log=arm64/log)<br>
         );
         assert_eq!(kernel.boot_protocol, BootProtocol::Pvh);
         assert_eq!(kernel.boot_image, dir.path().join("vmlinux"));
+        let config = kernel.config.clone().unwrap();
+        assert_eq!(
+            config.path,
+            kernel.image.with_file_name("config-5.4.0-050400-generic")
+        );
+        assert_eq!(
+            config.describe(),
+            "boot/config-5.4.0-050400-generic of the package"
+        );
         assert!(lines.iter().any(|l| l.contains("downloading")), "{lines:?}");
         assert!(
             lines
@@ -1285,6 +1294,8 @@ Test arm64/build succeeded (rc=0, on=arm64, time=0:14:02, log=arm64/log)<br>
         assert_eq!(kernel.release.as_deref(), Some(release));
         assert_eq!(kernel.boot_protocol, BootProtocol::Pvh);
         assert!(kernel.modules_dir.is_some());
+        // No config in the package, none in the image.
+        assert_eq!(kernel.config, None);
     }
 
     #[test]

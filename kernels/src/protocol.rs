@@ -26,17 +26,15 @@ pub(crate) struct Choice {
 pub(crate) fn choose(release: Option<&str>, config: Option<&str>) -> Choice {
     let version = release.and_then(major_minor);
     let mut ignored = String::new();
-    // A `.config` lying beside an image may belong to another build; its header
-    // names the version it was made for.
-    let config = config.filter(|text| match (config_version(text), version) {
-        (Some(made_for), Some(kernel)) if made_for != kernel => {
+    let config = config.filter(|text| match config_for_another(text, release) {
+        Some(made_for) => {
             ignored = format!(
                 " (the config beside it is for Linux {}.{}, so it was not used)",
                 made_for.0, made_for.1
             );
             false
         }
-        _ => true,
+        None => true,
     });
     let (protocol, why) = match (config.map(config_has_pvh), version) {
         (Some(true), _) => (BootProtocol::Pvh, "its config has CONFIG_PVH=y".to_owned()),
@@ -61,6 +59,17 @@ pub(crate) fn choose(release: Option<&str>, config: Option<&str>) -> Choice {
         protocol,
         why: why + &ignored,
     }
+}
+
+/// The version (major, minor) the config `text` was made for, if its header names
+/// one and it is not the version of `release`: a config lying beside an image may
+/// belong to another build, and is then not that kernel's. Major and minor only:
+/// Debian's release "6.1.0-56-amd64" is built from 6.1.158, its config says so.
+/// A config without the header, or a kernel of unknown version, gives `None`.
+pub(crate) fn config_for_another(text: &str, release: Option<&str>) -> Option<(u32, u32)> {
+    let made_for = config_version(text)?;
+    let kernel = major_minor(release?)?;
+    (made_for != kernel).then_some(made_for)
 }
 
 /// The major and minor version at the start of a release ("4.16.0-041600-generic"
@@ -114,6 +123,15 @@ mod tests {
         assert_eq!(major_minor(""), None);
         assert_eq!(config_version(XEN_ONLY_416), Some((4, 16)));
         assert_eq!(config_version("CONFIG_PVH=y\n"), None);
+        // Another kernel's config, by its header.
+        assert_eq!(config_for_another(PVH_54, Some("4.16.13")), Some((5, 4)));
+        assert_eq!(
+            config_for_another(PVH_54, Some("5.4.0-050400-generic")),
+            None
+        );
+        assert_eq!(config_for_another(PVH_54, Some("5.4.286")), None);
+        assert_eq!(config_for_another(PVH_54, None), None);
+        assert_eq!(config_for_another("CONFIG_PVH=y\n", Some("4.16.13")), None);
     }
 
     #[test]

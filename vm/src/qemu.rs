@@ -558,6 +558,7 @@ mod tests {
             boot_protocol: BootProtocol::Pvh,
             modules_dir: None,
             source: String::new(),
+            config: None,
         };
         let mut spec = BootSpec::new(kernel, "/i/initramfs.cpio".into());
         spec.extra_append = "quiet".into();

@@ -521,6 +521,7 @@ mod tests {
                 boot_protocol: BootProtocol::Pvh,
                 modules_dir: None,
                 source: String::new(),
+                config: None,
             },
             agent: "/a/bpfmatrix-agent".into(),
             plan: Plan {

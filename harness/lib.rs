@@ -11,6 +11,7 @@ pub mod collect;
 pub mod expect;
 pub mod matrix;
 pub mod merge;
+pub mod modes;
 pub mod objects;
 pub mod programs;
 pub mod report;

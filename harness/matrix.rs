@@ -14,6 +14,7 @@
 use crate::collect::{Collected, JitSwitch, ProgramKey};
 use crate::expect::{self, Expectation, KernelVersion};
 use crate::merge::{Coverage, Gap};
+use crate::modes::{ConfigFacts, KernelFacts, MissingModule, ModeStatus};
 use crate::programs::{ProgramCell, ProgramRules};
 use bpfmatrix_protocol::{CaseId, CaseRecord, JitMode, ObjectSpec, ProgramRecord};
 use std::collections::BTreeMap;
@@ -58,8 +59,12 @@ pub enum Verdict {
     /// The kernel answered, differently from the documented facts.
     Disagrees { differences: Vec<String> },
     /// Nothing to judge: no record for this cell (kernel unavailable, guest died,
-    /// record missing), or no expectation for its kernel.
+    /// record missing), no expectation for its kernel, or an error that says
+    /// nothing of the kernel (a module the guest lacked, config and guest at odds).
     NoAnswer { reason: String },
+    /// The kernel was built without the cell's JIT mode (see [`crate::modes`]):
+    /// a fact of the kernel, neither a pass nor a failure.
+    NotApplicable { reason: String },
 }
 
 impl Verdict {
@@ -69,6 +74,7 @@ impl Verdict {
             Verdict::Agrees => "agrees",
             Verdict::Disagrees { .. } => "disagrees",
             Verdict::NoAnswer { .. } => "no_answer",
+            Verdict::NotApplicable { .. } => "not_applicable",
         }
     }
 
@@ -77,7 +83,9 @@ impl Verdict {
         match self {
             Verdict::Agrees => &[],
             Verdict::Disagrees { differences } => differences,
-            Verdict::NoAnswer { reason } => std::slice::from_ref(reason),
+            Verdict::NoAnswer { reason } | Verdict::NotApplicable { reason } => {
+                std::slice::from_ref(reason)
+            }
         }
     }
 }
@@ -96,14 +104,34 @@ pub struct Cell {
 impl Cell {
     /// The one place a verdict is given. `release` is the guest's `uname -r`, which
     /// the expectation is derived from (with the caller frame the record measured);
-    /// `no_record` says why there is no record, when there is none.
+    /// `no_record` says why there is no record, when there is none; `facts` say
+    /// which modes the kernel has and which modules its guest lacked.
     pub fn judge(
         case: CaseId,
         jit: JitMode,
         release: Option<&str>,
         record: Option<CaseRecord>,
         no_record: &str,
+        facts: &KernelFacts,
     ) -> Cell {
+        let mode = match facts.mode(jit) {
+            ModeStatus::Runs => None,
+            ModeStatus::Absent { what, .. } => Some(Verdict::NotApplicable {
+                reason: what.clone(),
+            }),
+            ModeStatus::Contradicted { reason } => Some(Verdict::NoAnswer {
+                reason: reason.clone(),
+            }),
+        };
+        if let Some(verdict) = mode {
+            return Cell {
+                case,
+                jit,
+                record,
+                expected: None,
+                verdict,
+            };
+        }
         let Some(rec) = &record else {
             return Cell::no_answer(case, jit, no_record.to_string());
         };
@@ -118,11 +146,18 @@ impl Cell {
             )
             .map_err(|e| format!("{e:#}"))
         });
+        let version = release.and_then(|r| KernelVersion::parse(r).ok());
+        let missing = facts
+            .missing_module(case, version)
+            .filter(|_| rec.outcome != bpfmatrix_protocol::Outcome::Accepted);
         let (expected, verdict) = match expected {
             Some(Ok(e)) => {
-                let verdict = match expect::check(&e, rec) {
-                    Ok(()) => Verdict::Agrees,
-                    Err(differences) => Verdict::Disagrees { differences },
+                let verdict = match (missing, expect::check(&e, rec)) {
+                    (_, Ok(())) => Verdict::Agrees,
+                    (Some(module), Err(_)) => Verdict::NoAnswer {
+                        reason: module.describe(),
+                    },
+                    (None, Err(differences)) => Verdict::Disagrees { differences },
                 };
                 (Some(e), verdict)
             }
@@ -157,6 +192,14 @@ impl Cell {
     pub fn agrees(&self) -> bool {
         self.verdict == Verdict::Agrees
     }
+
+    /// Agrees, or is not applicable: what a kernel's every cell must be.
+    pub fn passes(&self) -> bool {
+        matches!(
+            self.verdict,
+            Verdict::Agrees | Verdict::NotApplicable { .. }
+        )
+    }
 }
 
 /// What one kernel answered, or why it did not.
@@ -181,6 +224,9 @@ pub struct KernelRun {
     pub agent_done_ms: Option<u64>,
     /// The agent's switches of `bpf_jit_enable`, as it reported them.
     pub jit_switches: Vec<JitSwitch>,
+    /// Which modes the kernel has and which modules its guest lacked, decided
+    /// from its config and the switches above.
+    pub facts: KernelFacts,
     pub warnings: Vec<String>,
     /// What went wrong with the run as a whole.
     pub problems: Vec<String>,
@@ -244,6 +290,7 @@ impl KernelRun {
             agent_start_ms: None,
             agent_done_ms: None,
             jit_switches: vec![],
+            facts: KernelFacts::default(),
             warnings: vec![],
             problems: vec![],
             cells: vec![],
@@ -253,7 +300,8 @@ impl KernelRun {
 
     /// Judges what a guest said. `boot_failure` is set when the guest did not end
     /// cleanly (panic, timeout...): then the run failed whatever the records say,
-    /// and cells without a record say why.
+    /// and cells without a record say why. `host` is what the host knew of the
+    /// kernel before the boot (see [`HostFacts`]).
     pub fn judge(
         kernel: &str,
         source: &str,
@@ -261,7 +309,14 @@ impl KernelRun {
         modes: &[JitMode],
         mut collected: Collected,
         boot_failure: Option<String>,
+        host: HostFacts,
     ) -> Self {
+        let facts = KernelFacts::decide(
+            host.config,
+            host.missing_modules,
+            &collected.jit_switches,
+            modes,
+        );
         let mut problems = std::mem::take(&mut collected.problems);
         if collected.release.is_some() && collected.done_ms.is_none() && boot_failure.is_none() {
             problems.push("the guest never said it was done".to_string());
@@ -279,7 +334,14 @@ impl KernelRun {
         for &jit in modes {
             for &case in cases {
                 let record = collected.records.remove(&(case, jit));
-                cells.push(Cell::judge(case, jit, release.as_deref(), record, &missing));
+                cells.push(Cell::judge(
+                    case,
+                    jit,
+                    release.as_deref(),
+                    record,
+                    &missing,
+                    &facts,
+                ));
             }
         }
         let status = match boot_failure.or_else(|| problems.first().cloned()) {
@@ -294,6 +356,7 @@ impl KernelRun {
             agent_start_ms: collected.agent_start_ms,
             agent_done_ms: collected.done_ms,
             jit_switches: collected.jit_switches,
+            facts,
             warnings: collected.warnings,
             problems,
             cells,
@@ -328,6 +391,7 @@ impl KernelRun {
                         record,
                         rules,
                         &missing,
+                        &self.facts,
                     ));
                 }
             }
@@ -357,12 +421,25 @@ impl KernelRun {
         !matches!(self.status, RunStatus::Unavailable { .. })
     }
 
-    /// The run completed and every one of its cells agrees: what
-    /// [`Matrix::all_agree`] asks of each kernel it tested.
+    /// The run completed and every one of its cells agrees, but for those of a
+    /// mode the kernel was built without: what [`Matrix::all_agree`] asks of each
+    /// kernel it tested. A kernel with no mode at all does not agree.
     pub fn agrees(&self) -> bool {
         self.status == RunStatus::Completed
-            && self.cells.iter().all(Cell::agrees)
-            && self.programs.iter().all(ProgramCell::agrees)
+            && self.cells.iter().all(Cell::passes)
+            && self.programs.iter().all(ProgramCell::passes)
+            && self.has_a_mode()
+    }
+
+    /// Whether any mode the run asked for is one the kernel has.
+    pub fn has_a_mode(&self) -> bool {
+        let (modes, _) = self.plan();
+        let modes = if modes.is_empty() {
+            self.programs.iter().map(|p| p.jit).collect()
+        } else {
+            modes
+        };
+        modes.is_empty() || modes.iter().any(|&m| self.facts.absent(m).is_none())
     }
 }
 
@@ -375,6 +452,14 @@ fn no_answers(cases: &[CaseId], modes: &[JitMode], reason: &str) -> Vec<Cell> {
                 .map(move |&case| Cell::no_answer(case, jit, reason.to_string()))
         })
         .collect()
+}
+
+/// What the host knows of a kernel before its guest says a word: its config and
+/// the modules its guest will lack (see [`crate::modes`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostFacts {
+    pub config: Option<ConfigFacts>,
+    pub missing_modules: Vec<MissingModule>,
 }
 
 /// Every kernel's run, and what a merge required of them.
@@ -448,6 +533,7 @@ impl Matrix {
 pub(crate) mod tests {
     use super::*;
     use crate::expect::{ExpectedOutcome, CONFIGURED_VERDICTS};
+    use crate::modes::ConfigFacts;
     use bpfmatrix_protocol::{Measured, Outcome, Trigger, VerdictObservation, TEST_FRAME_LEN};
 
     pub(crate) const RELEASE: &str = "6.1.0-56-amd64";
@@ -536,7 +622,150 @@ pub(crate) mod tests {
             &JitMode::ALL,
             collected(records),
             None,
+            crate::matrix::HostFacts::default(),
         )
+    }
+
+    /// The config of a kernel built with CONFIG_BPF_JIT_ALWAYS_ON=y.
+    pub(crate) const ALWAYS_ON: &str = "CONFIG_BPF_JIT=y\nCONFIG_BPF_JIT_ALWAYS_ON=y\n";
+
+    /// A run of `cases` on a kernel built with `config`, whose guest switched as a
+    /// kernel without an interpreter does: the JIT cells agree, and the
+    /// interpreter's are the agent's errors (it could not switch).
+    pub(crate) fn built_with(kernel: &str, cases: &[CaseId], config: &str) -> KernelRun {
+        let mut records: Vec<CaseRecord> = cases
+            .iter()
+            .map(|&c| agreeing_record(c, JitMode::Jit, RELEASE))
+            .collect();
+        records.extend(cases.iter().map(|&case| CaseRecord {
+            case,
+            jit: JitMode::Interpreter,
+            outcome: Outcome::Error {
+                message: "cannot switch to interpreter: refused".into(),
+            },
+            measured: Measured {
+                bpf_jit_enable: Some("1".into()),
+                ..Measured::default()
+            },
+            duration_ms: 0,
+        }));
+        let mut c = collected(records);
+        c.jit_switches = vec![
+            JitSwitch {
+                mode: JitMode::Jit,
+                sysctl_readback: Some("1".into()),
+                error: None,
+            },
+            JitSwitch {
+                mode: JitMode::Interpreter,
+                sysctl_readback: Some("1".into()),
+                error: Some("write \"0\" to /proc/sys/net/core/bpf_jit_enable: Invalid argument (os error 22) (bpf_jit_enable reads back 1)".into()),
+            },
+        ];
+        let host = HostFacts {
+            config: Some(ConfigFacts::from_text(
+                "boot/config-R of the package",
+                config,
+            )),
+            missing_modules: vec![],
+        };
+        KernelRun::judge(kernel, "src", cases, &JitMode::ALL, c, None, host)
+    }
+
+    /// [`built_with`] [`ALWAYS_ON`].
+    pub(crate) fn always_on(kernel: &str, cases: &[CaseId]) -> KernelRun {
+        built_with(kernel, cases, ALWAYS_ON)
+    }
+
+    #[test]
+    fn a_mode_the_kernel_lacks_is_not_applicable_and_no_failure() {
+        let run = always_on("5.4", &CaseId::ALL);
+        assert!(run.cells.iter().all(|c| match c.jit {
+            JitMode::Jit => c.agrees(),
+            JitMode::Interpreter =>
+                c.verdict
+                    == Verdict::NotApplicable {
+                        reason: "no interpreter in this kernel (CONFIG_BPF_JIT_ALWAYS_ON=y)".into()
+                    },
+        }));
+        assert!(run.agrees());
+        assert!(Matrix::from_runs([run]).all_agree());
+        // The same guest on a kernel whose config has an interpreter: errors, not
+        // a pass, naming both sides.
+        let run = built_with("5.4", &[CaseId::TailCallChain], "CONFIG_BPF_JIT=y\n");
+        let cell = run
+            .cell(CaseId::TailCallChain, JitMode::Interpreter)
+            .unwrap();
+        assert!(
+            matches!(&cell.verdict, Verdict::NoAnswer { reason } if reason.contains("# CONFIG_BPF_JIT_ALWAYS_ON") || reason.contains("CONFIG_BPF_JIT_ALWAYS_ON not in the config")),
+            "{:?}",
+            cell.verdict
+        );
+        assert!(!run.agrees());
+    }
+
+    #[test]
+    fn a_kernel_without_any_mode_does_not_agree() {
+        let mut run = always_on("5.4", &[CaseId::TailCallChain]);
+        run.facts.modes.push(crate::modes::ModeFact {
+            jit: JitMode::Jit,
+            status: crate::modes::ModeStatus::Absent {
+                what: "no JIT in this kernel (CONFIG_BPF_JIT is not set)".into(),
+                evidence: vec![],
+            },
+        });
+        for c in run.cells.iter_mut() {
+            c.verdict = Verdict::NotApplicable { reason: "x".into() };
+        }
+        assert!(!run.has_a_mode());
+        assert!(!run.agrees());
+    }
+
+    #[test]
+    fn a_loopback_case_without_its_module_is_an_error_not_a_disagreement() {
+        let mut rec = agreeing_record(CaseId::FentryTcLoopback, JitMode::Jit, "5.4.286");
+        rec.outcome = Outcome::Rejected {
+            step: "add clsact qdisc on lo".into(),
+            errno: 2,
+            verifier_tail: "Specified qdisc not found".into(),
+        };
+        let facts = crate::modes::KernelFacts {
+            missing_modules: crate::modes::missing_without_modules(
+                &["sch_ingress", "cls_bpf"],
+                Some(&ConfigFacts::from_text(
+                    "x",
+                    "CONFIG_NET_SCH_INGRESS=m\nCONFIG_NET_CLS_BPF=m\n",
+                )),
+                Some("5.4.286"),
+            ),
+            ..Default::default()
+        };
+        let cell = Cell::judge(
+            CaseId::FentryTcLoopback,
+            JitMode::Jit,
+            Some("5.4.286"),
+            Some(rec.clone()),
+            "unused",
+            &facts,
+        );
+        let Verdict::NoAnswer { reason } = &cell.verdict else {
+            panic!("{:?}", cell.verdict);
+        };
+        assert!(reason.starts_with("needs kernel module sch_ingress, which the guest could not load: the kernel's config builds it as a module (CONFIG_NET_SCH_INGRESS=m); pass the kernel's modules with --modules DIR"), "{reason}");
+        // With its modules the same record is the kernel's answer: a disagreement.
+        let cell = Cell::judge(
+            CaseId::FentryTcLoopback,
+            JitMode::Jit,
+            Some("5.4.286"),
+            Some(rec),
+            "unused",
+            &crate::modes::KernelFacts::default(),
+        );
+        assert!(
+            matches!(cell.verdict, Verdict::Disagrees { .. }),
+            "{:?}",
+            cell.verdict
+        );
     }
 
     fn chain(jit: JitMode, n: u32) -> CaseRecord {
@@ -556,6 +785,7 @@ pub(crate) mod tests {
             &JitMode::ALL,
             collected(vec![chain(JitMode::Jit, 33)]),
             None,
+            crate::matrix::HostFacts::default(),
         );
         assert_eq!(run.status, RunStatus::Completed);
         assert!(run
@@ -584,6 +814,7 @@ pub(crate) mod tests {
             &[JitMode::Jit],
             collected(vec![chain(JitMode::Jit, 33)]),
             Some("guest kernel panicked".into()),
+            crate::matrix::HostFacts::default(),
         );
         assert_eq!(
             run.status,
@@ -604,6 +835,7 @@ pub(crate) mod tests {
             &[JitMode::Interpreter],
             collected(vec![chain(JitMode::Interpreter, 32)]),
             None,
+            crate::matrix::HostFacts::default(),
         );
         assert_eq!(
             run.cells[0].verdict,
@@ -631,6 +863,7 @@ pub(crate) mod tests {
             Some("4.15.0-1-generic"),
             Some(record.clone()),
             "unused",
+            &crate::modes::KernelFacts::default(),
         );
         assert_eq!(cell.expected, None);
         assert_eq!(cell.record, Some(record));

@@ -27,6 +27,10 @@ use std::path::PathBuf;
 ///   kernel's status or the cells' verdicts, which are judged on their own); or
 /// - it is unavailable (could not be obtained here) and is in `allow_unavailable`.
 ///
+/// A kernel built without a mode (no interpreter: CONFIG_BPF_JIT_ALWAYS_ON=y) is
+/// covered by the modes it has: that mode's cells hold the guest's record and are
+/// not applicable ([`crate::modes`]); one that runs no mode at all is not covered.
+///
 /// "Allowed unavailable" is not "allowed incomplete": an allowed kernel that was
 /// obtained must have every cell, and one without any report (its job crashed)
 /// is not unavailable either.
@@ -118,6 +122,18 @@ impl Coverage {
                 })
                 .map(|(m, (object, program))| (m, format!("{object}:{program}")))
                 .collect();
+            if run.status == RunStatus::Completed && !run.has_a_mode() {
+                gaps.push(Gap::NoMode {
+                    kernel: name.clone(),
+                    lacks: run
+                        .facts
+                        .modes
+                        .iter()
+                        .filter_map(|f| run.facts.absent(f.jit))
+                        .map(str::to_string)
+                        .collect(),
+                });
+            }
             if !cells.is_empty() || !programs.is_empty() {
                 gaps.push(Gap::Missing {
                     kernel: name.clone(),
@@ -198,6 +214,9 @@ impl Required {
 pub enum Gap {
     /// No run of the kernel in the matrix at all.
     NoReport { kernel: String },
+    /// The kernel was built without every mode the matrix asks for (no JIT and
+    /// no interpreter): nothing of it can be judged.
+    NoMode { kernel: String, lacks: Vec<String> },
     /// The kernel could not be obtained, and it is not allowed to be unavailable.
     Unavailable { kernel: String, reason: String },
     /// Cells without the guest's record: cases, and programs ("object:program").
@@ -220,6 +239,7 @@ impl Gap {
     pub fn short(&self) -> String {
         match self {
             Gap::NoReport { kernel } => format!("{kernel} has no report"),
+            Gap::NoMode { kernel, .. } => format!("{kernel} runs no JIT mode"),
             Gap::Unavailable { kernel, .. } => format!("{kernel} unavailable"),
             Gap::Missing {
                 kernel,
@@ -247,6 +267,11 @@ impl std::fmt::Display for Gap {
             Gap::NoReport { kernel } => write!(
                 f,
                 "required kernel {kernel}: no report for it in any merged document"
+            ),
+            Gap::NoMode { kernel, lacks } => write!(
+                f,
+                "required kernel {kernel} runs none of the JIT modes: {}",
+                lacks.join("; ")
             ),
             Gap::Unavailable { kernel, reason } => write!(
                 f,
@@ -360,6 +385,7 @@ pub fn merge_named(parts: Vec<(String, Matrix)>, coverage: Coverage) -> Result<M
                         None,
                         &program_rules,
                         why,
+                        &run.facts,
                     ));
                 }
             }
@@ -426,6 +452,46 @@ mod tests {
     }
 
     const CELLS: usize = CaseId::ALL.len() * JitMode::ALL.len();
+
+    #[test]
+    fn a_required_kernel_without_an_interpreter_is_covered_by_its_jit_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = crate::matrix::tests::always_on("5.4", &CaseId::ALL);
+        let written = report::write_reports(&Matrix::from_runs([run]), dir.path()).unwrap();
+        let coverage = Coverage::new(names(&["5.4"]), vec![]).unwrap();
+        let m = merge_files(&written[..1], coverage).unwrap();
+        assert!(m.coverage_gaps().is_empty(), "{:?}", m.coverage_gaps());
+        assert!(m.all_agree());
+        let n = CaseId::ALL.len();
+        assert_eq!(
+            report::verdict_line(&m),
+            format!("OK: {n} cells agree with the documented kernel facts, 0 disagree, 0 without an answer, {n} not applicable (5.4: no interpreter)")
+        );
+        assert_eq!(
+            report::coverage_lines(&m)[1],
+            "required kernel 5.4: covered in jit; no interpreter (CONFIG_BPF_JIT_ALWAYS_ON=y)"
+        );
+    }
+
+    #[test]
+    fn a_required_kernel_that_runs_no_mode_is_not_covered() {
+        let mut run = crate::matrix::tests::always_on("5.4", &[CaseId::TailCallChain]);
+        run.facts.modes.push(crate::modes::ModeFact {
+            jit: JitMode::Jit,
+            status: crate::modes::ModeStatus::Absent {
+                what: "no JIT in this kernel (CONFIG_BPF_JIT is not set)".into(),
+                evidence: vec![],
+            },
+        });
+        let m = merged(vec![Matrix::from_runs([run])], &["5.4"], &[]);
+        let gaps = m.coverage_gaps();
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert_eq!(
+            gaps[0].to_string(),
+            "required kernel 5.4 runs none of the JIT modes: no interpreter in this kernel (CONFIG_BPF_JIT_ALWAYS_ON=y); no JIT in this kernel (CONFIG_BPF_JIT is not set)"
+        );
+        assert!(!m.all_agree());
+    }
 
     #[test]
     fn matrices_merge_and_a_kernel_twice_is_refused() {
@@ -716,6 +782,7 @@ mod tests {
                         c.record.clone(),
                         &m.program_rules,
                         "unused",
+                        &crate::modes::KernelFacts::default(),
                     );
                 }
             }
@@ -809,6 +876,7 @@ mod tests {
             &JitMode::ALL,
             collected(records),
             None,
+            crate::matrix::HostFacts::default(),
         );
         let paths = report::write_reports(&Matrix::from_runs([run]), dir).unwrap();
         let text = std::fs::read_to_string(&paths[0]).unwrap();

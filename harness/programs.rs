@@ -10,6 +10,7 @@
 
 use crate::expect::{describe_outcome, KernelVersion};
 use crate::matrix::{Matrix, Verdict};
+use crate::modes::{KernelFacts, ModeStatus};
 use anyhow::{bail, Context, Result};
 use bpfmatrix_protocol::{JitMode, ObjectSpec, Outcome, ProgramRecord};
 use serde::{Deserialize, Serialize};
@@ -171,7 +172,9 @@ pub struct ProgramCell {
 
 impl ProgramCell {
     /// The one place a program's verdict is given. `release` is the guest's
-    /// `uname -r`; `no_record` says why there is no record, when there is none.
+    /// `uname -r`; `no_record` says why there is no record, when there is none;
+    /// `facts` say which modes the kernel has.
+    #[allow(clippy::too_many_arguments)]
     pub fn judge(
         object: &str,
         program: &str,
@@ -180,6 +183,7 @@ impl ProgramCell {
         record: Option<ProgramRecord>,
         rules: &ProgramRules,
         no_record: &str,
+        facts: &KernelFacts,
     ) -> ProgramCell {
         let mut cell = ProgramCell {
             object: object.to_string(),
@@ -191,6 +195,23 @@ impl ProgramCell {
                 reason: no_record.to_string(),
             },
         };
+        match facts.mode(jit) {
+            ModeStatus::Runs => {}
+            ModeStatus::Absent { what, .. } => {
+                cell.verdict = Verdict::NotApplicable {
+                    reason: what.clone(),
+                };
+                cell.record = record;
+                return cell;
+            }
+            ModeStatus::Contradicted { reason } => {
+                cell.verdict = Verdict::NoAnswer {
+                    reason: reason.clone(),
+                };
+                cell.record = record;
+                return cell;
+            }
+        }
         let Some(rec) = record else { return cell };
         let version = match release.map(KernelVersion::parse) {
             Some(Ok(v)) => v,
@@ -238,6 +259,14 @@ impl ProgramCell {
 
     pub fn agrees(&self) -> bool {
         self.verdict == Verdict::Agrees
+    }
+
+    /// Agrees, or is not applicable (see [`crate::matrix::Cell::passes`]).
+    pub fn passes(&self) -> bool {
+        matches!(
+            self.verdict,
+            Verdict::Agrees | Verdict::NotApplicable { .. }
+        )
     }
 
     /// Whether the kernel accepted the program; `None` when it gave no answer
@@ -288,6 +317,8 @@ pub fn minimum_kernels(m: &Matrix) -> Vec<MinimumKernel> {
             let mut answers: Vec<(KernelVersion, &str, bool)> = m
                 .runs
                 .iter()
+                // A kernel built without the mode says nothing of it.
+                .filter(|run| run.facts.absent(jit).is_none())
                 .filter_map(|run| {
                     let v = KernelVersion::parse(run.guest_release.as_deref()?).ok()?;
                     let cell = run

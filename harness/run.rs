@@ -3,7 +3,8 @@
 //! caller decides how to show them.
 
 use crate::collect::{self, Line};
-use crate::matrix::KernelRun;
+use crate::matrix::{HostFacts, KernelRun};
+use crate::modes::{missing_without_modules, ConfigFacts};
 use crate::objects::UserObject;
 use crate::programs::ProgramRules;
 use anyhow::{Context, Result};
@@ -138,6 +139,22 @@ fn try_run(
     let name = kernel.name.as_str();
     let modules = bpfmatrix_kernels::resolve_modules(kernel, GUEST_MODULES)
         .with_context(|| format!("cannot prepare the guest modules of kernel {name}"))?;
+    let host = host_facts(kernel, progress);
+    if !host.missing_modules.is_empty() {
+        let names: Vec<&str> = host
+            .missing_modules
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        progress(Progress::Step {
+            kernel: name,
+            what: format!(
+                "no modules directory: the guest will lack {}, so the cases that need clsact on lo are errors before 6.6 ({})",
+                names.join(", "),
+                host.missing_modules[0].remedy
+            ),
+        });
+    }
     let plan = Plan {
         protocol: PROTOCOL_VERSION,
         cases: settings.cases.clone(),
@@ -310,6 +327,7 @@ fn try_run(
         &settings.jit_modes,
         collected,
         boot_failure,
+        host,
     );
     run.judge_programs(
         &plan.objects,
@@ -322,6 +340,36 @@ fn try_run(
     run.boot_wall_ms = Some(outcome.wall.as_millis() as u64);
     run.restored = restored;
     Ok(run)
+}
+
+/// What the host knows of `kernel` before booting it: its config (the lines that
+/// decide its JIT modes and modules) and the modules its guest will lack.
+pub fn host_facts(kernel: &Kernel, progress: &mut dyn FnMut(Progress)) -> HostFacts {
+    let config = kernel.config.as_ref().and_then(|c| match c.read() {
+        Ok(text) => {
+            let facts = ConfigFacts::from_text(&c.describe(), &text);
+            progress(Progress::Step {
+                kernel: &kernel.name,
+                what: format!("config from {}: {}", facts.source, facts.lines.join(", ")),
+            });
+            Some(facts)
+        }
+        Err(e) => {
+            progress(Progress::Step {
+                kernel: &kernel.name,
+                what: format!("{e:#}: the guest's evidence alone decides its JIT modes"),
+            });
+            None
+        }
+    });
+    let missing_modules = match kernel.modules_dir {
+        Some(_) => vec![],
+        None => missing_without_modules(GUEST_MODULES, config.as_ref(), kernel.release.as_deref()),
+    };
+    HostFacts {
+        config,
+        missing_modules,
+    }
 }
 
 /// The most object bytes handed to a waiting guest over its result port (a UART,

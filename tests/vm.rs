@@ -131,7 +131,7 @@ fn main() {
 fn guest_trial(
     name: String,
     (target, run, agent, settings): (&Target, &Shared<Booted>, &Shared<PathBuf>, &Arc<Settings>),
-    judge: impl FnOnce(&KernelRun) -> Result<(), Failed> + Send + 'static,
+    judge: impl FnOnce(&KernelRun) -> Result<Completion, Failed> + Send + 'static,
 ) -> Trial {
     let (target, run, agent, settings) =
         (target.clone(), run.clone(), agent.clone(), settings.clone());
@@ -141,7 +141,7 @@ fn guest_trial(
             .as_ref()
             .map_err(|e| Failed::from(e.as_str()))?;
         match booted {
-            Booted::Run(run) => judge(run).map(|()| Completion::Completed),
+            Booted::Run(run) => judge(run),
             Booted::Unavailable(why) => Ok(Completion::ignored_with(why)),
         }
     })
@@ -310,7 +310,12 @@ fn test_objects(dir: &Path) -> Result<(Vec<UserObject>, ProgramRules), String> {
 
 /// A program's cell on one kernel: its verdict, and for an accepted program the
 /// instruction count the issue asks every report to show.
-fn judge_program(run: &KernelRun, object: &str, program: &str, jit: JitMode) -> Result<(), Failed> {
+fn judge_program(
+    run: &KernelRun,
+    object: &str,
+    program: &str,
+    jit: JitMode,
+) -> Result<Completion, Failed> {
     let cell = run
         .programs
         .iter()
@@ -324,6 +329,13 @@ fn judge_program(run: &KernelRun, object: &str, program: &str, jit: JitMode) -> 
             run.kernel
         )
         .into());
+    }
+    // A mode the kernel was built without is no pass: the trial says so, ignored.
+    if let Verdict::NotApplicable { reason } = &cell.verdict {
+        return Ok(Completion::ignored_with(format!(
+            "kernel {}: {reason}",
+            run.kernel
+        )));
     }
     if !cell.agrees() {
         return Err(format!(
@@ -354,7 +366,7 @@ expected: {:?}
             }
         }
     }
-    Ok(())
+    Ok(Completion::Completed)
 }
 
 /// Each program's minimum kernel across every kernel booted here must be the
@@ -534,7 +546,7 @@ fn boot(target: &Target, agent: &Shared<PathBuf>, settings: &Settings) -> Result
     Ok(Booted::Run(Box::new(run)))
 }
 
-fn judge(run: &KernelRun, case: CaseId, jit: JitMode) -> Result<(), Failed> {
+fn judge(run: &KernelRun, case: CaseId, jit: JitMode) -> Result<Completion, Failed> {
     let cell = run
         .cell(case, jit)
         .ok_or_else(|| Failed::from("the run has no cell for this trial"))?;
@@ -549,7 +561,12 @@ fn judge(run: &KernelRun, case: CaseId, jit: JitMode) -> Result<(), Failed> {
         .into());
     }
     match &cell.verdict {
-        Verdict::Agrees => Ok(()),
+        Verdict::Agrees => Ok(Completion::Completed),
+        // A mode the kernel was built without is no pass: the trial says so, ignored.
+        Verdict::NotApplicable { reason } => Ok(Completion::ignored_with(format!(
+            "kernel {}: {reason}",
+            run.kernel
+        ))),
         _ => Err(format!(
             "kernel {} (guest {}):\n{}",
             run.kernel,

@@ -3,7 +3,7 @@
 //! every record again ([`Cell::judge`], [`ProgramCell::judge`]) and refuses a
 //! document that does not hold up.
 //!
-//! Schema `bpfmatrix-matrix/3`:
+//! Schema `bpfmatrix-matrix/4`:
 //! - `schema`: this string; readers refuse other values.
 //! - `generated_by`: the bpfmatrix version that wrote it.
 //! - `kernels[]`: one entry per kernel: `name`, `source`, `status` (`completed`,
@@ -17,7 +17,16 @@
 //!   and `objects[]`, each a user object's `name` and `programs`; `records[]` has
 //!   exactly one record per case x mode of it, `programs[]` exactly one per
 //!   program x mode), `jit_switches` (the agent's switches of `bpf_jit_enable`:
-//!   `mode`, `sysctl_readback`, `error`).
+//!   `mode`, `sysctl_readback`, `error`), `config` (the host's evidence, absent
+//!   when no config was found: `source`, where it was read, and `lines`, its own
+//!   lines for CONFIG_BPF_JIT, CONFIG_BPF_JIT_ALWAYS_ON, CONFIG_NET_SCH_INGRESS
+//!   and CONFIG_NET_CLS_BPF), `missing_modules[]` (modules the cases need that the
+//!   guest was not given: `name`, `config_line`, `remedy`), and `modes[]`, each
+//!   mode the kernel does not simply run, decided from `config` and
+//!   `jit_switches` (`jit`; `status` `absent` with `what`, "no interpreter in this
+//!   kernel (CONFIG_BPF_JIT_ALWAYS_ON=y)", and `evidence[]`, the config's and the
+//!   guest's; or `contradicted` with `reason`, naming both); a reader decides
+//!   them again and refuses a document whose stored ones differ.
 //! - `records[]`: one per kernel x JIT mode x case: `kernel`, `jit` (`jit` or
 //!   `interpreter`), `case`; the guest's record as it sent it, flattened: `outcome`
 //!   (`accepted`, `rejected`, `unsupported`, `not_loadable`, `error`, or null when
@@ -27,8 +36,9 @@
 //!   accepted program's verifier cost, as in `programs[].cost`)...), `duration_ms`;
 //!   then `errno_name` (derived from `errno`), `expected` and `expected_because`
 //!   (the expectation and the documented fact it comes from), `verdict` (`agrees`,
-//!   `disagrees`, `no_answer`) and `differences` (each disagreement, or why there
-//!   is no answer).
+//!   `disagrees`, `no_answer`, `not_applicable`: the kernel was built without
+//!   the mode) and `differences` (each disagreement, or why there is no answer or
+//!   none applies).
 //! - `programs[]` (`bpfmatrix check`): one per kernel x JIT mode x program of a
 //!   user object: `kernel`, `jit`, `object`, `program`; the guest's record,
 //!   flattened: `section` (the program's ELF section, which says its type),
@@ -60,6 +70,10 @@
 //!   `programs[]` whenever the document is judged
 //!   ([`crate::merge::Coverage::gaps`]).
 //!
+//! `/4` is `/3` with the kernels' `config`, `missing_modules` and `modes` and
+//! the verdict `not_applicable`; a `/3` document is refused, since its cells of a
+//! mode the kernel lacks were judged as disagreements.
+//!
 //! `/3` is `/2` with `kernels[].plan.objects`, `programs[]`, `program_rules` and
 //! `minimum_kernels` added (always present, empty for a run of the built-in cases
 //! alone), `not_loadable` among the outcomes and `measured.costs`; every field of
@@ -82,6 +96,7 @@ use crate::collect::JitSwitch;
 use crate::expect::{describe_expected, errno_name};
 use crate::matrix::{Cell, KernelRun, Matrix, RunStatus, Verdict};
 use crate::merge::Coverage;
+use crate::modes::{ConfigFacts, KernelFacts, MissingModule, ModeFact};
 use crate::programs::{minimum_kernels, Flip, MinimumKernel, ProgramCell, ProgramRules};
 use anyhow::{bail, Context, Result};
 use bpfmatrix_protocol::{
@@ -90,7 +105,7 @@ use bpfmatrix_protocol::{
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-pub const SCHEMA: &str = "bpfmatrix-matrix/3";
+pub const SCHEMA: &str = "bpfmatrix-matrix/4";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Document {
@@ -135,6 +150,12 @@ struct KernelEntry {
     plan: PlanEntry,
     #[serde(default)]
     jit_switches: Vec<JitSwitch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<ConfigFacts>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    missing_modules: Vec<MissingModule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    modes: Vec<ModeFact>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -169,6 +190,7 @@ enum VerdictName {
     Agrees,
     Disagrees,
     NoAnswer,
+    NotApplicable,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -320,6 +342,9 @@ fn entry(run: &KernelRun) -> KernelEntry {
         problems: run.problems.clone(),
         plan: plan_of(run),
         jit_switches: run.jit_switches.clone(),
+        config: run.facts.config.clone(),
+        missing_modules: run.facts.missing_modules.clone(),
+        modes: run.facts.modes.clone(),
     }
 }
 
@@ -402,6 +427,7 @@ fn verdict_name(v: &Verdict) -> VerdictName {
         Verdict::Agrees => VerdictName::Agrees,
         Verdict::Disagrees { .. } => VerdictName::Disagrees,
         Verdict::NoAnswer { .. } => VerdictName::NoAnswer,
+        Verdict::NotApplicable { .. } => VerdictName::NotApplicable,
     }
 }
 
@@ -467,6 +493,7 @@ fn parse(text: &str, name: &str) -> Result<Document> {
             match other {
                 "bpfmatrix-matrix/1" => " (a /1 document does not say which cells its runs asked for: run its job again with this bpfmatrix)",
                 "bpfmatrix-matrix/2" => " (a /2 document does not say whether its runs were asked for programs: run its job again with this bpfmatrix)",
+                "bpfmatrix-matrix/3" => " (a /3 document does not carry the kernel's config, which decides whether a mode is not applicable: run its job again with this bpfmatrix)",
                 _ => "",
             }
         ),
@@ -551,7 +578,14 @@ fn judge_again(doc: Document) -> Result<Matrix> {
                 };
                 // Without the guest's record the stored reason is all there is.
                 let no_record = stored.differences.join("; ");
-                let cell = Cell::judge(case, jit, run.guest_release.as_deref(), guest, &no_record);
+                let cell = Cell::judge(
+                    case,
+                    jit,
+                    run.guest_release.as_deref(),
+                    guest,
+                    &no_record,
+                    &run.facts,
+                );
                 let again = record(&name, &cell);
                 if again != **stored {
                     wrong.push(format!(
@@ -606,6 +640,7 @@ fn judge_again(doc: Document) -> Result<Matrix> {
                         guest,
                         &doc.program_rules,
                         &stored.differences.join("; "),
+                        &run.facts,
                     );
                     let again = program_entry(&name, &cell);
                     if again != **stored {
@@ -676,7 +711,22 @@ fn run_of(k: KernelEntry, wrong: &mut Vec<String>) -> KernelRun {
         StatusName::Unavailable => RunStatus::Unavailable { reason: reason() },
         StatusName::Failed => RunStatus::Failed { reason: reason() },
     };
+    let facts = KernelFacts::decide(
+        k.config,
+        k.missing_modules,
+        &k.jit_switches,
+        &k.plan.jit_modes,
+    );
+    if facts.modes != k.modes {
+        let show = |m: &[ModeFact]| serde_json::to_string(m).expect("serialises");
+        wrong.push(format!(
+            "kernel '{name}' modes: stored {}, its config and JIT switches give {}",
+            show(&k.modes),
+            show(&facts.modes)
+        ));
+    }
     KernelRun {
+        facts,
         guest_release: k.guest_release,
         accel: k.accel,
         kvm_fallback: k.kvm_fallback,
@@ -1106,6 +1156,7 @@ mod tests {
                 &[JitMode::Jit],
                 collected(vec![guest.clone()]),
                 None,
+                crate::matrix::HostFacts::default(),
             );
             let read = from_json(&to_json(&Matrix::from_runs([run]))).unwrap();
             assert_eq!(read.runs[0].cells[0].record.as_ref(), Some(&guest));
@@ -1212,6 +1263,39 @@ mod tests {
     }
 
     #[test]
+    fn a_mode_the_kernel_lacks_round_trips_with_its_evidence_and_is_decided_again() {
+        let m = Matrix::from_runs([crate::matrix::tests::always_on(
+            "5.4",
+            &[CaseId::TailCallChain],
+        )]);
+        assert!(m.all_agree(), "{:#?}", m.runs[0].cells);
+        let text = to_json(&m);
+        let read = from_json(&text).unwrap();
+        assert_eq!(read, m);
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["kernels"][0]["modes"][0]["status"], "absent");
+        assert_eq!(
+            doc["kernels"][0]["modes"][0]["what"],
+            "no interpreter in this kernel (CONFIG_BPF_JIT_ALWAYS_ON=y)"
+        );
+        assert_eq!(doc["records"][1]["verdict"], "not_applicable");
+        // A config edited to have an interpreter no longer gives the stored modes
+        // nor the stored verdicts: config and guest now disagree.
+        let mut edited = doc.clone();
+        edited["kernels"][0]["config"]["lines"] =
+            serde_json::json!(["CONFIG_BPF_JIT=y", "# CONFIG_BPF_JIT_ALWAYS_ON is not set"]);
+        let err = format!("{:#}", from_json(&edited.to_string()).unwrap_err());
+        assert!(err.contains("kernel '5.4' modes: stored"), "{err}");
+        assert!(err.contains("\"status\":\"contradicted\""), "{err}");
+        // Stored modes without the config behind them are refused too.
+        let mut forged = doc;
+        forged["kernels"][0]["config"] = serde_json::Value::Null;
+        forged["kernels"][0]["jit_switches"] = serde_json::json!([]);
+        let err = format!("{:#}", from_json(&forged.to_string()).unwrap_err());
+        assert!(err.contains("kernel '5.4' modes: stored"), "{err}");
+    }
+
+    #[test]
     fn other_schemas_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.json");
@@ -1219,13 +1303,19 @@ mod tests {
         std::fs::write(&p, text.replace(SCHEMA, "bpfmatrix-matrix/1")).unwrap();
         let err = format!("{:#}", read(&p).unwrap_err());
         assert!(
-            err.contains("has schema 'bpfmatrix-matrix/1', this bpfmatrix reads 'bpfmatrix-matrix/3' (a /1 document does not say which cells its runs asked for"),
+            err.contains("has schema 'bpfmatrix-matrix/1', this bpfmatrix reads 'bpfmatrix-matrix/4' (a /1 document does not say which cells its runs asked for"),
             "{err}"
         );
         std::fs::write(&p, text.replace(SCHEMA, "bpfmatrix-matrix/2")).unwrap();
         let err = format!("{:#}", read(&p).unwrap_err());
         assert!(
-            err.contains("has schema 'bpfmatrix-matrix/2', this bpfmatrix reads 'bpfmatrix-matrix/3' (a /2 document does not say whether its runs were asked for programs"),
+            err.contains("has schema 'bpfmatrix-matrix/2', this bpfmatrix reads 'bpfmatrix-matrix/4' (a /2 document does not say whether its runs were asked for programs"),
+            "{err}"
+        );
+        std::fs::write(&p, text.replace(SCHEMA, "bpfmatrix-matrix/3")).unwrap();
+        let err = format!("{:#}", read(&p).unwrap_err());
+        assert!(
+            err.contains("(a /3 document does not carry the kernel's config"),
             "{err}"
         );
         std::fs::write(&p, "{\"garbage\":1}").unwrap();

@@ -11,6 +11,13 @@
 //! kernel ([`minimum_text`]), then each distinct refusal in the verifier's words
 //! ([`refusals`]) and what verifying each accepted program cost ([`cost_text`]).
 //! A table without rows is left out.
+//!
+//! A JIT mode a kernel was built without is a fact of the kernel, not of each
+//! cell: its column is greyed, its cells say only [`NOT_APPLICABLE`], and what
+//! the kernel lacks, with the evidence, is said once per kernel and mode
+//! ([`lacking`]). A cell whose expectation is a kernel oops the facts document
+//! ([`expected_kernel_bug`]) agrees, but is set apart from a plain pass in
+//! every form: a crash worth seeing even when it is the expected one.
 
 mod html;
 pub mod json;
@@ -19,9 +26,12 @@ mod markdown;
 pub use html::html;
 pub use markdown::markdown;
 
-use crate::expect::{describe_expected, describe_outcome, errno_name, last_line};
+use crate::expect::{
+    describe_expected, describe_outcome, errno_name, last_line, Checks, ExpectedOutcome, SeedCheck,
+};
 use crate::matrix::{Cell, KernelRun, Matrix, RunStatus, Verdict};
 use crate::merge::{Gap, Required};
+use crate::modes::ModeStatus;
 use crate::programs::{minimum_kernels, MinimumKernel, ProgramCell};
 use anyhow::{Context, Result};
 use bpfmatrix_protocol::verifier_log;
@@ -36,8 +46,12 @@ pub fn generated_by() -> String {
     format!("bpfmatrix {}", env!("CARGO_PKG_VERSION"))
 }
 
-/// A short text for a cell: what the kernel did and the number that matters.
+/// A short text for a cell: what the kernel did and the number that matters;
+/// [`NOT_APPLICABLE`] in a mode the kernel lacks (whatever the agent said there).
 pub fn cell_summary(c: &Cell) -> String {
+    if let Verdict::NotApplicable { .. } = c.verdict {
+        return NOT_APPLICABLE.to_string();
+    }
     let Some(record) = &c.record else {
         return "no answer".to_string();
     };
@@ -72,8 +86,12 @@ pub fn cell_summary(c: &Cell) -> String {
 }
 
 /// The cell in a few characters, for a terminal that shows many kernels side by
-/// side: the number that matters, or the errno of a refusal.
+/// side: the number that matters, or the errno of a refusal; [`NOT_APPLICABLE`]
+/// in a mode the kernel lacks.
 pub fn short_summary(c: &Cell) -> String {
+    if let Verdict::NotApplicable { .. } = c.verdict {
+        return NOT_APPLICABLE.to_string();
+    }
     let Some(record) = &c.record else {
         return "no answer".to_string();
     };
@@ -143,6 +161,7 @@ pub(crate) fn mark(v: &Verdict) -> &'static str {
         Verdict::Agrees => "✓",
         Verdict::Disagrees { .. } => "✗",
         Verdict::NoAnswer { .. } => "?",
+        Verdict::NotApplicable { .. } => "-",
     }
 }
 
@@ -151,7 +170,113 @@ fn ansi(v: &Verdict) -> &'static str {
         Verdict::Agrees => "32",
         Verdict::Disagrees { .. } => "31",
         Verdict::NoAnswer { .. } => "33",
+        Verdict::NotApplicable { .. } => "90",
     }
+}
+
+/// What a cell of a mode its kernel was built without says, in the terminal
+/// and on the page: no mark, no reason (the kernel's note says it once).
+pub(crate) const NOT_APPLICABLE: &str = "n/a";
+
+/// The mark of a cell that agrees because the kernel oopsed as documented
+/// ([`expected_kernel_bug`]), in the terminal and on the page.
+pub(crate) const EXPECTED_BUG: &str = "⚠";
+
+/// Whether the cell's expectation is a guest kernel oops: a kernel bug the
+/// facts document (the seccomp demo interpreted on 6.9 and later, see
+/// `interpreter_tail_call_stack`), which a cell agrees with by crashing.
+pub(crate) fn expected_kernel_bug(c: &Cell) -> bool {
+    matches!(
+        c.expected.as_ref().map(|e| &e.outcome),
+        Some(ExpectedOutcome::Accepted(Checks {
+            seed: Some(SeedCheck::SeccompLines { oops: true, .. }),
+            ..
+        }))
+    )
+}
+
+/// An expected kernel bug in words, for a legend: "expected kernel bug: the
+/// kernel oopses as documented (011832b97b31)", naming the documented fact.
+pub(crate) fn expected_bug_words() -> String {
+    let f = crate::expect::features().get("interpreter_tail_call_stack");
+    format!(
+        "expected kernel bug: the kernel oopses as documented ({}, from {}), so the cell agrees",
+        f.commit, f.first
+    )
+}
+
+/// A case cell's text in the terminal and on the page: its mark and short
+/// summary; [`NOT_APPLICABLE`] alone in a mode its kernel lacks;
+/// [`EXPECTED_BUG`] and "expected" for a kernel oops that was expected.
+pub(crate) fn cell_text(c: &Cell) -> String {
+    match &c.verdict {
+        Verdict::NotApplicable { .. } => NOT_APPLICABLE.to_string(),
+        Verdict::Agrees if expected_kernel_bug(c) => {
+            format!("{EXPECTED_BUG} expected {}", short_summary(c))
+        }
+        v => format!("{} {}", mark(v), short_summary(c)),
+    }
+}
+
+/// The ANSI colour of a case cell: its verdict's, orange for an expected
+/// kernel bug (not the green of a plain pass, not the yellow of no answer).
+fn cell_ansi(c: &Cell) -> &'static str {
+    match c.verdict {
+        Verdict::Agrees if expected_kernel_bug(c) => "38;5;208",
+        ref v => ansi(v),
+    }
+}
+
+/// A JIT mode a tested kernel was built without: what it lacks and the
+/// evidence, said once per kernel and mode in every report.
+pub(crate) struct Lacking<'a> {
+    pub kernel: &'a KernelRun,
+    pub jit: JitMode,
+    /// "no interpreter in this kernel (CONFIG_BPF_JIT_ALWAYS_ON=y)".
+    pub what: &'a str,
+    /// Each side's evidence, the config's first.
+    pub evidence: &'a [String],
+}
+
+/// Every mode a tested kernel of the matrix was built without, by kernel.
+pub(crate) fn lacking(m: &Matrix) -> Vec<Lacking<'_>> {
+    m.runs
+        .iter()
+        .filter(|k| k.tested())
+        .flat_map(|k| {
+            k.facts.modes.iter().filter_map(move |f| match &f.status {
+                ModeStatus::Absent { what, evidence } => Some(Lacking {
+                    kernel: k,
+                    jit: f.jit,
+                    what,
+                    evidence,
+                }),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// Whether a column is of a mode its kernel was built without (greyed).
+pub(crate) fn column_absent((k, jit): &Column<'_>) -> bool {
+    k.tested() && k.facts.absent(*jit).is_some()
+}
+
+/// The terminal's lines for the modes kernels lack: "n/a 5.4 interpreter:
+/// no interpreter in this kernel (...)", each piece of evidence beneath.
+fn lacking_lines(m: &Matrix) -> String {
+    let mut out = String::new();
+    for l in lacking(m) {
+        let _ = writeln!(
+            out,
+            "{NOT_APPLICABLE} {} {}: {}",
+            l.kernel.kernel, l.jit, l.what
+        );
+        for e in l.evidence {
+            let _ = writeln!(out, "  evidence: {e}");
+        }
+    }
+    out
 }
 
 /// The kernel's run in a few words: what booted, how, and how long it took.
@@ -306,9 +431,17 @@ pub(crate) fn programs(m: &Matrix) -> Vec<(&str, &str)> {
 /// What the programs' table's marks mean.
 pub(crate) const PROGRAM_LEGEND: &str = "✓ accepted, with the instructions the verifier processed · ✗ refused, with the errno · – not loadable by bpfmatrix (says nothing of the kernel) · ⚠ not what was expected · no answer: the guest said nothing of it";
 
+/// What the mark of a cell of a mode its kernel lacks means, for the legends.
+pub(crate) const NOT_APPLICABLE_WORDS: &str =
+    "not applicable: a JIT mode the kernel was built without (said once, with the evidence)";
+
 /// A program cell in a few characters: "✓ 41 insns", "✗ EINVAL", "–" (not
-/// loadable here), "no answer"; "⚠" after it when it is not what was expected.
+/// loadable here), "no answer", [`NOT_APPLICABLE`] in a mode the kernel lacks;
+/// "⚠" after it when it is not what was expected.
 pub fn program_summary(c: &ProgramCell) -> String {
+    if let Verdict::NotApplicable { .. } = c.verdict {
+        return NOT_APPLICABLE.to_string();
+    }
     let Some(r) = &c.record else {
         return "no answer".to_string();
     };
@@ -520,6 +653,7 @@ pub(crate) fn costs<'a>(
     for row in rows {
         for (cell, column) in row.cells.iter().zip(columns) {
             let cost = cell
+                .filter(|c| !matches!(c.verdict, Verdict::NotApplicable { .. }))
                 .and_then(|c| c.record.as_ref())
                 .filter(|r| r.outcome == Outcome::Accepted)
                 .and_then(|r| r.cost.as_ref());
@@ -560,16 +694,29 @@ pub(crate) fn minimum_text(
 
 fn minimum_one(m: &Matrix, k: &MinimumKernel) -> String {
     let answered = m.runs.iter().any(|run| {
-        run.programs.iter().any(|c| {
-            (c.object == k.object && c.program == k.program && c.jit == k.jit)
-                && c.accepted().is_some()
-        })
+        run.facts.absent(k.jit).is_none()
+            && run.programs.iter().any(|c| {
+                (c.object == k.object && c.program == k.program && c.jit == k.jit)
+                    && c.accepted().is_some()
+            })
+    });
+    let has_mode = m.runs.iter().any(|run| {
+        run.tested()
+            && run.facts.absent(k.jit).is_none()
+            && run.programs.iter().any(|c| c.jit == k.jit)
     });
     let flipped_in = |kernel: &str| k.flips.iter().any(|f| f.kernel == kernel && f.accepted);
     let mut text = match &k.oldest_accepting {
         Some(oldest) if flipped_in(oldest) => oldest.clone(),
         Some(oldest) => format!("≤ {oldest}"),
         None if answered => "none".to_string(),
+        None if !has_mode => format!(
+            "not measured: no tested kernel has {}",
+            match k.jit {
+                JitMode::Jit => "a JIT",
+                JitMode::Interpreter => "an interpreter",
+            }
+        ),
         None => "no answer".to_string(),
     };
     let later: Vec<String> = k
@@ -640,7 +787,11 @@ pub(crate) fn refusals<'a>(columns: &[Column<'a>], rows: &[ProgramRow<'a>]) -> V
     let mut out: Vec<Refusal<'a>> = Vec::new();
     for row in rows {
         for (cell, column) in row.cells.iter().zip(columns) {
-            let Some(r) = cell.and_then(|c| c.record.as_ref()) else {
+            // What an agent said in a mode the kernel lacks is no refusal.
+            let Some(r) = cell
+                .filter(|c| !matches!(c.verdict, Verdict::NotApplicable { .. }))
+                .and_then(|c| c.record.as_ref())
+            else {
                 continue;
             };
             let (what, words) = match &r.outcome {
@@ -669,7 +820,7 @@ pub(crate) fn refusals<'a>(columns: &[Column<'a>], rows: &[ProgramRow<'a>]) -> V
     out
 }
 
-/// Every program cell that does not agree, grouped: one entry per program and
+/// Every program cell that does not pass, grouped: one entry per program and
 /// distinct reason, with the columns that gave it (the verifier's words are in
 /// [`refusals`]).
 pub(crate) fn program_wrongs<'a>(
@@ -679,7 +830,7 @@ pub(crate) fn program_wrongs<'a>(
     let mut out: Vec<(String, String, Vec<Column<'a>>)> = Vec::new();
     for row in rows {
         for (cell, column) in row.cells.iter().zip(columns) {
-            let Some(c) = cell.filter(|c| !c.agrees()) else {
+            let Some(c) = cell.filter(|c| !c.passes()) else {
                 continue;
             };
             let why = c.verdict.reasons().join("; ");
@@ -695,8 +846,8 @@ pub(crate) fn program_wrongs<'a>(
     out
 }
 
-/// The columns a finding holds for: "5.4, 5.10" (in every mode of the kernel),
-/// "6.1 interpreter".
+/// The columns a finding holds for: "5.4, 5.10" (in every mode the kernel
+/// has: a mode it was built without is not left out), "6.1 interpreter".
 pub(crate) fn columns_text(these: &[Column<'_>], all: &[Column<'_>]) -> String {
     let mut names: Vec<String> = Vec::new();
     let mut done: Vec<&str> = Vec::new();
@@ -712,7 +863,7 @@ pub(crate) fn columns_text(these: &[Column<'_>], all: &[Column<'_>]) -> String {
             .collect();
         let every = all
             .iter()
-            .filter(|(o, _)| o.kernel == k.kernel)
+            .filter(|c| c.0.kernel == k.kernel && !column_absent(c))
             .all(|(_, j)| mine.contains(j));
         names.push(if every {
             k.kernel.clone()
@@ -902,6 +1053,7 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
         }
     }
     let (columns, rows) = grid(m, false);
+    let mut lacking_said = false;
     if rows.iter().any(|(_, cells)| !cells.is_empty()) {
         let lines: Vec<TextLine> = rows
             .iter()
@@ -910,10 +1062,7 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
                     return TextLine::Heading(case.clone());
                 }
                 let texts = cells.iter().map(|c| match c {
-                    Some(c) => (
-                        format!("{} {}", mark(&c.verdict), short_summary(c)),
-                        Some(ansi(&c.verdict)),
-                    ),
+                    Some(c) => (cell_text(c), Some(cell_ansi(c))),
                     None => (format!("? {MISSING}"), None),
                 });
                 TextLine::Cells(std::iter::once((case.clone(), None)).chain(texts).collect())
@@ -924,6 +1073,18 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
             .collect();
         out.push('\n');
         out += &text_table(headings, &lines, color);
+        let cells = || rows.iter().flat_map(|(_, cells)| cells.iter().flatten());
+        let mut legend =
+            "✓ agrees with the documented kernel facts · ✗ disagrees · ? no answer".to_string();
+        if cells().any(|c| matches!(c.verdict, Verdict::NotApplicable { .. })) {
+            let _ = write!(legend, " · {NOT_APPLICABLE} {NOT_APPLICABLE_WORDS}");
+        }
+        if cells().any(|c| expected_kernel_bug(c) && c.agrees()) {
+            let _ = write!(legend, " · {EXPECTED_BUG} {}", expected_bug_words());
+        }
+        let _ = writeln!(out, "{legend}");
+        out += &lacking_lines(m);
+        lacking_said = true;
     }
     let articles = seed_articles(&m.cases());
     if !articles.is_empty() {
@@ -932,11 +1093,12 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
             let _ = writeln!(out, "{a}");
         }
     }
-    out += &terminal_programs(m, color);
+    out += &terminal_programs(m, color, !lacking_said);
     let mut silent_kernels = Vec::new();
     for k in m.runs.iter().filter(|k| k.tested()) {
-        let wrong: Vec<&Cell> = k.cells.iter().filter(|c| !c.agrees()).collect();
-        let wrong_programs: Vec<&ProgramCell> = k.programs.iter().filter(|c| !c.agrees()).collect();
+        // A mode the kernel lacks is said once above, not per cell.
+        let wrong: Vec<&Cell> = k.cells.iter().filter(|c| !c.passes()).collect();
+        let wrong_programs: Vec<&ProgramCell> = k.programs.iter().filter(|c| !c.passes()).collect();
         // A guest that never answered gets one line, not one block per cell.
         let silent = wrong.iter().all(|c| c.record.is_none())
             && wrong_programs.iter().all(|c| c.record.is_none());
@@ -986,8 +1148,10 @@ pub fn terminal(m: &Matrix, color: bool) -> String {
 }
 
 /// The programs' part of the terminal report: the table with each minimum
-/// kernel, each distinct refusal in the verifier's words, and the costs.
-fn terminal_programs(m: &Matrix, color: bool) -> String {
+/// kernel (and, with `say_lacking`, the modes kernels lack, when no table of
+/// cases said them), each distinct refusal in the verifier's words, and the
+/// costs.
+fn terminal_programs(m: &Matrix, color: bool, say_lacking: bool) -> String {
     let (columns, rows) = program_grid(m, false);
     if rows.is_empty() {
         return String::new();
@@ -1013,7 +1177,18 @@ fn terminal_programs(m: &Matrix, color: bool) -> String {
         .chain(["minimum kernel".to_string()])
         .collect();
     out += &text_table(headings, &lines, color);
-    let _ = writeln!(out, "{PROGRAM_LEGEND}\n{}", program_rules_line(m));
+    let _ = write!(out, "{PROGRAM_LEGEND}");
+    let not_applicable = rows
+        .iter()
+        .flat_map(|r| r.cells.iter().flatten())
+        .any(|c| matches!(c.verdict, Verdict::NotApplicable { .. }));
+    if not_applicable {
+        let _ = write!(out, " · {NOT_APPLICABLE} {NOT_APPLICABLE_WORDS}");
+    }
+    let _ = writeln!(out, "\n{}", program_rules_line(m));
+    if say_lacking {
+        out += &lacking_lines(m);
+    }
     for r in refusals(&columns, &rows) {
         let _ = writeln!(out, "\n{} on {}: {}", r.label, r.kernels(&columns), r.what);
         for line in r.words.lines() {
@@ -1045,9 +1220,14 @@ fn terminal_programs(m: &Matrix, color: bool) -> String {
     out
 }
 
-/// Expected, got, the verifier's words and each difference, one per line.
+/// Expected, got, the verifier's words and each difference, one per line; for
+/// a mode the kernel lacks, only that (what its agent said there is moot).
 pub fn explain(c: &Cell) -> String {
     let mut s = String::new();
+    if let Verdict::NotApplicable { reason } = &c.verdict {
+        let _ = writeln!(s, "  {NOT_APPLICABLE}: {reason}");
+        return s;
+    }
     if let Some(e) = &c.expected {
         let _ = writeln!(
             s,
@@ -1106,7 +1286,35 @@ pub fn coverage_lines(m: &Matrix) -> Vec<String> {
     if gaps.is_empty() {
         first += "; every required kernel is covered";
     }
+    // Covered by the modes it has: say which it lacks and why.
+    let lacking = coverage
+        .require
+        .iter()
+        .filter_map(|name| m.run(name))
+        .flat_map(|k| {
+            k.facts.modes.iter().filter_map(move |f| {
+                let what = k.facts.absent(f.jit)?;
+                let has: Vec<&str> = JitMode::ALL
+                    .into_iter()
+                    .filter(|&j| k.facts.absent(j).is_none())
+                    .map(JitMode::as_str)
+                    .collect();
+                // The kernel's own line says `what` whole; this says why in short.
+                let why = what.find('(').map_or(what, |at| &what[at..]);
+                Some(format!(
+                    "required kernel {}: covered in {}; {} {why}",
+                    k.kernel,
+                    if has.is_empty() {
+                        "no mode".to_string()
+                    } else {
+                        has.join(" and ")
+                    },
+                    crate::modes::lacks(f.jit)
+                ))
+            })
+        });
     std::iter::once(first)
+        .chain(lacking)
         .chain(gaps.iter().map(ToString::to_string))
         .collect()
 }
@@ -1123,17 +1331,38 @@ pub fn verdict_line(m: &Matrix) -> String {
     verdict_cells(m) + &coverage
 }
 
-/// How many of `verdicts` agree, disagree and have no answer, in words.
-fn tally<'a>(verdicts: impl Iterator<Item = &'a Verdict>, what: &str) -> String {
-    let (mut agree, mut disagree, mut no_answer) = (0, 0, 0);
+/// How many of `verdicts` agree, disagree and have no answer, in words, and
+/// how many are not applicable, with `absent` (what each kernel lacks) after.
+fn tally<'a>(verdicts: impl Iterator<Item = &'a Verdict>, what: &str, absent: &str) -> String {
+    let (mut agree, mut disagree, mut no_answer, mut not_applicable) = (0, 0, 0, 0);
     for v in verdicts {
         match v {
             Verdict::Agrees => agree += 1,
             Verdict::Disagrees { .. } => disagree += 1,
             Verdict::NoAnswer { .. } => no_answer += 1,
+            Verdict::NotApplicable { .. } => not_applicable += 1,
         }
     }
-    format!("{agree} {what}, {disagree} disagree, {no_answer} without an answer")
+    let mut s = format!("{agree} {what}, {disagree} disagree, {no_answer} without an answer");
+    if not_applicable > 0 {
+        let _ = write!(s, ", {not_applicable} not applicable ({absent})");
+    }
+    s
+}
+
+/// Each tested kernel's modes it was built without: "5.4: no interpreter".
+pub fn absent_modes(m: &Matrix) -> Vec<String> {
+    m.runs
+        .iter()
+        .filter(|k| k.tested())
+        .flat_map(|k| {
+            k.facts.modes.iter().filter_map(move |f| {
+                k.facts
+                    .absent(f.jit)
+                    .map(|_| format!("{}: {}", k.kernel, crate::modes::lacks(f.jit)))
+            })
+        })
+        .collect()
 }
 
 fn verdict_cells(m: &Matrix) -> String {
@@ -1158,17 +1387,20 @@ fn verdict_cells(m: &Matrix) -> String {
     }
     let has_programs = m.runs.iter().any(|k| !k.programs.is_empty());
     let has_cases = m.runs.iter().any(|k| !k.cells.is_empty());
+    let absent = absent_modes(m).join(", ");
     let mut parts = Vec::new();
     if has_cases || !has_programs {
         parts.push(tally(
             tested().flat_map(|k| k.cells.iter().map(|c| &c.verdict)),
             "cells agree with the documented kernel facts",
+            &absent,
         ));
     }
     if has_programs {
         parts.push(tally(
             tested().flat_map(|k| k.programs.iter().map(|c| &c.verdict)),
             "program cells agree with their expectations",
+            &absent,
         ));
     }
     let mut s = format!(
@@ -1243,6 +1475,7 @@ pub(crate) mod tests {
             &[JitMode::Jit],
             collected(vec![record]),
             None,
+            crate::matrix::HostFacts::default(),
         );
         run.accel = Some("tcg".into());
         run
@@ -1340,6 +1573,7 @@ pub(crate) mod tests {
                     record,
                     rules,
                     "the guest sent no record for it",
+                    &crate::modes::KernelFacts::default(),
                 ));
             }
         }
@@ -1411,6 +1645,110 @@ pub(crate) mod tests {
             .collect();
         let mut m = Matrix::from_runs(runs);
         m.program_rules = rules;
+        m
+    }
+
+    /// What kernels built with CONFIG_BPF_JIT_ALWAYS_ON=y lack, as the reports
+    /// must say it: once.
+    pub(crate) const NO_INTERPRETER: &str =
+        "no interpreter in this kernel (CONFIG_BPF_JIT_ALWAYS_ON=y)";
+
+    /// What the agent says in each cell of a mode it could not switch to: the
+    /// reports must not repeat it.
+    pub(crate) const AGENT_COULD_NOT_SWITCH: &str =
+        "the agent could not switch to the interpreter: bpf_jit_enable stays 1";
+
+    /// A guest of `release` that answered every case in both modes as the
+    /// facts say; with `always_on`, a kernel built with
+    /// CONFIG_BPF_JIT_ALWAYS_ON=y, whose guest could not switch to the
+    /// interpreter and whose agent said so in each of its cells.
+    pub(crate) fn answered(kernel: &str, release: &str, always_on: bool) -> KernelRun {
+        use crate::collect::JitSwitch;
+        use crate::matrix::HostFacts;
+        use crate::modes::ConfigFacts;
+        let records = JitMode::ALL
+            .into_iter()
+            .flat_map(|m| CaseId::ALL.into_iter().map(move |c| (m, c)))
+            .map(|(jit, case)| match jit {
+                JitMode::Interpreter if always_on => bpfmatrix_protocol::CaseRecord {
+                    case,
+                    jit,
+                    outcome: Outcome::Error {
+                        message: AGENT_COULD_NOT_SWITCH.into(),
+                    },
+                    measured: Measured::default(),
+                    duration_ms: 0,
+                },
+                _ => agreeing_record(case, jit, release),
+            })
+            .collect();
+        let mut guest = collected(records);
+        guest.release = Some(release.into());
+        let config = if always_on {
+            "CONFIG_BPF_JIT=y\nCONFIG_BPF_JIT_ALWAYS_ON=y\n"
+        } else {
+            "CONFIG_BPF_JIT=y\n# CONFIG_BPF_JIT_ALWAYS_ON is not set\n"
+        };
+        guest.jit_switches = vec![
+            JitSwitch {
+                mode: JitMode::Jit,
+                sysctl_readback: Some("1".into()),
+                error: None,
+            },
+            JitSwitch {
+                mode: JitMode::Interpreter,
+                sysctl_readback: Some(if always_on { "1" } else { "0" }.into()),
+                error: always_on.then(|| "write \"0\" to /proc/sys/net/core/bpf_jit_enable: Invalid argument (os error 22) (bpf_jit_enable reads back 1)".into()),
+            },
+        ];
+        let mut run = KernelRun::judge(
+            kernel,
+            "test",
+            &CaseId::ALL,
+            &JitMode::ALL,
+            guest,
+            None,
+            HostFacts {
+                config: Some(ConfigFacts::from_text(
+                    &format!("boot/config-{release}"),
+                    config,
+                )),
+                missing_modules: vec![],
+            },
+        );
+        run.accel = Some("tcg".into());
+        run.boot_wall_ms = Some(7400);
+        run
+    }
+
+    /// 5.4, built without the interpreter, and 6.12, where the seccomp demo
+    /// interpreted oopses the kernel as documented: every cell passes.
+    pub(crate) fn lacking_and_oops() -> Matrix {
+        Matrix::from_runs([
+            answered("5.4", "5.4.0-216-generic", true),
+            answered("6.12", "6.12.107+deb13-amd64", false),
+        ])
+    }
+
+    /// [`five_checked`] with 5.4 built without the interpreter: its
+    /// interpreter's program cells judged again with its facts.
+    pub(crate) fn five_checked_without_interpreter() -> Matrix {
+        let mut m = five_checked();
+        let facts = answered("5.4", "5.4.0-216-generic", true).facts;
+        let k = &mut m.runs[0];
+        for c in &mut k.programs {
+            *c = ProgramCell::judge(
+                &c.object.clone(),
+                &c.program.clone(),
+                c.jit,
+                k.guest_release.as_deref(),
+                c.record.take(),
+                &m.program_rules,
+                "the guest sent no record for it",
+                &facts,
+            );
+        }
+        k.facts = facts;
         m
     }
 
@@ -1587,6 +1925,7 @@ pub(crate) mod tests {
                 None,
                 &m.program_rules,
                 "kernel unavailable: no source",
+                &crate::modes::KernelFacts::default(),
             );
         }
         let text = terminal(&m, false);
@@ -1605,8 +1944,10 @@ pub(crate) mod tests {
         );
     }
 
-    /// Writes a five-kernel `run` and `check` report into $BPFMATRIX_SAMPLES
-    /// (run/ and check/), to look at in a browser:
+    /// Writes five-kernel `run` and `check` reports into $BPFMATRIX_SAMPLES
+    /// (run/ and check/; modes/ and modes-check/ with 5.4 built without the
+    /// interpreter and 6.12's expected oops), each with the terminal's text, to
+    /// look at in a browser:
     /// `BPFMATRIX_SAMPLES=/tmp/s cargo test -p bpfmatrix --lib sample_reports -- --ignored`
     #[test]
     #[ignore = "writes files to look at; needs BPFMATRIX_SAMPLES"]
@@ -1639,9 +1980,31 @@ pub(crate) mod tests {
                 r
             }),
             "unused",
+            &crate::modes::KernelFacts::default(),
         );
-        for (name, m) in [("run", &ran), ("check", &checked)] {
+        // 5.4 built without the interpreter, 6.12 with the expected oops.
+        let modes = Matrix::from_runs(
+            [
+                ("5.4", "5.4.0-216-generic", true),
+                ("5.10", "5.10.0-32-amd64", false),
+                ("6.1", "6.1.0-56-amd64", false),
+                ("6.12", "6.12.107+deb13-amd64", false),
+                ("latest", "6.16.3+deb14-amd64", false),
+            ]
+            .map(|(k, release, always_on)| answered(k, release, always_on)),
+        );
+        let mut modes_checked = five_checked_without_interpreter();
+        for k in &mut modes_checked.runs {
+            k.accel = Some("tcg".into());
+        }
+        for (name, m) in [
+            ("run", &ran),
+            ("check", &checked),
+            ("modes", &modes),
+            ("modes-check", &modes_checked),
+        ] {
             write_reports(m, &dir.join(name)).unwrap();
+            std::fs::write(dir.join(name).join("terminal.txt"), terminal(m, false)).unwrap();
         }
     }
 
@@ -1651,7 +2014,8 @@ pub(crate) mod tests {
         // The page sets the article under the case's name, to keep the column narrow.
         let page = super::html::html(&m)
             .replace(" <small>[", " [")
-            .replace("]</small>", "]");
+            .replace("]</small>", "]")
+            .replace("<wbr>", "");
         for text in [terminal(&m, false), super::markdown::markdown(&m), page] {
             let heading = text.find(SEED_GROUP).expect("the seed heading");
             let first_seed = text
@@ -1710,6 +2074,7 @@ pub(crate) mod tests {
             Some("6.1.0-56-amd64"),
             Some(record),
             "unused",
+            &crate::modes::KernelFacts::default(),
         );
         assert_eq!(cell_summary(&cell), "rejected EACCES");
         let text = explain(&cell);
@@ -1780,6 +2145,166 @@ pub(crate) mod tests {
         let m = Matrix::from_runs([run("6.1", 33)]);
         assert!(write_reports(&m, dir.path()).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_mode_a_kernel_lacks_is_said_once_and_its_cells_are_grey() {
+        let m = lacking_and_oops();
+        assert!(m.all_agree(), "{}", verdict_line(&m));
+        let text = terminal(&m, false);
+        assert_eq!(text.matches(NO_INTERPRETER).count(), 1, "{text}");
+        assert!(!text.contains(AGENT_COULD_NOT_SWITCH), "{text}");
+        let header = terminal_row(&text, "case");
+        assert_eq!(
+            header[1..],
+            ["5.4 jit", "5.4 interpreter", "6.12 jit", "6.12 interpreter"]
+        );
+        let row = terminal_row(&text, "tail_call.chain");
+        assert_eq!(
+            row[1..],
+            [
+                "✓ 33 tail calls",
+                "n/a",
+                "✓ 33 tail calls",
+                "✓ 33 tail calls"
+            ]
+        );
+        // Every cell of the column, and only those, are not applicable.
+        for case in m.cases() {
+            let row = terminal_row(&text, &row_label(case));
+            assert_eq!(row[2], NOT_APPLICABLE, "{row:?}");
+            assert!(
+                !row[1..]
+                    .iter()
+                    .enumerate()
+                    .any(|(i, c)| i != 1 && c == NOT_APPLICABLE),
+                "{row:?}"
+            );
+        }
+        assert!(
+            text.contains(&format!("\nn/a 5.4 interpreter: {NO_INTERPRETER}\n  evidence: CONFIG_BPF_JIT_ALWAYS_ON=y (boot/config-5.4.0-216-generic)\n  evidence: the guest's write of 0 to net.core.bpf_jit_enable was refused (")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(" · n/a {NOT_APPLICABLE_WORDS}")),
+            "{text}"
+        );
+        // No cell of the column is told as if it had gone wrong.
+        assert!(!text.contains("5.4 interpreter tail_call.chain:"), "{text}");
+        assert!(
+            text.ends_with("not applicable (5.4: no interpreter)\n"),
+            "{text}"
+        );
+        // Grey in colour, the agent's words in no summary.
+        let color = terminal(&m, true);
+        assert!(color.contains("\x1b[90mn/a"), "{color}");
+        let cell = m
+            .cell("5.4", JitMode::Interpreter, CaseId::TailCallChain)
+            .unwrap();
+        assert_eq!(cell_summary(cell), NOT_APPLICABLE);
+        assert_eq!(short_summary(cell), NOT_APPLICABLE);
+    }
+
+    #[test]
+    fn an_expected_kernel_oops_is_set_apart_from_a_pass() {
+        let m = lacking_and_oops();
+        let bugs: Vec<(&str, JitMode, CaseId)> = m
+            .cells()
+            .filter(|(_, c)| expected_kernel_bug(c))
+            .map(|(k, c)| (k.kernel.as_str(), c.jit, c.case))
+            .collect();
+        assert_eq!(
+            bugs,
+            [("6.12", JitMode::Interpreter, CaseId::SeedSeccompTailCall)]
+        );
+        let oops = m
+            .cell("6.12", JitMode::Interpreter, CaseId::SeedSeccompTailCall)
+            .unwrap();
+        assert!(oops.agrees(), "{:?}", oops.verdict);
+        let seen = oops
+            .record
+            .as_ref()
+            .unwrap()
+            .measured
+            .seed
+            .as_ref()
+            .unwrap();
+        assert!(!seen.kernel_oops.is_empty() && seen.child_signal == Some(11));
+        let text = terminal(&m, false);
+        let row = terminal_row(&text, &row_label(CaseId::SeedSeccompTailCall));
+        assert_eq!(
+            row[1..],
+            [
+                "✓ 5 trace lines",
+                "n/a",
+                "✓ 3 trace lines",
+                "⚠ expected oops (signal 11)"
+            ]
+        );
+        assert!(
+            text.contains(&format!("⚠ {}", expected_bug_words())),
+            "{text}"
+        );
+        assert!(
+            expected_bug_words()
+                .contains("the kernel oopses as documented (011832b97b31, from 6.9)"),
+            "{}",
+            expected_bug_words()
+        );
+        // Orange, neither the green of a pass nor the yellow of no answer.
+        let color = terminal(&m, true);
+        assert!(
+            color.contains("\x1b[38;5;208m⚠ expected oops (signal 11)"),
+            "{color}"
+        );
+        // Without an oops to expect, there is no legend for it.
+        let plain = terminal(&Matrix::from_runs([run("6.1", 33)]), false);
+        assert!(
+            !plain.contains("expected kernel bug") && !plain.contains(" · n/a "),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn a_programs_mode_the_kernel_lacks_is_said_once_and_greyed() {
+        let m = five_checked_without_interpreter();
+        let text = terminal(&m, false);
+        assert_eq!(text.matches(NO_INTERPRETER).count(), 1, "{text}");
+        let row = terminal_row(&text, "probe.o:tail_mix");
+        assert_eq!(row[1..3], ["✓ 33 insns", "n/a"], "{row:?}");
+        // 5.4's interpreter refused tail_mix; with no interpreter that is no refusal.
+        assert!(text.contains("\nprobe.o:tail_mix on 5.10 interpreter, 6.1 interpreter, 6.12 interpreter: rejected at load tail_mix, EINVAL\n"), "{text}");
+        assert!(
+            !text.contains("\nprobe.o:tail_mix on 5.4 interpreter:"),
+            "{text}"
+        );
+        // 5.4 refused new_helper in the one mode it has: in every mode.
+        assert!(
+            text.contains(
+                "\nprobe.o:new_helper on 5.4, 5.10: rejected at load new_helper, EINVAL\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{PROGRAM_LEGEND} · n/a {NOT_APPLICABLE_WORDS}\n")),
+            "{text}"
+        );
+        assert!(terminal(&m, true).contains("\x1b[90mn/a"));
+    }
+
+    #[test]
+    fn a_mode_no_tested_kernel_has_is_not_measured_never_none() {
+        let mut m = five_checked_without_interpreter();
+        m.runs.truncate(1);
+        let minimums = minimum_kernels(&m);
+        assert_eq!(
+            minimum_text(&m, &minimums, OBJECT, "tail_mix"),
+            "jit: ≤ 5.4 · interpreter: not measured: no tested kernel has an interpreter"
+        );
+        // With a kernel that has one, the interpreter's minimum is measured again.
+        let m = five_checked_without_interpreter();
+        let minimums = minimum_kernels(&m);
+        assert!(!minimum_text(&m, &minimums, OBJECT, "tail_mix").contains("not measured"));
     }
 
     fn nix_is_root() -> bool {

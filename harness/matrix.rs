@@ -147,15 +147,14 @@ impl Cell {
             .map_err(|e| format!("{e:#}"))
         });
         let version = release.and_then(|r| KernelVersion::parse(r).ok());
-        let missing = facts
-            .missing_module(case, version)
-            .filter(|_| rec.outcome != bpfmatrix_protocol::Outcome::Accepted);
+        let missing = Some(facts.missing_for(case, version))
+            .filter(|m| !m.is_empty() && rec.outcome != bpfmatrix_protocol::Outcome::Accepted);
         let (expected, verdict) = match expected {
             Some(Ok(e)) => {
                 let verdict = match (missing, expect::check(&e, rec)) {
                     (_, Ok(())) => Verdict::Agrees,
-                    (Some(module), Err(_)) => Verdict::NoAnswer {
-                        reason: module.describe(),
+                    (Some(modules), Err(_)) => Verdict::NoAnswer {
+                        reason: crate::modes::describe_missing(modules),
                     },
                     (None, Err(differences)) => Verdict::Disagrees { differences },
                 };
@@ -751,7 +750,8 @@ pub(crate) mod tests {
         let Verdict::NoAnswer { reason } = &cell.verdict else {
             panic!("{:?}", cell.verdict);
         };
-        assert!(reason.starts_with("needs kernel module sch_ingress, which the guest could not load: the kernel's config builds it as a module (CONFIG_NET_SCH_INGRESS=m); pass the kernel's modules with --modules DIR"), "{reason}");
+        assert!(reason.starts_with("needs kernel modules the guest could not load: sch_ingress (the kernel's config builds it as a module: CONFIG_NET_SCH_INGRESS=m), cls_bpf (the kernel's config builds it as a module: CONFIG_NET_CLS_BPF=m); pass the kernel's modules with --modules DIR"),
+            "{reason}");
         // With its modules the same record is the kernel's answer: a disagreement.
         let cell = Cell::judge(
             CaseId::FentryTcLoopback,

@@ -91,20 +91,38 @@ pub struct MissingModule {
 }
 
 impl MissingModule {
-    /// Why a case that needs it has no answer.
-    pub fn describe(&self) -> String {
+    /// The module and what the config says of it.
+    fn with_config(&self) -> String {
         let config = match &self.config_line {
             Some(line) if line.ends_with("=m") => {
-                format!("the kernel's config builds it as a module ({line})")
+                format!("the kernel's config builds it as a module: {line}")
             }
-            Some(line) => format!("the kernel's config lacks it ({line})"),
+            Some(line) => format!("the kernel's config lacks it: {line}"),
             None => "no config tells whether the kernel builds it as a module or lacks it".into(),
         };
-        format!(
-            "needs kernel module {}, which the guest could not load: {config}; {}",
-            self.name, self.remedy
-        )
+        format!("{} ({config})", self.name)
     }
+}
+
+/// Why a case that needs `modules` has no answer: each module, what the config
+/// says of it, and each remedy once.
+pub fn describe_missing(modules: &[MissingModule]) -> String {
+    let mut remedies: Vec<&str> = Vec::new();
+    for m in modules {
+        if !remedies.contains(&m.remedy.as_str()) {
+            remedies.push(&m.remedy);
+        }
+    }
+    format!(
+        "needs kernel module{} the guest could not load: {}; {}",
+        if modules.len() == 1 { "" } else { "s" },
+        modules
+            .iter()
+            .map(MissingModule::with_config)
+            .collect::<Vec<_>>()
+            .join(", "),
+        remedies.join("; ")
+    )
 }
 
 /// The config symbol of each module a guest may load.
@@ -250,17 +268,12 @@ impl KernelFacts {
         }
     }
 
-    /// The module a case needs and the guest lacked, if any, on a kernel of
-    /// `version`.
-    pub fn missing_module(
-        &self,
-        case: CaseId,
-        version: Option<KernelVersion>,
-    ) -> Option<&MissingModule> {
+    /// The modules a case needs and the guest lacked, on a kernel of `version`.
+    pub fn missing_for(&self, case: CaseId, version: Option<KernelVersion>) -> &[MissingModule] {
         if needs_clsact(case, version) {
-            self.missing_modules.first()
+            &self.missing_modules
         } else {
-            None
+            &[]
         }
     }
 }
@@ -300,7 +313,7 @@ fn guest_side(jit: JitMode, switch: Option<&JitSwitch>) -> Side {
             "the guest has no {SYSCTL}, so its programs are interpreted"
         )),
         (JitMode::Interpreter, Some("1"), Some(error)) => Side::Lacks(format!(
-            "the guest's write of 0 to {SYSCTL} was refused ({error}); it reads back 1"
+            "the guest's write of 0 to {SYSCTL} was refused: {error}"
         )),
         (_, Some(value), None) if value == jit.sysctl_value() => {
             Side::Has(format!("the guest's {SYSCTL} reads back {value}"))
@@ -323,12 +336,12 @@ fn decide_mode(
     match (config_side(jit, config), guest_side(jit, switch)) {
         (Side::Lacks(host), Side::Lacks(guest)) => ModeStatus::Absent {
             what: format!("{} in this kernel ({built_without})", lacks(jit)),
-            evidence: vec![format!("{host} ({source})"), guest],
+            evidence: vec![format!("{host}, in {source}"), guest],
         },
         // A guest that did not say (it died first) leaves the config to decide.
         (Side::Lacks(host), Side::Unknown) => ModeStatus::Absent {
             what: format!("{} in this kernel ({built_without})", lacks(jit)),
-            evidence: vec![format!("{host} ({source})")],
+            evidence: vec![format!("{host}, in {source}")],
         },
         (Side::Unknown, Side::Lacks(guest)) => ModeStatus::Absent {
             what: format!(
@@ -368,7 +381,7 @@ mod tests {
     const DEBIAN: &str =
         "CONFIG_BPF_JIT=y\n# CONFIG_BPF_JIT_ALWAYS_ON is not set\nCONFIG_BPF_JIT_DEFAULT_ON=y\n";
     const REFUSED: &str =
-        "write \"0\" to /proc/sys/net/core/bpf_jit_enable: Invalid argument (os error 22)";
+        "write \"0\" to /proc/sys/net/core/bpf_jit_enable: Invalid argument (os error 22) (bpf_jit_enable reads back 1)";
 
     #[test]
     fn the_config_keeps_the_lines_that_decide_and_reads_their_settings() {
@@ -410,8 +423,10 @@ mod tests {
             &ModeStatus::Absent {
                 what: "no interpreter in this kernel (CONFIG_BPF_JIT_ALWAYS_ON=y)".into(),
                 evidence: vec![
-                    "CONFIG_BPF_JIT_ALWAYS_ON=y (boot/config-R of the package)".into(),
-                    format!("the guest's write of 0 to net.core.bpf_jit_enable was refused ({REFUSED}); it reads back 1"),
+                    "CONFIG_BPF_JIT_ALWAYS_ON=y, in boot/config-R of the package".into(),
+                    format!(
+                        "the guest's write of 0 to net.core.bpf_jit_enable was refused: {REFUSED}"
+                    ),
                 ]
             }
         );
@@ -486,17 +501,18 @@ mod tests {
             missing_without_modules(&["sch_ingress", "cls_bpf"], Some(&c), Some("5.4.286"));
         assert_eq!(missing.len(), 1, "{missing:?}");
         assert_eq!(
-            missing[0].describe(),
-            "needs kernel module sch_ingress, which the guest could not load: the kernel's config builds it as a module (CONFIG_NET_SCH_INGRESS=m); pass the kernel's modules with --modules DIR (.../lib/modules/5.4.286), or give the kernel as its package (.deb) with its modules"
+            describe_missing(&missing),
+            "needs kernel module the guest could not load: sch_ingress (the kernel's config builds it as a module: CONFIG_NET_SCH_INGRESS=m); pass the kernel's modules with --modules DIR (.../lib/modules/5.4.286), or give the kernel as its package (.deb) with its modules"
         );
-        let lacking = missing_without_modules(&["cls_bpf"], Some(&config("")), None);
+        let c = config("CONFIG_NET_SCH_INGRESS=m\n");
+        let both = missing_without_modules(&["sch_ingress", "cls_bpf"], Some(&c), Some("5.4.286"));
         assert_eq!(
-            lacking[0].describe(),
-            "needs kernel module cls_bpf, which the guest could not load: the kernel's config lacks it (CONFIG_NET_CLS_BPF not in the config); build the kernel with CONFIG_NET_CLS_BPF=m or =y"
+            describe_missing(&both),
+            "needs kernel modules the guest could not load: sch_ingress (the kernel's config builds it as a module: CONFIG_NET_SCH_INGRESS=m), cls_bpf (the kernel's config lacks it: CONFIG_NET_CLS_BPF not in the config); pass the kernel's modules with --modules DIR (.../lib/modules/5.4.286), or give the kernel as its package (.deb) with its modules; build the kernel with CONFIG_NET_CLS_BPF=m or =y"
         );
         let unknown = missing_without_modules(&["cls_bpf"], None, None);
         assert!(
-            unknown[0].describe().contains("no config tells"),
+            describe_missing(&unknown).contains("no config tells"),
             "{unknown:?}"
         );
     }
@@ -508,13 +524,97 @@ mod tests {
             ..KernelFacts::default()
         };
         let v54 = Some(KernelVersion(5, 4));
-        assert!(f.missing_module(CaseId::FentryTcLoopback, v54).is_some());
+        assert_eq!(f.missing_for(CaseId::FentryTcLoopback, v54).len(), 1);
+        assert_eq!(f.missing_for(CaseId::SeedFentryFexitTcIcmp, v54).len(), 1);
+        assert!(f.missing_for(CaseId::FentryTcTestRun, v54).is_empty());
         assert!(f
-            .missing_module(CaseId::SeedFentryFexitTcIcmp, v54)
-            .is_some());
-        assert!(f.missing_module(CaseId::FentryTcTestRun, v54).is_none());
-        assert!(f
-            .missing_module(CaseId::FentryTcLoopback, Some(KernelVersion(6, 6)))
-            .is_none());
+            .missing_for(CaseId::FentryTcLoopback, Some(KernelVersion(6, 6)))
+            .is_empty());
+    }
+
+    /// What a real 5.4.286 built with CONFIG_BPF_JIT_ALWAYS_ON=y sent home, and
+    /// the config lines the host read from its image (tests/data/jit-always-on/).
+    const REAL_WITH_MODULES: &str =
+        include_str!("../tests/data/jit-always-on/5.4.286-with-modules.matrix.json");
+    const REAL_WITHOUT_MODULES: &str =
+        include_str!("../tests/data/jit-always-on/5.4.286-without-modules.matrix.json");
+
+    #[test]
+    fn a_real_kernel_without_an_interpreter_is_judged_again_from_its_records() {
+        use crate::matrix::Verdict;
+        let m = crate::report::json::from_json(REAL_WITH_MODULES).unwrap();
+        let run = &m.runs[0];
+        assert_eq!(run.guest_release.as_deref(), Some("5.4.286"));
+        assert_eq!(run.cells.len(), 24);
+        for cell in &run.cells {
+            match cell.jit {
+                JitMode::Jit => assert!(cell.agrees(), "{cell:#?}"),
+                JitMode::Interpreter => assert_eq!(
+                    cell.verdict,
+                    Verdict::NotApplicable {
+                        reason: "no interpreter in this kernel (CONFIG_BPF_JIT_ALWAYS_ON=y)".into()
+                    }
+                ),
+            }
+        }
+        assert!(m.all_agree());
+        assert_eq!(
+            crate::report::verdict_line(&m),
+            "OK: 12 cells agree with the documented kernel facts, 0 disagree, 0 without an answer, 12 not applicable (5.4aon: no interpreter)"
+        );
+    }
+
+    #[test]
+    fn the_real_guests_switches_decide_alone_without_a_config_and_contradict_a_wrong_one() {
+        let m = crate::report::json::from_json(REAL_WITH_MODULES).unwrap();
+        let switches = &m.runs[0].jit_switches;
+        let alone = KernelFacts::decide(None, vec![], switches, &JitMode::ALL);
+        assert_eq!(
+            alone.absent(JitMode::Interpreter),
+            Some("no interpreter in this kernel (no kernel config found: the guest's evidence alone)")
+        );
+        assert_eq!(alone.mode(JitMode::Jit), &ModeStatus::Runs);
+        // Debian's config has an interpreter; this guest could not switch to it.
+        let debian = config(DEBIAN);
+        let wrong = KernelFacts::decide(Some(debian), vec![], switches, &JitMode::ALL);
+        assert!(
+            matches!(wrong.mode(JitMode::Interpreter), ModeStatus::Contradicted { reason } if reason.contains("# CONFIG_BPF_JIT_ALWAYS_ON is not set, but the guest's write of 0")),
+            "{wrong:?}"
+        );
+    }
+
+    #[test]
+    fn a_real_kernel_without_its_modules_has_errors_naming_them_and_no_disagreement() {
+        use crate::matrix::Verdict;
+        let m = crate::report::json::from_json(REAL_WITHOUT_MODULES).unwrap();
+        let run = &m.runs[0];
+        let mut errors = Vec::new();
+        for cell in &run.cells {
+            assert!(
+                !matches!(cell.verdict, Verdict::Disagrees { .. }),
+                "{cell:#?}"
+            );
+            if let Verdict::NoAnswer { reason } = &cell.verdict {
+                errors.push((cell.case, reason.clone()));
+            }
+        }
+        let cases: Vec<CaseId> = errors.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            cases,
+            [CaseId::FentryTcLoopback, CaseId::SeedFentryFexitTcIcmp]
+        );
+        for (_, reason) in &errors {
+            assert!(reason.starts_with("needs kernel modules the guest could not load: sch_ingress (the kernel's config builds it as a module: CONFIG_NET_SCH_INGRESS=m), cls_bpf (the kernel's config builds it as a module: CONFIG_NET_CLS_BPF=m); pass the kernel's modules with --modules DIR (.../lib/modules/5.4.286)"), "{reason}");
+        }
+        // The guest's own words are kept: the qdisc the kernel did not know.
+        let rec = run
+            .cell(CaseId::FentryTcLoopback, JitMode::Jit)
+            .and_then(|c| c.record.as_ref())
+            .unwrap();
+        assert!(
+            matches!(&rec.outcome, bpfmatrix_protocol::Outcome::Rejected { errno: 2, step, .. } if step == "add clsact qdisc on lo"),
+            "{rec:?}"
+        );
+        assert!(!m.all_agree());
     }
 }

@@ -636,8 +636,8 @@ mod tests {
         assert_eq!(page.matches(NO_INTERPRETER).count(), 1, "{page}");
         assert!(!page.contains(AGENT_COULD_NOT_SWITCH), "{page}");
         // Said in 5.4's line, its evidence a click (or a hover) away.
-        assert!(page.contains("<details class=\"na\" title=\"CONFIG_BPF_JIT_ALWAYS_ON=y (boot/config-5.4.0-216-generic)\nthe guest's write of 0 to net.core.bpf_jit_enable was refused (write &quot;0&quot; to "), "{page}");
-        assert!(page.contains(&format!("<summary><span class=\"badge na\">interp n/a</span> {NO_INTERPRETER}</summary><div class=\"words\">CONFIG_BPF_JIT_ALWAYS_ON=y (boot/config-5.4.0-216-generic)</div>")), "{page}");
+        assert!(page.contains("<details class=\"na\" title=\"CONFIG_BPF_JIT_ALWAYS_ON=y, in boot/config-5.4.0-216-generic\nthe guest's write of 0 to net.core.bpf_jit_enable was refused: write &quot;0&quot; to "), "{page}");
+        assert!(page.contains(&format!("<summary><span class=\"badge na\">interp n/a</span> {NO_INTERPRETER}</summary><div class=\"words\">CONFIG_BPF_JIT_ALWAYS_ON=y, in boot/config-5.4.0-216-generic</div>")), "{page}");
         let line = &page[page.find("<li title=\"5.4: ").unwrap()..];
         assert!(line[..line.find("</li>").unwrap()].contains(NO_INTERPRETER));
         // The column's header is greyed, and says where the reason is.

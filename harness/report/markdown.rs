@@ -345,7 +345,7 @@ mod tests {
                 "{row:?}"
             );
         }
-        assert!(md.contains(&format!("\n- ➖ 5.4 interpreter: {NO_INTERPRETER}\n  - CONFIG_BPF_JIT_ALWAYS_ON=y (boot/config-5.4.0-216-generic)\n  - the guest's write of 0 to net.core.bpf_jit_enable was refused (")), "{md}");
+        assert!(md.contains(&format!("\n- ➖ 5.4 interpreter: {NO_INTERPRETER}\n  - CONFIG_BPF_JIT_ALWAYS_ON=y, in boot/config-5.4.0-216-generic\n  - the guest's write of 0 to net.core.bpf_jit_enable was refused: ")), "{md}");
         assert!(
             md.contains(&format!(" · ➖ {NOT_APPLICABLE_WORDS}")),
             "{md}"

@@ -2182,7 +2182,7 @@ pub(crate) mod tests {
             );
         }
         assert!(
-            text.contains(&format!("\nn/a 5.4 interpreter: {NO_INTERPRETER}\n  evidence: CONFIG_BPF_JIT_ALWAYS_ON=y (boot/config-5.4.0-216-generic)\n  evidence: the guest's write of 0 to net.core.bpf_jit_enable was refused (")),
+            text.contains(&format!("\nn/a 5.4 interpreter: {NO_INTERPRETER}\n  evidence: CONFIG_BPF_JIT_ALWAYS_ON=y, in boot/config-5.4.0-216-generic\n  evidence: the guest's write of 0 to net.core.bpf_jit_enable was refused: ")),
             "{text}"
         );
         assert!(

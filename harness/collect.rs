@@ -3,7 +3,7 @@
 //! becomes a named problem, never a result.
 
 use bpfmatrix_protocol::{
-    CaseId, CaseRecord, GuestMessage, JitMode, Plan, ProgramRecord, PROTOCOL_VERSION,
+    CaseId, CaseRecord, GuestMessage, JitMode, Plan, ProgramRecord, Stream, PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,6 +44,20 @@ pub struct Collected {
     pub warnings: Vec<String>,
     /// Lines that broke the protocol: garbage, truncation, unexpected records.
     pub problems: Vec<String>,
+    /// The plan's command (`bpfmatrix exec`): its output, in the order it came,
+    /// and how it ended, per JIT mode.
+    pub output: Vec<(JitMode, Stream, String)>,
+    pub exits: BTreeMap<JitMode, Exit>,
+}
+
+/// How a guest's command ended in one JIT mode, as the agent said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub output_dropped: u64,
+    pub duration_ms: u64,
 }
 
 /// A program of a user object in one JIT mode: object name, program name, mode.
@@ -153,6 +167,48 @@ pub fn collect<'a>(plan: &Plan, lines: impl IntoIterator<Item = Line<'a>>) -> Co
                 sysctl_readback,
                 error,
             }),
+            GuestMessage::Output { jit, stream, text } => {
+                if plan.exec.is_none() || !plan.jit_modes.contains(&jit) {
+                    c.problems.push(format!(
+                        "line {n}: command output that the plan did not ask for: {}",
+                        quote(&text)
+                    ));
+                } else if c.exits.contains_key(&jit) {
+                    c.problems
+                        .push(format!("line {n}: command output after its exit ({jit})"));
+                } else {
+                    c.output.push((jit, stream, text));
+                }
+            }
+            GuestMessage::Exited {
+                jit,
+                code,
+                signal,
+                error,
+                output_dropped,
+                duration_ms,
+            } => {
+                if plan.exec.is_none() || !plan.jit_modes.contains(&jit) {
+                    c.problems.push(format!(
+                        "line {n}: a command's exit that the plan did not ask for ({jit})"
+                    ));
+                } else {
+                    match c.exits.entry(jit) {
+                        std::collections::btree_map::Entry::Occupied(_) => c
+                            .problems
+                            .push(format!("line {n}: a second exit of the command ({jit})")),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(Exit {
+                                code,
+                                signal,
+                                error,
+                                output_dropped,
+                                duration_ms,
+                            });
+                        }
+                    }
+                }
+            }
             GuestMessage::Case(record) => {
                 let key = (record.case, record.jit);
                 if !plan.cases.contains(&record.case) || !plan.jit_modes.contains(&record.jit) {
@@ -215,6 +271,7 @@ pub(crate) mod tests {
             result_port: "/dev/ttyS1".into(),
             fault: None,
             objects: vec![],
+            exec: None,
         }
     }
 

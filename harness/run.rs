@@ -166,6 +166,7 @@ fn try_run(
         result_port: "/dev/ttyS1".to_string(),
         fault: settings.fault,
         objects: settings.object_specs(),
+        exec: None,
     };
     let object_files: Vec<PathBuf> = settings.objects.iter().map(|o| o.file.clone()).collect();
     progress(Progress::Step {
@@ -196,6 +197,63 @@ fn try_run(
             event,
         })
     };
+    let guest = Guest {
+        plan: &plan,
+        modules: &modules,
+        object_files: &object_files,
+        host_share: None,
+    };
+    let (outcome, restored) = boot_guest(kernel, agent, settings, &guest, on_event)?;
+    let mut collected = collect::collect(
+        &plan,
+        outcome.lines.iter().map(|l| Line {
+            text: &l.text,
+            truncated: l.truncated,
+        }),
+    );
+    let boot_failure = boot_failure(&outcome.end, settings.backend);
+    let program_records = std::mem::take(&mut collected.programs);
+    let mut run = KernelRun::judge(
+        name,
+        &kernel.source,
+        &settings.cases,
+        &settings.jit_modes,
+        collected,
+        boot_failure,
+        host,
+    );
+    run.judge_programs(
+        &plan.objects,
+        &settings.jit_modes,
+        program_records,
+        &settings.program_rules,
+    );
+    run.accel = Some(outcome.accel.to_string());
+    run.kvm_fallback = outcome.kvm_fallback.clone();
+    run.boot_wall_ms = Some(outcome.wall.as_millis() as u64);
+    run.restored = restored;
+    Ok(run)
+}
+
+/// What a guest is built with: its plan, the modules it loads, the objects it
+/// carries, and the host directory it may mount (`bpfmatrix exec`).
+pub struct Guest<'a> {
+    pub plan: &'a Plan,
+    pub modules: &'a [bpfmatrix_kernels::ModuleFile],
+    pub object_files: &'a [PathBuf],
+    pub host_share: Option<PathBuf>,
+}
+
+/// Boots (or restores) `kernel`'s guest for `guest` and returns how it went and
+/// whether it started from a saved state.
+pub fn boot_guest(
+    kernel: &Kernel,
+    agent: &Path,
+    settings: &Settings,
+    guest: &Guest,
+    on_event: &mut dyn FnMut(&VmEvent),
+) -> Result<(qemu::BootOutcome, bool)> {
+    let (plan, modules, object_files) = (guest.plan, guest.modules, guest.object_files);
     let mut restored = false;
     let outcome = match settings.backend {
         Backend::Qemu => {
@@ -209,6 +267,7 @@ fn try_run(
                 memory_mib: settings.memory_mib,
                 timeout: settings.timeout,
                 max_result_bytes: settings.max_result_bytes,
+                host_share: guest.host_share.clone(),
                 ..BootSpec::new(kernel.clone(), initramfs.clone())
             };
             let object_bytes: u64 = object_files
@@ -229,9 +288,9 @@ fn try_run(
                     modules: plan.modules.clone(),
                     result_port: plan.result_port.clone(),
                 };
-                bpfmatrix_vm::guest::build_waiting_initramfs(agent, &config, &modules, &initramfs)?;
+                bpfmatrix_vm::guest::build_waiting_initramfs(agent, &config, modules, &initramfs)?;
                 spec.handshake = Some(Handshake {
-                    delivery: delivery(&plan, &object_files)?,
+                    delivery: delivery(plan, object_files)?,
                     save: None,
                     restore: None,
                 });
@@ -246,21 +305,24 @@ fn try_run(
             } else {
                 bpfmatrix_vm::guest::build_guest_initramfs(
                     agent,
-                    &plan,
-                    &modules,
-                    &object_files,
+                    plan,
+                    modules,
+                    object_files,
                     &initramfs,
                 )?;
                 qemu::boot(&spec, on_event)?
             }
         }
         Backend::Vng => {
+            if guest.host_share.is_some() {
+                anyhow::bail!("bpfmatrix exec runs on the QEMU backend only (virtme-ng has its own: vng --exec)");
+            }
             let spec = vng::VngSpec {
                 kernel: kernel.clone(),
                 agent: agent.to_path_buf(),
                 plan: plan.clone(),
-                modules: modules.clone(),
-                object_files: object_files.clone(),
+                modules: modules.to_vec(),
+                object_files: object_files.to_vec(),
                 // vng's own KVM choice would hang where KVM is broken; Auto means TCG.
                 accel: match settings.accel {
                     Accel::Kvm => AccelUsed::Kvm,
@@ -275,18 +337,16 @@ fn try_run(
             vng::boot_vng(&spec, on_event)?
         }
     };
-    let mut collected = collect::collect(
-        &plan,
-        outcome.lines.iter().map(|l| Line {
-            text: &l.text,
-            truncated: l.truncated,
-        }),
-    );
-    let killed = match settings.backend {
+    Ok((outcome, restored))
+}
+
+/// Why a guest's boot did not end cleanly, in words; none when it powered off.
+pub fn boot_failure(end: &BootEnd, backend: Backend) -> Option<String> {
+    let killed = match backend {
         Backend::Qemu => "QEMU killed",
         Backend::Vng => "vng and its QEMU killed",
     };
-    let boot_failure = match &outcome.end {
+    match end {
         BootEnd::PoweredOff => None,
         BootEnd::Panicked { lines } => Some(format!(
             "the guest kernel panicked: {}",
@@ -313,33 +373,14 @@ fn try_run(
             "the guest sent more than {limit_bytes} bytes of results ({killed})"
         )),
         // boot_or_restore boots when a restore fails; this is a boot that did.
-        BootEnd::RestoreFailed { reason } => Some(format!("the guest could not be handed its plan: {reason}")),
-        BootEnd::QemuFailed { status, stderr } => Some(match settings.backend {
+        BootEnd::RestoreFailed { reason } => {
+            Some(format!("the guest could not be handed its plan: {reason}"))
+        }
+        BootEnd::QemuFailed { status, stderr } => Some(match backend {
             Backend::Qemu => format!("QEMU failed ({status}): {}", stderr.trim()),
             Backend::Vng => format!("vng failed ({status}): {}", vng::last_words(stderr.lines())),
         }),
-    };
-    let program_records = std::mem::take(&mut collected.programs);
-    let mut run = KernelRun::judge(
-        name,
-        &kernel.source,
-        &settings.cases,
-        &settings.jit_modes,
-        collected,
-        boot_failure,
-        host,
-    );
-    run.judge_programs(
-        &plan.objects,
-        &settings.jit_modes,
-        program_records,
-        &settings.program_rules,
-    );
-    run.accel = Some(outcome.accel.to_string());
-    run.kvm_fallback = outcome.kvm_fallback.clone();
-    run.boot_wall_ms = Some(outcome.wall.as_millis() as u64);
-    run.restored = restored;
-    Ok(run)
+    }
 }
 
 /// What the host knows of `kernel` before booting it: its config (the lines that

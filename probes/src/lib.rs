@@ -46,7 +46,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 /// Bumped whenever a message or plan changes shape; the host refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Where the host puts the plan inside the initramfs.
 pub const PLAN_PATH: &str = "/bpfmatrix/plan.json";
@@ -425,6 +425,40 @@ pub struct Plan {
     /// its own, once per JIT mode, after the cases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjectSpec>,
+    /// The user's command (`bpfmatrix exec`), run once per JIT mode after the
+    /// cases (an exec plan has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecSpec>,
+}
+
+/// A command the guest runs as root (`bpfmatrix exec`), in the host's own
+/// filesystem: the host shares its root read-only over virtio-9p under
+/// [`HOST_ROOT_TAG`], and the command runs chrooted into it, with the guest's own
+/// /proc, /sys, /dev, and a private writable /tmp and /run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// The program and its arguments; a program without a `/` is looked up in
+    /// the `PATH` of `env`.
+    pub argv: Vec<String>,
+    /// The working directory, the host's own.
+    pub cwd: String,
+    /// The whole environment of the command.
+    pub env: Vec<(String, String)>,
+}
+
+/// The virtio-9p mount tag of the host's root in a guest that runs a command.
+pub const HOST_ROOT_TAG: &str = "bpfmatrix-host";
+
+/// The most bytes of a command's output a guest sends home; past it the rest is
+/// read and dropped, and the guest says how much.
+pub const MAX_EXEC_OUTPUT_BYTES: u64 = 8 << 20;
+
+/// Which of a command's output streams.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
 }
 
 /// One user object the guest carries.
@@ -475,6 +509,30 @@ pub enum GuestMessage {
     Case(CaseRecord),
     /// One program of a user object, in one JIT mode (`bpfmatrix check`).
     Program(ProgramRecord),
+    /// Output of the plan's command, as it came (`bpfmatrix exec`): a chunk of
+    /// one stream, lossily UTF-8.
+    Output {
+        jit: JitMode,
+        stream: Stream,
+        text: String,
+    },
+    /// How the plan's command ended in one JIT mode.
+    Exited {
+        jit: JitMode,
+        /// Its exit code; 127 when it could not be started (`error` says why).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        /// The signal that killed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        /// Why it could not be started, or what went wrong around it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Output bytes dropped past [`MAX_EXEC_OUTPUT_BYTES`].
+        #[serde(default, skip_serializing_if = "is_zero")]
+        output_dropped: u64,
+        duration_ms: u64,
+    },
     /// A problem outside any case (a module that failed to load, a mount...).
     Warning {
         message: String,
@@ -773,6 +831,10 @@ pub struct SeedObserved {
     /// trace, timestamps removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_oops: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ const SOURCES: &[(&str, &[u8])] = sources![
     "probes/src/verifier_log.rs",
     "probes/agent/src/check.rs",
     "probes/agent/src/elf.rs",
+    "probes/agent/src/exec.rs",
     "probes/agent/src/verifier.rs",
     "probes/agent/Cargo.toml",
     "probes/agent/build.rs",

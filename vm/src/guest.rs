@@ -127,6 +127,7 @@ mod tests {
             result_port: "/dev/ttyS1".into(),
             fault: None,
             objects: vec![],
+            exec: None,
         }
     }
 

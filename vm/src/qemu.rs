@@ -112,6 +112,11 @@ pub struct BootSpec {
     /// `bpfmatrix_protocol::BootConfig`): what to hand it and what to do with its
     /// state.
     pub handshake: Option<Handshake>,
+    /// A host directory shared read-only over virtio-9p under
+    /// `bpfmatrix_protocol::HOST_ROOT_TAG` (`bpfmatrix exec` shares `/`). The
+    /// device is part of the guest's shape, so such guests have saved states of
+    /// their own; QEMU saves them as long as the guest has not mounted it.
+    pub host_share: Option<PathBuf>,
 }
 
 /// The host's side of a guest that waits for its plan on the result port.
@@ -142,6 +147,7 @@ impl BootSpec {
             max_result_bytes: MAX_RESULT_BYTES,
             silence_deadline: Duration::from_secs(8),
             handshake: None,
+            host_share: None,
         }
     }
 }
@@ -310,6 +316,19 @@ pub fn qemu_args(spec: &BootSpec, accel: AccelUsed, result_socket: &Path) -> Vec
         &format!("socket,id=result,server=off,path={socket}"),
     ]);
     push(&["-serial", "chardev:result"]);
+    if let Some(dir) = &spec.host_share {
+        // QEMU's -fsdev options are comma-separated; a comma in a path is doubled.
+        let path = dir.to_string_lossy().replace(',', ",,");
+        push(&[
+            "-fsdev",
+            &format!("local,id=hostshare,path={path},security_model=none,readonly=on"),
+            "-device",
+            &format!(
+                "virtio-9p-pci,fsdev=hostshare,mount_tag={}",
+                bpfmatrix_protocol::HOST_ROOT_TAG
+            ),
+        ]);
+    }
     push(&["-kernel", &spec.kernel.boot_image.to_string_lossy()]);
     push(&["-initrd", &spec.initramfs.to_string_lossy()]);
     push(&["-append", &kernel_append(&spec.extra_append)]);

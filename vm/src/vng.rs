@@ -532,6 +532,7 @@ mod tests {
                 result_port: "/dev/ttyS1".into(),
                 fault: None,
                 objects: vec![],
+                exec: None,
             },
             object_files: vec![],
             modules: vec![],

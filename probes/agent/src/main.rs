@@ -6,6 +6,7 @@
 mod cases;
 mod check;
 mod elf;
+mod exec;
 mod hosted;
 mod kprobe_events;
 mod objects;
@@ -421,6 +422,20 @@ fn run_plan(reporter: &mut Reporter, plan: &Plan, runner: &mut cases::Runner<'_>
                     object.name,
                     panic_text(p.as_ref())
                 ));
+            }
+        }
+        if let Some(spec) = &plan.exec {
+            match &error {
+                // The host decides what a mode the kernel cannot run makes of it.
+                Some(e) => reporter.send(&GuestMessage::Exited {
+                    jit: mode,
+                    code: None,
+                    signal: None,
+                    error: Some(format!("cannot switch to {mode}: {e}")),
+                    output_dropped: 0,
+                    duration_ms: 0,
+                }),
+                None => exec::run(spec, mode, &mut |m| reporter.send(&m)),
             }
         }
     }

@@ -1,0 +1,263 @@
+//! `bpfmatrix exec` inside the guest: the user's own command, run as root in the
+//! host's filesystem. The host shares its root read-only over virtio-9p; the
+//! agent mounts it (only now: QEMU cannot save a guest with a 9p export mounted,
+//! so a saved guest has the 9p modules loaded and nothing mounted), gives it the
+//! guest's own /proc, /sys (bpffs, debugfs, tracefs), /dev and a private
+//! writable /tmp and /run, and runs the command chrooted into it, so a binary
+//! built on the host finds its libraries and data at the host's paths. Its output
+//! goes home as it comes, then how it ended.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bpfmatrix_protocol::{
+    ExecSpec, GuestMessage, JitMode, Stream, HOST_ROOT_TAG, MAX_EXEC_OUTPUT_BYTES,
+};
+use nix::mount::{mount, MsFlags};
+
+/// Where the host's root is mounted, and the command's root.
+const ROOT: &str = "/host";
+
+/// Mounts the host's root and the guest's own filesystems inside it, once per
+/// guest.
+pub fn prepare() -> Result<()> {
+    if Path::new(ROOT).join("proc/self").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(ROOT).with_context(|| format!("create {ROOT}"))?;
+    mount(
+        Some(HOST_ROOT_TAG),
+        ROOT,
+        Some("9p"),
+        MsFlags::MS_RDONLY,
+        Some("trans=virtio,version=9p2000.L,msize=262144,cache=loose"),
+    )
+    .with_context(|| {
+        format!(
+            "mount the host's root (9p tag {HOST_ROOT_TAG}) on {ROOT}: is the 9p module loaded?"
+        )
+    })?;
+    // Mount points need no write access: the host's own /proc, /sys... serve.
+    for (source, target, fstype) in [
+        ("proc", "proc", "proc"),
+        ("sysfs", "sys", "sysfs"),
+        ("devtmpfs", "dev", "devtmpfs"),
+        ("tmpfs", "tmp", "tmpfs"),
+        ("tmpfs", "run", "tmpfs"),
+        ("bpf", "sys/fs/bpf", "bpf"),
+        ("debugfs", "sys/kernel/debug", "debugfs"),
+        ("tracefs", "sys/kernel/tracing", "tracefs"),
+    ] {
+        let at = Path::new(ROOT).join(target);
+        match mount(
+            Some(source),
+            &at,
+            Some(fstype),
+            MsFlags::empty(),
+            None::<&str>,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+            Err(e) => return Err(e).with_context(|| format!("mount {fstype} on {}", at.display())),
+        }
+    }
+    crate::sys::loopback_up()
+}
+
+/// The program `argv[0]` names, as a path inside the command's root: as it is
+/// when it has a `/`, else the first executable of that name in `PATH`.
+fn resolve(program: &str, env: &[(String, String)]) -> Option<String> {
+    if program.contains('/') {
+        return Some(program.to_string());
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
+    path.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
+        let inside = Path::new(dir).join(program);
+        let at = Path::new(ROOT).join(inside.strip_prefix("/").unwrap_or(&inside));
+        use std::os::unix::fs::PermissionsExt;
+        let exec = std::fs::metadata(&at)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        exec.then(|| inside.to_string_lossy().into_owned())
+    })
+}
+
+/// Runs the command once in `jit` mode, sending its output and its end through
+/// `send`.
+pub fn run(spec: &ExecSpec, jit: JitMode, send: &mut dyn FnMut(GuestMessage)) {
+    let start = Instant::now();
+    let exited = |code: Option<i32>, signal: Option<i32>, error: Option<String>, dropped: u64| {
+        GuestMessage::Exited {
+            jit,
+            code,
+            signal,
+            error,
+            output_dropped: dropped,
+            duration_ms: start.elapsed().as_millis() as u64,
+        }
+    };
+    let Some(program) = spec.argv.first() else {
+        return send(exited(None, None, Some("no command".into()), 0));
+    };
+    if let Err(e) = prepare() {
+        return send(exited(None, None, Some(format!("{e:#}")), 0));
+    }
+    let Some(resolved) = resolve(program, &spec.env) else {
+        let path = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("", |(_, v)| v.as_str());
+        return send(exited(
+            Some(127),
+            None,
+            Some(format!("{program}: command not found (PATH={path})")),
+            0,
+        ));
+    };
+    let cwd = PathBuf::from(&spec.cwd);
+    let mut command = Command::new(&resolved);
+    command
+        .args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: chroot and chdir are async-signal-safe; nothing else runs between
+    // fork and exec here.
+    unsafe {
+        command.pre_exec(move || {
+            let root = std::ffi::CString::new(ROOT).expect("no NUL");
+            if libc::chroot(root.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let dir = std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes().to_vec())
+                .unwrap_or_else(|_| std::ffi::CString::new("/").expect("no NUL"));
+            if libc::chdir(dir.as_ptr()) != 0 && libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+            return send(exited(
+                Some(code),
+                None,
+                Some(format!("cannot start {resolved}: {e}")),
+                0,
+            ));
+        }
+    };
+    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    let readers: Vec<_> = [
+        (
+            Stream::Stdout,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+        (
+            Stream::Stderr,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(stream, pipe)| pipe.map(|p| (stream, p)))
+    .map(|(stream, mut pipe)| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((stream, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+    let (mut sent, mut dropped) = (0u64, 0u64);
+    // Chunks end on a character boundary: a split character would come home as
+    // two replacement characters.
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for (stream, bytes) in rx {
+        let left = MAX_EXEC_OUTPUT_BYTES.saturating_sub(sent);
+        let take = (bytes.len() as u64).min(left) as usize;
+        dropped += (bytes.len() - take) as u64;
+        sent += take as u64;
+        if take == 0 {
+            continue;
+        }
+        let buf = &mut pending[stream as usize];
+        buf.extend_from_slice(&bytes[..take]);
+        let cut = utf8_prefix(buf);
+        if cut > 0 {
+            let text = String::from_utf8_lossy(&buf[..cut]).into_owned();
+            buf.drain(..cut);
+            send(GuestMessage::Output { jit, stream, text });
+        }
+    }
+    for (stream, buf) in [Stream::Stdout, Stream::Stderr].into_iter().zip(pending) {
+        if !buf.is_empty() {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            send(GuestMessage::Output { jit, stream, text });
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    match child.wait() {
+        Ok(status) => send(exited(status.code(), status.signal(), None, dropped)),
+        Err(e) => send(exited(
+            None,
+            None,
+            Some(format!("wait for {resolved}: {e}")),
+            dropped,
+        )),
+    }
+}
+
+/// How much of `buf` is whole UTF-8 characters (all of it when invalid bytes
+/// lie before the last 3, which lossy decoding then replaces).
+fn utf8_prefix(buf: &[u8]) -> usize {
+    match std::str::from_utf8(buf) {
+        Ok(_) => buf.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => buf.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_cut_on_character_boundaries() {
+        let text = "é".as_bytes();
+        assert_eq!(utf8_prefix(&text[..1]), 0);
+        assert_eq!(utf8_prefix(text), 2);
+        assert_eq!(utf8_prefix(b"ab\xff\xffcd"), 6);
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod collect;
+pub mod exec;
 pub mod expect;
 pub mod matrix;
 pub mod merge;

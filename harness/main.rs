@@ -3,7 +3,8 @@
 
 use anyhow::Result;
 use bpfmatrix::bench;
-use bpfmatrix::matrix::{KernelRun, Matrix};
+use bpfmatrix::exec;
+use bpfmatrix::matrix::{KernelRun, Matrix, RunStatus};
 use bpfmatrix::merge::{self, Coverage};
 use bpfmatrix::objects::{self, UserObject};
 use bpfmatrix::programs::ProgramRules;
@@ -42,6 +43,18 @@ enum Command {
     /// input (a file that is not a BPF object, a bad expect file...), before any
     /// guest starts.
     Check(CheckArgs),
+    /// Run your own command as root in each kernel's guest (restored from its saved
+    /// state), with the host's filesystem read-only at the same paths, the same
+    /// working directory and environment (but for host-only variables such as
+    /// DISPLAY, SSH_AUTH_SOCK, XDG_RUNTIME_DIR, TMPDIR), a private writable /tmp,
+    /// bpffs, tracefs and debugfs mounted and lo up. Its output streams back
+    /// (prefixed [KERNEL] when several kernels run); its exit status per kernel
+    /// (and JIT mode) is a matrix. As cargo's runner, it runs each test binary in
+    /// every kernel: CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="bpfmatrix exec -k
+    /// 6.1 -k 6.12 --format libtest --". Exits 0 when the command passed on every
+    /// kernel that could be had, 1 when it failed on one, 2 for bad input. --jit
+    /// defaults to the JIT alone here.
+    Exec(ExecArgs),
     /// List the kernels bpfmatrix knows by name: cached, available, or unavailable
     /// here and why (judged without downloading).
     Kernels,
@@ -112,6 +125,20 @@ struct BenchArgs {
 }
 
 #[derive(clap::Args)]
+struct ExecArgs {
+    /// How the command's output becomes rows: plain (one row, the exit status) or
+    /// libtest (a row per "test NAME ... ok|FAILED|ignored" line, as a cargo test
+    /// binary prints them, and the exit status).
+    #[arg(long, value_enum, default_value = "plain")]
+    format: exec::Format,
+    #[command(flatten)]
+    guests: GuestArgs,
+    /// The command and its arguments, after --.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
 struct RunArgs {
     /// Run only these cases (e.g. tail_call.chain). Repeatable. Default: all.
     #[arg(short, long = "case", value_name = "CASE", value_parser = parse_case)]
@@ -148,8 +175,8 @@ struct GuestArgs {
     #[arg(long, value_name = "DIR")]
     modules: Option<PathBuf>,
     /// Run only this JIT mode.
-    #[arg(long, value_parser = parse_jit)]
-    jit: Option<JitMode>,
+    #[arg(long, value_enum)]
+    jit: Option<JitChoice>,
     /// auto tries KVM and falls back to TCG when the guest does not speak in time.
     #[arg(long, default_value = "auto")]
     accel: Accel,
@@ -184,11 +211,22 @@ fn parse_case(s: &str) -> Result<CaseId, String> {
     })
 }
 
-fn parse_jit(s: &str) -> Result<JitMode, String> {
-    JitMode::ALL
-        .into_iter()
-        .find(|m| m.as_str() == s)
-        .ok_or_else(|| "expected 'jit' or 'interpreter'".to_string())
+/// Which JIT modes to run: `run` and `check` default to both, `exec` to the JIT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum JitChoice {
+    Jit,
+    Interpreter,
+    Both,
+}
+
+impl JitChoice {
+    fn modes(self) -> Vec<JitMode> {
+        match self {
+            JitChoice::Jit => vec![JitMode::Jit],
+            JitChoice::Interpreter => vec![JitMode::Interpreter],
+            JitChoice::Both => JitMode::ALL.to_vec(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -254,6 +292,7 @@ fn real_main() -> Result<bool> {
             run(args.guests, vec![], objects, rules)
         }
         Command::Bench(args) => bench(args),
+        Command::Exec(args) => exec(args),
         Command::Merge {
             inputs,
             out,
@@ -277,20 +316,12 @@ fn run(
     objects: Vec<UserObject>,
     program_rules: ProgramRules,
 ) -> Result<bool> {
-    let names = if args.kernels.is_empty() {
-        targets::catalog().into_iter().map(|e| e.name).collect()
-    } else {
-        args.kernels.clone()
-    };
-    let targets: Vec<Target> = names
-        .iter()
-        .map(|n| targets::resolve(n, args.modules.as_deref()))
-        .collect::<Result<_>>()?;
+    let targets = targets_of(&args)?;
     let settings = Settings {
         cases,
         objects,
         program_rules,
-        jit_modes: args.jit.map_or(JitMode::ALL.to_vec(), |m| vec![m]),
+        jit_modes: args.jit.unwrap_or(JitChoice::Both).modes(),
         accel: args.accel,
         backend: args.backend,
         timeout: Duration::from_secs(args.timeout),
@@ -300,58 +331,44 @@ fn run(
     if let Some(dir) = &args.out {
         report::check_writable(dir)?;
     }
-    // Everything a user can get wrong is checked before the slow steps. A catalog
-    // kernel that cannot be had here is a column of "unavailable", not an error.
-    let mut slots: Vec<Result<Kernel, Box<KernelRun>>> = Vec::new();
-    for target in &targets {
-        let name = target.name().to_string();
-        let gone = |status: fn(&str, &str, String, &[CaseId], &[JitMode]) -> KernelRun, why| {
-            Err(Box::new(settings.without_programs_answered(status(
-                &name,
-                &target.describe(),
+    let slots = obtain_all(&targets)?;
+    let verbose = args.verbose;
+    let runs: Vec<KernelRun> = boot_all(
+        &slots,
+        &args,
+        settings.backend,
+        |kernels, agent, parallel| {
+            run::run_kernels(kernels, agent, &settings, parallel, &|p| show(p, verbose))
+        },
+    )?
+    .into_iter()
+    .zip(&slots)
+    .map(|(run, slot)| match (run, slot) {
+        (Some(run), _) => run,
+        (
+            None,
+            Slot::Gone {
+                name,
+                source,
+                status,
+            },
+        ) => {
+            let gone = match status {
+                RunStatus::Unavailable { .. } => KernelRun::unavailable,
+                _ => KernelRun::failed,
+            };
+            let why = status.reason().unwrap_or_default().to_string();
+            settings.without_programs_answered(gone(
+                name,
+                source,
                 why,
                 &settings.cases,
                 &settings.jit_modes,
-            ))))
-        };
-        slots.push(
-            match targets::obtain(target, &mut |m| eprintln!("[{name}] {m}")) {
-                Ok(kernel) => Ok(kernel),
-                Err(FetchError::Unavailable(why)) => {
-                    eprintln!("[{name}] unavailable: {why}");
-                    gone(KernelRun::unavailable, why)
-                }
-                Err(FetchError::Failed(e)) if target.is_user_path() => {
-                    return Err(e.context(format!("kernel {name}")));
-                }
-                Err(FetchError::Failed(e)) => gone(KernelRun::failed, format!("{e:#}")),
-            },
-        );
-    }
-    let kernels: Vec<Kernel> = slots
-        .iter()
-        .filter_map(|s| s.as_ref().ok())
-        .cloned()
-        .collect();
-    let mut booted = Vec::new().into_iter();
-    if !kernels.is_empty() {
-        match settings.backend {
-            Backend::Qemu => drop(bpfmatrix_vm::qemu::find_qemu()?),
-            Backend::Vng => drop(bpfmatrix_vm::vng::find_vng()?),
+            ))
         }
-        let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
-        let parallel = args.parallel.unwrap_or_else(run::default_parallelism);
-        let verbose = args.verbose;
-        booted = run::run_kernels(&kernels, &agent, &settings, parallel, &|p| show(p, verbose))
-            .into_iter();
-    }
-    let runs: Vec<KernelRun> = slots
-        .into_iter()
-        .map(|s| match s {
-            Ok(_) => booted.next().expect("a run per booted kernel"),
-            Err(run) => *run,
-        })
-        .collect();
+        (None, Slot::Ready(_)) => unreachable!("every kernel that could be had was run"),
+    })
+    .collect();
     let mut matrix = Matrix::from_runs(runs);
     matrix.program_rules = settings.program_rules.clone();
     print!("{}", report::terminal(&matrix, color()));
@@ -361,6 +378,173 @@ fn run(
         }
     }
     Ok(matrix.all_agree())
+}
+
+/// A kernel to run on, or why there is none.
+enum Slot {
+    Ready(Kernel),
+    Gone {
+        name: String,
+        source: String,
+        status: RunStatus,
+    },
+}
+
+/// Obtains every target before any guest starts: everything a user can get wrong
+/// is an error here; a catalog kernel that cannot be had is "unavailable", and
+/// one that failed to download a failed run, not an error.
+fn obtain_all(targets: &[Target]) -> Result<Vec<Slot>> {
+    let mut slots = Vec::new();
+    for target in targets {
+        let name = target.name().to_string();
+        let gone = |status| Slot::Gone {
+            name: name.clone(),
+            source: target.describe(),
+            status,
+        };
+        slots.push(
+            match targets::obtain(target, &mut |m| eprintln!("[{name}] {m}")) {
+                Ok(kernel) => Slot::Ready(kernel),
+                Err(FetchError::Unavailable(reason)) => {
+                    eprintln!("[{name}] unavailable: {reason}");
+                    gone(RunStatus::Unavailable { reason })
+                }
+                Err(FetchError::Failed(e)) if target.is_user_path() => {
+                    return Err(e.context(format!("kernel {name}")));
+                }
+                Err(FetchError::Failed(e)) => gone(RunStatus::Failed {
+                    reason: format!("{e:#}"),
+                }),
+            },
+        );
+    }
+    Ok(slots)
+}
+
+/// Runs `job` on the kernels of `slots` that could be had (after checking the
+/// backend is there and building the agent), one result per slot: `None` for a
+/// kernel that could not be had.
+fn boot_all<T>(
+    slots: &[Slot],
+    args: &GuestArgs,
+    backend: Backend,
+    job: impl FnOnce(&[Kernel], &std::path::Path, usize) -> Vec<T>,
+) -> Result<Vec<Option<T>>> {
+    let kernels: Vec<Kernel> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Ready(k) => Some(k.clone()),
+            Slot::Gone { .. } => None,
+        })
+        .collect();
+    let mut done = Vec::new().into_iter();
+    if !kernels.is_empty() {
+        match backend {
+            Backend::Qemu => drop(bpfmatrix_vm::qemu::find_qemu()?),
+            Backend::Vng => drop(bpfmatrix_vm::vng::find_vng()?),
+        }
+        let agent = bpfmatrix_vm::agent::build_agent(&mut |m| eprintln!("[agent] {m}"))?;
+        let parallel = args.parallel.unwrap_or_else(run::default_parallelism);
+        done = job(&kernels, &agent, parallel).into_iter();
+    }
+    Ok(slots
+        .iter()
+        .map(|s| match s {
+            Slot::Ready(_) => done.next(),
+            Slot::Gone { .. } => None,
+        })
+        .collect())
+}
+
+/// The kernels `args` names (every catalog kernel by default), resolved.
+fn targets_of(args: &GuestArgs) -> Result<Vec<Target>> {
+    let names = if args.kernels.is_empty() {
+        targets::catalog().into_iter().map(|e| e.name).collect()
+    } else {
+        args.kernels.clone()
+    };
+    names
+        .iter()
+        .map(|n| targets::resolve(n, args.modules.as_deref()))
+        .collect()
+}
+
+fn exec(args: ExecArgs) -> Result<bool> {
+    let request = exec::ExecRequest::here(args.command, args.format)?;
+    let guests = args.guests;
+    let targets = targets_of(&guests)?;
+    let settings = Settings {
+        cases: vec![],
+        jit_modes: guests.jit.unwrap_or(JitChoice::Jit).modes(),
+        accel: guests.accel,
+        backend: guests.backend,
+        timeout: Duration::from_secs(guests.timeout),
+        snapshots: !guests.no_snapshot,
+        ..Settings::default()
+    };
+    if let Some(dir) = &guests.out {
+        report::check_writable(dir)?;
+    }
+    let slots = obtain_all(&targets)?;
+    let several = targets.len() > 1;
+    let verbose = guests.verbose;
+    let lines = exec::LinePrefixer::new(several);
+    let runs = boot_all(
+        &slots,
+        &guests,
+        settings.backend,
+        |kernels, agent, parallel| {
+            run::each_kernel(kernels, parallel, &|kernel| {
+                exec::exec_kernel(
+                    kernel,
+                    agent,
+                    &settings,
+                    &request,
+                    &mut |p| show(p, verbose),
+                    &mut |k, _, stream, text| lines.write(k, stream, text),
+                )
+            })
+        },
+    )?;
+    lines.finish();
+    let runs = runs
+        .into_iter()
+        .zip(&slots)
+        .map(|(run, slot)| match (run, slot) {
+            (Some(run), _) => run,
+            (
+                None,
+                Slot::Gone {
+                    name,
+                    source,
+                    status,
+                },
+            ) => match status {
+                RunStatus::Unavailable { reason } => {
+                    exec::ExecRun::unavailable(name, source, reason.clone())
+                }
+                other => exec::ExecRun::failed(
+                    name,
+                    source,
+                    other.reason().unwrap_or_default().to_string(),
+                ),
+            },
+            (None, Slot::Ready(_)) => unreachable!("every kernel that could be had was run"),
+        })
+        .collect();
+    let matrix = exec::ExecMatrix {
+        schema: exec::SCHEMA.into(),
+        command: request.spec.argv.clone(),
+        format: request.format,
+        runs,
+    };
+    print!("{}", exec::terminal(&matrix));
+    if let Some(dir) = &guests.out {
+        for path in exec::write_reports(&matrix, dir)? {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(matrix.passed())
 }
 
 fn bench(args: BenchArgs) -> Result<bool> {

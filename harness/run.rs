@@ -465,15 +465,27 @@ pub fn run_kernels(
     parallel: usize,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Vec<KernelRun> {
+    each_kernel(kernels, parallel, &|kernel| {
+        run_kernel(kernel, agent, settings, &mut |p| progress(p))
+    })
+}
+
+/// `job` on every kernel, at most `parallel` at once, the results in the order
+/// of `kernels`.
+pub fn each_kernel<T: Send>(
+    kernels: &[Kernel],
+    parallel: usize,
+    job: &(dyn Fn(&Kernel) -> T + Sync),
+) -> Vec<T> {
     let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<Option<KernelRun>>> = Mutex::new(vec![None; kernels.len()]);
+    let done: Mutex<Vec<Option<T>>> = Mutex::new(kernels.iter().map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..parallel.clamp(1, kernels.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(kernel) = kernels.get(i) else { break };
-                let run = run_kernel(kernel, agent, settings, &mut |p| progress(p));
-                done.lock().unwrap()[i] = Some(run);
+                let result = job(kernel);
+                done.lock().unwrap()[i] = Some(result);
             });
         }
     });

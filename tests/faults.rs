@@ -1311,6 +1311,7 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
         result_port: "/dev/ttyS1".into(),
         fault: Some(Fault::Hang),
         objects: vec![],
+        exec: None,
     };
     bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &[], &[], &hang)
         .map_err(|e| format!("cannot build the hanging guest: {e:#}"))?;

@@ -13,7 +13,7 @@ DEBIAN_PACKAGES := qemu-system-x86 clang llvm libbpf-dev kmod
 # python3-venv installs virtme-ng.
 VNG_PACKAGES := busybox-static file udev python3-venv
 
-.PHONY: matrix test bench check deps deps-vng
+.PHONY: matrix test bench check example deps deps-vng
 
 ## Boot every kernel, run every case, print the matrix and write $(REPORT_DIR)/.
 matrix: deps
@@ -27,6 +27,13 @@ test: deps-vng
 ## One run of the benchmark: boot floor, bpfmatrix, virtme-ng, ratios; JSON too.
 bench: deps-vng
 	$(CARGO) run --release --bin bpfmatrix -- bench --json $(REPORT_DIR)/bench.json
+
+## examples/aya-app's own `cargo test` run inside 5.10, 6.1 and 6.12 through
+## `bpfmatrix exec` as cargo's runner: its tests by kernels.
+EXAMPLE_KERNELS ?= -k 5.10 -k 6.1 -k 6.12
+example: deps
+	$(CARGO) build --release --bin bpfmatrix
+	cd examples/aya-app && CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/target/release/bpfmatrix exec $(EXAMPLE_KERNELS) --format libtest --" $(CARGO) test
 
 ## Formatting and lints, as CI checks them.
 check:

@@ -16,10 +16,16 @@
 //! `check::refuses::*` prove that a file that is not a BPF object is refused,
 //! exit 2, before any guest starts.
 //!
+//! Each kernel also runs examples/aya-app's integration tests (an aya loader
+//! and its cargo tests, built here on the host) through `bpfmatrix exec`:
+//! `KERNEL::exec::aya_app_tests`, which fails unless every one of its tests passes
+//! in that guest.
+//!
 //! Kernels: `$BPFMATRIX_KERNELS` (comma-separated catalog names or image paths),
 //! default every kernel of the catalog. Accelerator: `$BPFMATRIX_ACCEL` (auto, kvm,
 //! tcg), default auto.
 
+use bpfmatrix::exec;
 use bpfmatrix::expect::KernelVersion;
 use bpfmatrix::matrix::{KernelRun, Matrix, RunStatus, Verdict};
 use bpfmatrix::objects::{self, UserObject};
@@ -70,6 +76,7 @@ fn main() {
         ..Settings::default()
     });
     let agent: Shared<PathBuf> = Arc::default();
+    let example: Shared<PathBuf> = Arc::default();
     let mut booted_kernels: Vec<(Target, Shared<Booted>)> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let target = match targets::resolve(name, None) {
@@ -84,6 +91,12 @@ fn main() {
         };
         let run: Shared<Booted> = Arc::default();
         booted_kernels.push((target.clone(), run.clone()));
+        trials.push(exec_trial(
+            target.clone(),
+            agent.clone(),
+            example.clone(),
+            settings.clone(),
+        ));
         trials.push(restored_equals_booted(
             target.clone(),
             agent.clone(),
@@ -513,6 +526,115 @@ fn obtain(target: &Target) -> Result<Result<Kernel, String>, String> {
         }
         Err(e) => Err(format!("cannot obtain kernel {name}: {e}")),
     }
+}
+
+/// examples/aya-app's integration-test binary (an aya loader of an XDP counter
+/// and its tests), built once on the host as cargo would for its runner.
+fn example_tests(example: &Shared<PathBuf>) -> Result<&PathBuf, String> {
+    example
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/aya-app");
+            let out = Command::new(env!("CARGO"))
+                .args([
+                    "test",
+                    "--no-run",
+                    "--message-format=json",
+                    "--test",
+                    "count",
+                ])
+                .current_dir(&dir)
+                .output()
+                .map_err(|e| format!("cannot run cargo in {}: {e}", dir.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo test --no-run in {} failed ({}): {}",
+                    dir.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|m| m["target"]["name"] == "count" && m["profile"]["test"] == true)
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .ok_or_else(|| "cargo built no test executable named count".to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The example's own `cargo test` binary run in the kernel's guest through
+/// `bpfmatrix exec`'s path, as cargo's runner would: every test it has must
+/// pass there, by libtest's own lines, and it must exit 0.
+fn exec_trial(
+    target: Target,
+    agent: Shared<PathBuf>,
+    example: Shared<PathBuf>,
+    settings: Arc<Settings>,
+) -> Trial {
+    Trial::ignorable_test(
+        format!("{}::exec::aya_app_tests", target.name()),
+        move || {
+            let kernel = match obtain(&target)? {
+                Ok(kernel) => kernel,
+                Err(why) => return Ok(Completion::ignored_with(why)),
+            };
+            let binary = example_tests(&example)?;
+            let agent = built(&agent)?;
+            let settings = Settings {
+                cases: vec![],
+                objects: vec![],
+                jit_modes: vec![JitMode::Jit],
+                ..(*settings).clone()
+            };
+            let request = exec::ExecRequest::here(
+                vec![binary.to_string_lossy().into_owned()],
+                exec::Format::Libtest,
+            )
+            .map_err(|e| format!("{e:#}"))?;
+            let run = exec::exec_kernel(
+                &kernel,
+                agent,
+                &settings,
+                &request,
+                &mut |p| {
+                    if let Progress::Step { kernel, what } = p {
+                        eprintln!("[{kernel}] {what}")
+                    }
+                },
+                &mut |_, _, _, _| {},
+            );
+            let cell = run.cells.first().ok_or_else(|| {
+                format!(
+                    "kernel {}: {}",
+                    run.kernel,
+                    run.reason.clone().unwrap_or_default()
+                )
+            })?;
+            let names: Vec<&str> = cell.tests.iter().map(|(n, _)| n.as_str()).collect();
+            if names
+                != [
+                    "counts_every_datagram_to_its_port",
+                    "ignores_datagrams_to_other_ports",
+                    "kernel_reports_the_verified_xdp_program",
+                ]
+                || !run.passed()
+            {
+                return Err(format!(
+                    "kernel {} ({}): exit {}, tests {:?}\nstdout:\n{}\nstderr:\n{}",
+                    run.kernel,
+                    run.reason.as_deref().unwrap_or("completed"),
+                    cell.exit_text(),
+                    cell.tests,
+                    cell.stdout,
+                    cell.stderr
+                )
+                .into());
+            }
+            Ok(Completion::Completed)
+        },
+    )
 }
 
 /// The guest agent, built once for all trials.

@@ -643,16 +643,102 @@ pub fn markdown(m: &ExecMatrix) -> String {
     out
 }
 
-/// Writes `exec.json` (this model, schema [`SCHEMA`]) and `exec.md` into `dir`.
+/// The matrix as one self-contained page: each cell's output a hover (its
+/// title) away, a mode the kernel lacks greyed.
+pub fn html(m: &ExecMatrix) -> String {
+    use crate::report::esc;
+    let cols = columns(m);
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bpfmatrix exec</title><style>\n\
+body { font: 14px/1.4 system-ui, sans-serif; margin: 16px; color: #1d1d1f; }\n\
+h1 { font-size: 20px; margin: 0 0 4px; } .ok { color: #1a7f37; } .bad { color: #cf222e; }\n\
+table { border-collapse: separate; border-spacing: 2px; font-size: 13px; }\n\
+th { padding: 2px 6px; white-space: nowrap; } td { padding: 3px 6px; border-radius: 4px; }\n\
+td.row { font-family: ui-monospace, monospace; font-size: 12px; background: #f6f8fa; }\n\
+td.pass { background: #dafbe1; } td.fail { background: #ffd8d3; } td.none { background: #f6f8fa; color: #6e7781; }\n\
+td.na, th.na { background: #eaeef2; color: #8c959f; } td[title] { cursor: help; }\n\
+</style></head><body>\n",
+    );
+    out += &format!(
+        "<h1>bpfmatrix exec: <code>{}</code></h1>\n",
+        esc(&shell_words(&m.command))
+    );
+    let class = if m.passed() { "ok" } else { "bad" };
+    out += &format!(
+        "<p class=\"{class}\"><b>{}</b></p>\n",
+        esc(&verdict_line(m))
+    );
+    if !cols.is_empty() {
+        out += "<table><tr><th></th>";
+        for &c in &cols {
+            let na = if c.1.not_applicable.is_some() {
+                " class=\"na\""
+            } else {
+                ""
+            };
+            out += &format!("<th{na}>{}</th>", esc(&header(m, c)));
+        }
+        out += "</tr>\n";
+        for row in m.rows() {
+            out += &format!("<tr><td class=\"row\">{}</td>", esc(&row));
+            for &(run, cell) in &cols {
+                let text = cell_text(m, &row, (run, cell));
+                let class = match text.chars().next() {
+                    _ if cell.not_applicable.is_some() => "na",
+                    Some('✓') => "pass",
+                    Some('✗') => "fail",
+                    _ => "none",
+                };
+                let title = format!("{}{}", cell.stdout, cell.stderr);
+                let cut: String = title
+                    .chars()
+                    .rev()
+                    .take(4000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                out += &format!(
+                    "<td class=\"{class}\" title=\"{}\">{}</td>",
+                    esc(&cut),
+                    esc(&text)
+                );
+            }
+            out += "</tr>\n";
+        }
+        out += "</table>\n";
+    }
+    out += "<ul>\n";
+    for note in notes(m).iter().rev().skip(1).rev() {
+        out += &format!("<li>{}</li>\n", esc(note));
+    }
+    out += "</ul>\n</body></html>\n";
+    out
+}
+
+/// The report files [`write_reports`] writes, in its order.
+pub const FILES: [&str; 3] = ["exec.json", "exec.md", "exec.html"];
+
+/// Writes `exec.json` (this model, schema [`SCHEMA`]), `exec.md` and
+/// `exec.html` into `dir`.
 pub fn write_reports(m: &ExecMatrix, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the report folder {}", dir.display()))?;
-    let json = dir.join("exec.json");
-    let md = dir.join("exec.md");
-    std::fs::write(&json, serde_json::to_string_pretty(m)? + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    std::fs::write(&md, markdown(m)).with_context(|| format!("cannot write {}", md.display()))?;
-    Ok(vec![json, md])
+    let texts = [
+        serde_json::to_string_pretty(m)? + "\n",
+        markdown(m),
+        html(m),
+    ];
+    FILES
+        .iter()
+        .zip(texts)
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(path)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -765,6 +851,19 @@ mod tests {
         );
         let md = markdown(&m);
         assert!(md.contains("| `sh -c 'exit 3'` | ✓ 0 | ✗ 3 |"), "{md}");
+        let page = html(&m);
+        assert!(
+            page.contains(
+                "<td class=\"pass\" title=\"\">✓ 0</td><td class=\"fail\" title=\"\">✗ 3</td>"
+            ),
+            "{page}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_reports(&m, dir.path()).unwrap();
+        assert_eq!(written.len(), 3);
+        let back: ExecMatrix =
+            serde_json::from_str(&std::fs::read_to_string(&written[0]).unwrap()).unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::programs::ProgramCell;
 use bpfmatrix_protocol::{CaseId, JitMode};
 use std::fmt::Write;
 
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

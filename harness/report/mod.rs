@@ -23,6 +23,7 @@ mod html;
 pub mod json;
 mod markdown;
 
+pub(crate) use html::esc;
 pub use html::html;
 pub use markdown::markdown;
 

@@ -573,8 +573,14 @@ pub fn terminal(m: &ExecMatrix) -> String {
     .chain(cols.iter().map(|&c| header(m, c)))
     .collect()];
     for row in &rows {
+        // A long command would push every column off the screen: its start
+        // names it (the Markdown and HTML reports keep it whole).
+        let label = match row.chars().count() {
+            n if n > 60 => row.chars().take(59).collect::<String>() + "…",
+            _ => row.clone(),
+        };
         table.push(
-            std::iter::once(row.clone())
+            std::iter::once(label)
                 .chain(cols.iter().map(|&c| cell_text(m, row, c)))
                 .collect(),
         );

@@ -20,29 +20,98 @@ use bpfmatrix_protocol::{
 };
 use nix::mount::{mount, MsFlags};
 
-/// Where the host's root is mounted, and the command's root.
+/// Where the host's root is mounted over 9p.
+const HOST: &str = "/hostfs";
+/// The command's root: a tmpfs holding the host's top-level folders bound in
+/// from [`HOST`], and the guest's own /proc, /sys, /dev, /tmp and /run.
 const ROOT: &str = "/host";
+/// Top-level folders the guest gives the command itself, never the host's.
+const OWN: [&str; 5] = ["proc", "sys", "dev", "tmp", "run"];
 
-/// Mounts the host's root and the guest's own filesystems inside it, once per
-/// guest.
+fn mount_at(
+    source: Option<&Path>,
+    source_name: &str,
+    at: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    let result = match source {
+        Some(path) => mount(Some(path), at, fstype, flags, data),
+        None => mount(Some(source_name), at, fstype, flags, data),
+    };
+    match result {
+        Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
+        Err(e) => Err(e)
+            .with_context(|| format!("mount {} on {}", fstype.unwrap_or("a bind"), at.display())),
+    }
+}
+
+/// Mounts the host's root and builds the command's root from it, once per
+/// guest. The guest's own filesystems are not mounted on folders of the 9p
+/// export: v9fs looks names up afresh, and a mount on a dentry it drops
+/// vanishes (measured on 6.1: /proc came out empty). So the command's root is a
+/// tmpfs: the host's top-level folders are bound into it, its symlinks copied.
 pub fn prepare() -> Result<()> {
-    if Path::new(ROOT).join("proc/self").exists() {
+    let root = Path::new(ROOT);
+    if root.join("proc/self").exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(ROOT).with_context(|| format!("create {ROOT}"))?;
+    for dir in [HOST, ROOT] {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {dir}"))?;
+    }
     mount(
         Some(HOST_ROOT_TAG),
-        ROOT,
+        HOST,
         Some("9p"),
         MsFlags::MS_RDONLY,
         Some("trans=virtio,version=9p2000.L,msize=262144,cache=loose"),
     )
     .with_context(|| {
         format!(
-            "mount the host's root (9p tag {HOST_ROOT_TAG}) on {ROOT}: is the 9p module loaded?"
+            "mount the host's root (9p tag {HOST_ROOT_TAG}) on {HOST}: is the 9p module loaded?"
         )
     })?;
-    // Mount points need no write access: the host's own /proc, /sys... serve.
+    mount_at(
+        None,
+        "tmpfs",
+        root,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )?;
+    let entries = std::fs::read_dir(HOST).with_context(|| format!("read {HOST}"))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("read {HOST}"))?;
+        let name = entry.file_name();
+        if OWN.iter().any(|own| name == *own) {
+            continue;
+        }
+        let (from, to) = (entry.path(), root.join(&name));
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("stat {}", from.display()))?;
+        if kind.is_symlink() {
+            let target = std::fs::read_link(&from)
+                .with_context(|| format!("readlink {}", from.display()))?;
+            std::os::unix::fs::symlink(&target, &to)
+                .with_context(|| format!("symlink {}", to.display()))?;
+            continue;
+        }
+        if kind.is_dir() {
+            std::fs::create_dir(&to).with_context(|| format!("create {}", to.display()))?;
+        } else {
+            std::fs::write(&to, b"").with_context(|| format!("create {}", to.display()))?;
+        }
+        mount_at(
+            Some(&from),
+            "",
+            &to,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+    }
     for (source, target, fstype) in [
         ("proc", "proc", "proc"),
         ("sysfs", "sys", "sysfs"),
@@ -53,18 +122,15 @@ pub fn prepare() -> Result<()> {
         ("debugfs", "sys/kernel/debug", "debugfs"),
         ("tracefs", "sys/kernel/tracing", "tracefs"),
     ] {
-        let at = Path::new(ROOT).join(target);
-        match mount(
-            Some(source),
-            &at,
-            Some(fstype),
-            MsFlags::empty(),
-            None::<&str>,
-        ) {
-            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
-            Err(e) => return Err(e).with_context(|| format!("mount {fstype} on {}", at.display())),
-        }
+        let at = root.join(target);
+        std::fs::create_dir_all(&at).with_context(|| format!("create {}", at.display()))?;
+        mount_at(None, source, &at, Some(fstype), MsFlags::empty(), None)?;
     }
+    std::fs::set_permissions(
+        root.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .context("chmod /tmp")?;
     crate::sys::loopback_up()
 }
 

@@ -263,6 +263,7 @@ impl ExecRequest {
                 argv,
                 cwd: cwd.to_string_lossy().into_owned(),
                 env,
+                modules_dir: None,
             },
             format,
         })
@@ -298,6 +299,20 @@ fn try_exec(
     let modules = bpfmatrix_kernels::resolve_modules(kernel, &wanted)
         .with_context(|| format!("cannot prepare the guest modules of kernel {name}"))?;
     let host: HostFacts = run::host_facts(kernel, progress);
+    // modprobe in the guest reads modules.dep, which Debian's packages leave out.
+    let mut spec = request.spec.clone();
+    match bpfmatrix_kernels::ensure_modules_dep(kernel) {
+        Ok(()) => {
+            spec.modules_dir = kernel
+                .modules_dir
+                .as_ref()
+                .map(|d| d.to_string_lossy().into_owned())
+        }
+        Err(e) => progress(Progress::Step {
+            kernel: name,
+            what: format!("{e:#}: modprobe in the guest will not find the kernel's modules"),
+        }),
+    }
     let plan = Plan {
         protocol: PROTOCOL_VERSION,
         cases: vec![],
@@ -309,7 +324,7 @@ fn try_exec(
         result_port: "/dev/ttyS1".to_string(),
         fault: None,
         objects: vec![],
-        exec: Some(request.spec.clone()),
+        exec: Some(spec),
     };
     progress(Progress::Step {
         kernel: name,

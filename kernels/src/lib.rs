@@ -65,4 +65,4 @@ pub use error::FetchError;
 pub use given::from_image;
 pub use kernel::{config_value, BootProtocol, ConfigSource, ConfigValue, Kernel, KernelConfig};
 pub use mainline::MainlineSpec;
-pub use modules::{resolve_modules, ModuleFile};
+pub use modules::{ensure_modules_dep, resolve_modules, ModuleFile};

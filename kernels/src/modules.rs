@@ -25,6 +25,49 @@ pub fn resolve_modules(kernel: &Kernel, names: &[&str]) -> anyhow::Result<Vec<Mo
     resolve_modules_in(kernel, names, &cache_dir())
 }
 
+/// Makes sure `kernel`'s modules directory has a modules.dep, which modprobe
+/// needs and Debian's packages do not ship: runs `depmod -b BASE RELEASE` on a
+/// directory laid out as `BASE/lib/modules/RELEASE` (as the cache's are). A
+/// kernel without modules, or one whose folder has its modules.dep, is left as
+/// it is; so is one whose folder is not laid out that way (said in the error).
+pub fn ensure_modules_dep(kernel: &Kernel) -> anyhow::Result<()> {
+    let Some(dir) = &kernel.modules_dir else {
+        return Ok(());
+    };
+    if dir.join("modules.dep").is_file() {
+        return Ok(());
+    }
+    let release = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = dir
+        .parent()
+        .filter(|p| p.ends_with("lib/modules"))
+        .and_then(|p| p.parent()?.parent())
+        .with_context(|| {
+            format!(
+                "{} has no modules.dep and is not laid out as BASE/lib/modules/RELEASE for depmod",
+                dir.display()
+            )
+        })?;
+    let out = std::process::Command::new("depmod")
+        .arg("-b")
+        .arg(base)
+        .arg(&release)
+        .output()
+        .context("cannot run depmod to index the kernel's modules (apt-get install kmod)")?;
+    if !out.status.success() {
+        bail!(
+            "depmod -b {} {release} failed ({}): {}",
+            base.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// [`resolve_modules`] with an explicit cache directory.
 pub(crate) fn resolve_modules_in(
     kernel: &Kernel,

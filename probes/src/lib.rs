@@ -444,6 +444,11 @@ pub struct ExecSpec {
     pub cwd: String,
     /// The whole environment of the command.
     pub env: Vec<(String, String)>,
+    /// The host's folder of the kernel's modules (`.../lib/modules/RELEASE`, with
+    /// its modules.dep), shown to the command at `/lib/modules/RELEASE` so that
+    /// modprobe finds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules_dir: Option<String>,
 }
 
 /// The virtio-9p mount tag of the host's root in a guest that runs a command.

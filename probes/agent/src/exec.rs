@@ -52,7 +52,7 @@ fn mount_at(
 /// export: v9fs looks names up afresh, and a mount on a dentry it drops
 /// vanishes (measured on 6.1: /proc came out empty). So the command's root is a
 /// tmpfs: the host's top-level folders are bound into it, its symlinks copied.
-pub fn prepare() -> Result<()> {
+pub fn prepare(spec: &ExecSpec) -> Result<()> {
     let root = Path::new(ROOT);
     if root.join("proc/self").exists() {
         return Ok(());
@@ -131,6 +131,30 @@ pub fn prepare() -> Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .context("chmod /tmp")?;
+    if let Some(dir) = &spec.modules_dir {
+        // The host's /lib/modules has the host's kernels' modules: the guest's
+        // kernel's go on a tmpfs over it, from where the host keeps them.
+        let modules = root.join("lib/modules");
+        mount_at(
+            None,
+            "tmpfs",
+            &modules,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=0755"),
+        )?;
+        let at = modules.join(crate::sys::kernel_release());
+        std::fs::create_dir_all(&at).with_context(|| format!("create {}", at.display()))?;
+        let from = Path::new(HOST).join(dir.trim_start_matches('/'));
+        mount_at(
+            Some(&from),
+            "",
+            &at,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+    }
     crate::sys::loopback_up()
 }
 
@@ -171,7 +195,7 @@ pub fn run(spec: &ExecSpec, jit: JitMode, send: &mut dyn FnMut(GuestMessage)) {
     let Some(program) = spec.argv.first() else {
         return send(exited(None, None, Some("no command".into()), 0));
     };
-    if let Err(e) = prepare() {
+    if let Err(e) = prepare(spec) {
         return send(exited(None, None, Some(format!("{e:#}")), 0));
     }
     let Some(resolved) = resolve(program, &spec.env) else {

@@ -131,7 +131,13 @@ pub fn prepare(spec: &ExecSpec) -> Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .context("chmod /tmp")?;
-    if let Some(dir) = &spec.modules_dir {
+    // A host without /lib/modules (a container) has nothing to mount on in its
+    // read-only root: the command then runs without the kernel's modules.
+    let modules_dir = spec
+        .modules_dir
+        .as_ref()
+        .filter(|_| root.join("lib/modules").is_dir());
+    if let Some(dir) = modules_dir {
         // The host's /lib/modules has the host's kernels' modules: the guest's
         // kernel's go on a tmpfs over it, from where the host keeps them.
         let modules = root.join("lib/modules");
@@ -251,7 +257,11 @@ pub fn run(spec: &ExecSpec, jit: JitMode, send: &mut dyn FnMut(GuestMessage)) {
             ));
         }
     };
-    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    // Bounded: while the UART (about 100 KB/s under TCG) carries what came,
+    // the readers wait and the command blocks on its pipe, as on a slow
+    // terminal. Unbounded, a command printing without end (`yes`) filled the
+    // guest's memory until the OOM killer took the command (measured: 48 s).
+    let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(4);
     let readers: Vec<_> = [
         (
             Stream::Stdout,

@@ -445,8 +445,8 @@ pub struct ExecSpec {
     /// The whole environment of the command.
     pub env: Vec<(String, String)>,
     /// The host's folder of the kernel's modules (`.../lib/modules/RELEASE`, with
-    /// its modules.dep), shown to the command at `/lib/modules/RELEASE` so that
-    /// modprobe finds them.
+    /// its modules.dep), shown to the command under a root of its own that
+    /// `MODPROBE_OPTIONS=-d` points modprobe at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modules_dir: Option<String>,
 }

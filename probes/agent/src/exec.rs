@@ -25,6 +25,10 @@ const HOST: &str = "/hostfs";
 /// The command's root: a tmpfs holding the host's top-level folders bound in
 /// from [`HOST`], and the guest's own /proc, /sys, /dev, /tmp and /run.
 const ROOT: &str = "/host";
+/// Where the command finds its kernel's modules (`lib/modules/RELEASE` under it):
+/// `MODPROBE_OPTIONS=-d` this root tells modprobe.
+const MODULES_ROOT: &str = "/run/bpfmatrix-modules";
+
 /// Top-level folders the guest gives the command itself, never the host's.
 const OWN: [&str; 5] = ["proc", "sys", "dev", "tmp", "run"];
 
@@ -131,25 +135,14 @@ pub fn prepare(spec: &ExecSpec) -> Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .context("chmod /tmp")?;
-    // A host without /lib/modules (a container) has nothing to mount on in its
-    // read-only root: the command then runs without the kernel's modules.
-    let modules_dir = spec
-        .modules_dir
-        .as_ref()
-        .filter(|_| root.join("lib/modules").is_dir());
-    if let Some(dir) = modules_dir {
-        // The host's /lib/modules has the host's kernels' modules: the guest's
-        // kernel's go on a tmpfs over it, from where the host keeps them.
-        let modules = root.join("lib/modules");
-        mount_at(
-            None,
-            "tmpfs",
-            &modules,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("mode=0755"),
-        )?;
-        let at = modules.join(crate::sys::kernel_release());
+    if let Some(dir) = &spec.modules_dir {
+        // The host's /lib/modules (read-only, the host's kernels' modules, absent
+        // in a container) cannot take the guest kernel's: they go under a root
+        // of their own on the guest's /run, where MODPROBE_OPTIONS points modprobe.
+        let at = root
+            .join(MODULES_ROOT.trim_start_matches('/'))
+            .join("lib/modules")
+            .join(crate::sys::kernel_release());
         std::fs::create_dir_all(&at).with_context(|| format!("create {}", at.display()))?;
         let from = Path::new(HOST).join(dir.trim_start_matches('/'));
         mount_at(
@@ -218,11 +211,19 @@ pub fn run(spec: &ExecSpec, jit: JitMode, send: &mut dyn FnMut(GuestMessage)) {
         ));
     };
     let cwd = PathBuf::from(&spec.cwd);
+    let mut env = spec.env.clone();
+    if spec.modules_dir.is_some() {
+        let own = format!("-d {MODULES_ROOT}");
+        match env.iter_mut().find(|(k, _)| k == "MODPROBE_OPTIONS") {
+            Some((_, v)) => *v = format!("{own} {v}"),
+            None => env.push(("MODPROBE_OPTIONS".into(), own)),
+        }
+    }
     let mut command = Command::new(&resolved);
     command
         .args(&spec.argv[1..])
         .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -261,7 +262,7 @@ pub fn run(spec: &ExecSpec, jit: JitMode, send: &mut dyn FnMut(GuestMessage)) {
     // the readers wait and the command blocks on its pipe, as on a slow
     // terminal. Unbounded, a command printing without end (`yes`) filled the
     // guest's memory until the OOM killer took the command (measured: 48 s).
-    let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(4);
+    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
     let readers: Vec<_> = [
         (
             Stream::Stdout,

@@ -352,6 +352,11 @@ pub fn snapshot_key(qemu: &Path, spec: &BootSpec, accel: AccelUsed) -> anyhow::R
         initramfs: &spec.initramfs,
         qemu,
         accel,
+        kind: if spec.host_share.is_some() {
+            "exec"
+        } else {
+            "cases"
+        },
         args: &shaping_args(spec, accel),
     })
 }

@@ -40,6 +40,9 @@ pub struct Key {
     pub hex: String,
     pub kernel: String,
     pub accel: AccelUsed,
+    /// The kind of guest ([`KeyParts::kind`]): a new state replaces the old ones
+    /// of its kernel, accelerator and kind only.
+    pub kind: String,
 }
 
 /// The inputs of a [`Key`].
@@ -51,6 +54,10 @@ pub struct KeyParts<'a> {
     pub initramfs: &'a Path,
     pub qemu: &'a Path,
     pub accel: AccelUsed,
+    /// The kind of guest: "cases" (run, check), "exec" (a guest with the host's
+    /// root shared). Each kind keeps its own state, so alternating `run` and
+    /// `exec` does not make each boot in turn.
+    pub kind: &'a str,
     /// QEMU's arguments with every per-run path (sockets, the initramfs's temporary
     /// name) left out: memory, CPU, devices, kernel command line.
     pub args: &'a [OsString],
@@ -89,6 +96,7 @@ impl Key {
             hex,
             kernel: parts.kernel_name.to_string(),
             accel: parts.accel,
+            kind: parts.kind.to_string(),
         })
     }
 }
@@ -99,7 +107,14 @@ struct Sidecar {
     format: String,
     kernel: String,
     accel: String,
+    /// Absent in sidecars written before guests had kinds: those were "cases".
+    #[serde(default = "cases")]
+    kind: String,
     bytes: u64,
+}
+
+fn cases() -> String {
+    "cases".into()
 }
 
 /// The snapshots of one cache.
@@ -210,6 +225,7 @@ impl Pending {
             format: FORMAT.to_string(),
             kernel: self.key.kernel.clone(),
             accel: self.key.accel.to_string(),
+            kind: self.key.kind.clone(),
             bytes,
         };
         let side_tmp = tempfile::NamedTempFile::new_in(&self.store.dir)?;
@@ -226,7 +242,7 @@ impl Pending {
 }
 
 impl Store {
-    /// Removes the other states of `key`'s kernel and accelerator: saved by an
+    /// Removes the other states of `key`'s kernel, accelerator and kind: saved by an
     /// older agent, QEMU or kernel build, they would only fill the disk (70 MB
     /// each). A run still reading one keeps its open file.
     fn prune(&self, key: &Key) {
@@ -248,7 +264,9 @@ impl Store {
             let sidecar: Option<Sidecar> = std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            if sidecar.is_some_and(|s| s.kernel == key.kernel && s.accel == key.accel.to_string()) {
+            if sidecar.is_some_and(|s| {
+                s.kernel == key.kernel && s.accel == key.accel.to_string() && s.kind == key.kind
+            }) {
                 let _ = std::fs::remove_file(self.dir.join(format!("{hex}.state")));
                 let _ = std::fs::remove_file(&path);
             }
@@ -499,6 +517,7 @@ mod tests {
             hex: hex.into(),
             kernel: "6.1".into(),
             accel: AccelUsed::Tcg,
+            kind: "cases".into(),
         }
     }
 
@@ -544,12 +563,16 @@ mod tests {
             accel: AccelUsed::Kvm,
             ..key("0003")
         };
-        for k in [&old, &other_kernel, &other_accel] {
+        let other_kind = Key {
+            kind: "exec".into(),
+            ..key("0005")
+        };
+        for k in [&old, &other_kernel, &other_accel, &other_kind] {
             save(k);
         }
         save(&key("0004"));
         assert_eq!(store.find(&old), Ok(None), "replaced");
-        for k in [&other_kernel, &other_accel, &key("0004")] {
+        for k in [&other_kernel, &other_accel, &other_kind, &key("0004")] {
             assert_eq!(store.find(k), Ok(Some(store.state_path(k))));
         }
     }
@@ -582,6 +605,7 @@ mod tests {
                 initramfs,
                 qemu: &qemu,
                 accel,
+                kind: "cases",
                 args,
             })
             .unwrap()

@@ -12,8 +12,11 @@ DEBIAN_PACKAGES := qemu-system-x86 clang llvm libbpf-dev kmod
 # command then runs on a console nobody reads and vng exits 255 without a word.
 # python3-venv installs virtme-ng.
 VNG_PACKAGES := busybox-static file udev python3-venv
+# vmtest (installed from crates.io into the cache by the bench) runs its command
+# through QEMU's guest agent, qemu-ga, from the host's root.
+BENCH_PACKAGES := qemu-guest-agent
 
-.PHONY: matrix test bench check example deps deps-vng
+.PHONY: matrix test bench check example deps deps-vng deps-bench
 
 ## Boot every kernel, run every case, print the matrix and write $(REPORT_DIR)/.
 matrix: deps
@@ -24,8 +27,9 @@ test: deps-vng
 	$(CARGO) test --features vm
 	$(CARGO) test -p bpfmatrix-agent
 
-## One run of the benchmark: boot floor, bpfmatrix, virtme-ng, ratios; JSON too.
-bench: deps-vng
+## One run of the benchmark: boot floor, bpfmatrix, virtme-ng, exec and vmtest,
+## ratios; JSON too.
+bench: deps-bench
 	$(CARGO) run --release --bin bpfmatrix -- bench --json $(REPORT_DIR)/bench.json
 
 ## examples/aya-app's own `cargo test` run inside 5.10, 6.1 and 6.12 through
@@ -45,3 +49,6 @@ deps:
 
 deps-vng:
 	@bash ci/deps.sh $(DEBIAN_PACKAGES) $(VNG_PACKAGES)
+
+deps-bench:
+	@bash ci/deps.sh $(DEBIAN_PACKAGES) $(VNG_PACKAGES) $(BENCH_PACKAGES)

@@ -91,7 +91,8 @@ enum Command {
     },
     /// Measure, in one run: the bare boot floor of each kernel, bpfmatrix's boot to
     /// all verdicts and to QEMU exit, the run started from the kernel's saved
-    /// state, virtme-ng's `--exec true`, their ratios, the warm matrix of three
+    /// state, virtme-ng's `--exec true`, `bpfmatrix exec -- true` restored and
+    /// vmtest's `true` on the same image, their ratios, the warm matrix of three
     /// kernels and `check` of one object; prints a table (and JSON with --json)
     /// and each target met or not. Exits 1 when a target is not met.
     Bench(BenchArgs),
@@ -114,6 +115,10 @@ struct BenchArgs {
     /// Skip virtme-ng (otherwise installed from PyPI into the cache when missing).
     #[arg(long)]
     no_vng: bool,
+    /// Skip vmtest (otherwise installed from crates.io into the cache with `cargo
+    /// install` when missing).
+    #[arg(long)]
+    no_vmtest: bool,
     /// Also time the matrix with an empty cache (downloads every kernel again).
     #[arg(long)]
     cold: bool,
@@ -595,7 +600,13 @@ fn bench(args: BenchArgs) -> Result<bool> {
             ..Settings::default()
         },
         vng: !args.no_vng,
+        vmtest: !args.no_vmtest,
         cold: args.cold,
+        // `exec -k KERNEL -- true`, as the user runs it, per kernel.
+        exec: Some(bench::ExecTrueCommand {
+            program: std::env::current_exe()?,
+            kernels: kernel_args.clone(),
+        }),
         matrix: Some(bench::MatrixCommand {
             program: std::env::current_exe()?,
             args: matrix_args,

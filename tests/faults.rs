@@ -24,14 +24,23 @@
 //!   guest that stays silent, and two runs racing to save one state. Each must end
 //!   in a boot that agrees, never in a wrong or missing answer.
 //!
+//! - `exec::*` trials run `bpfmatrix exec -k 6.1` under TCG, from the user's saved
+//!   state as exec does by default, on a command that misbehaves: one that is not
+//!   found, one that hangs, one that panics the kernel, one that prints without
+//!   end, one whose library the guest cannot see; and bpfmatrix killed (SIGTERM,
+//!   SIGINT) while its command sleeps. Each must end in a named verdict, with the
+//!   command's exit status wherever it has one, within a bound, no QEMU left.
+//!
 //! `cargo test --features vm --test faults` (filter by name, e.g. `guest::hang`).
 
+use bpfmatrix::collect::Exit;
+use bpfmatrix::exec::{ExecCell, ExecMatrix, ExecRun};
 use bpfmatrix::matrix::{KernelRun, Matrix, RunStatus, Verdict};
 use bpfmatrix::report::json;
 use bpfmatrix::run::{self, Progress, Settings};
 use bpfmatrix::targets;
 use bpfmatrix_kernels::Kernel;
-use bpfmatrix_protocol::{CaseId, Fault, JitMode, MAX_LINE_BYTES};
+use bpfmatrix_protocol::{CaseId, Fault, JitMode, MAX_EXEC_OUTPUT_BYTES, MAX_LINE_BYTES};
 use bpfmatrix_vm::qemu::{Accel, VmEvent, MAX_RESULT_BYTES};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::io::Read;
@@ -87,6 +96,15 @@ fn main() {
             "guest::killed_hard_with_its_guests",
             killed_hard_with_its_guests,
         ),
+        Trial::test("exec::command_not_found", exec_command_not_found),
+        Trial::test("exec::hang", exec_hang),
+        Trial::test("exec::panic", exec_panic),
+        Trial::test("exec::flood", exec_flood),
+        Trial::test(
+            "exec::libraries_not_in_the_guest",
+            exec_libraries_not_in_the_guest,
+        ),
+        Trial::test("exec::killed_with_its_guest", exec_killed_with_its_guest),
         Trial::test("snapshot::cut_short", snapshot_cut_short),
         Trial::test("snapshot::refused_by_qemu", snapshot_refused_by_qemu),
         Trial::test(
@@ -496,7 +514,15 @@ fn cli_spawn(args: &[&str], env: &[(&str, Option<&str>)]) -> Result<Running, Fai
         .map_err(|e| format!("cannot start bpfmatrix: {e}").into())
 }
 
-fn cli_wait(Running(mut child, started): Running) -> Result<Cli, Failed> {
+fn cli_wait(running: Running) -> Result<Cli, Failed> {
+    cli_wait_within(running, CLI_DEADLINE)
+}
+
+/// As [`cli_wait`], with another deadline.
+fn cli_wait_within(
+    Running(mut child, started): Running,
+    deadline: Duration,
+) -> Result<Cli, Failed> {
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     let out = std::thread::spawn(move || {
@@ -513,13 +539,13 @@ fn cli_wait(Running(mut child, started): Running) -> Result<Cli, Failed> {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             break status;
         }
-        if started.elapsed() > CLI_DEADLINE {
+        if started.elapsed() > deadline {
             // The whole group: bpfmatrix and the QEMU it started.
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", child.id())])
                 .status();
             let _ = child.wait();
-            return Err(format!("bpfmatrix ran longer than {CLI_DEADLINE:?}; killed").into());
+            return Err(format!("bpfmatrix ran longer than {deadline:?}; killed").into());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -1279,72 +1305,121 @@ fn no_answers(run: &KernelRun, why: &str) -> Outcome {
 /// Issue 10: bpfmatrix killed with SIGTERM (`timeout`, a CI runner cancelling a
 /// job, `kill`) while its guest hangs: its QEMU dies with it, within seconds.
 fn killed_with_its_guests() -> Outcome {
-    killed_while_its_guest_hangs("TERM")
+    killed_while_its_guest_hangs("TERM", Hanging::Agent)
 }
 
 /// Issue 10: the same with SIGKILL, which bpfmatrix cannot catch: its QEMU still
 /// dies with it.
 fn killed_hard_with_its_guests() -> Outcome {
-    killed_while_its_guest_hangs("KILL")
+    killed_while_its_guest_hangs("KILL", Hanging::Agent)
 }
 
-/// Starts `bpfmatrix run -k 6.1` on a guest whose agent says hello and hangs, waits
-/// until that QEMU runs as bpfmatrix's child and the guest has spoken, sends
-/// `signal` to bpfmatrix alone (not its process group), and checks that bpfmatrix
-/// died of it and that neither QEMU nor anything else of its process group runs
-/// 5 s later.
+/// What hangs while bpfmatrix is killed.
+#[derive(Clone, Copy)]
+enum Hanging {
+    /// `bpfmatrix run`: its agent says hello and hangs ([`Fault::Hang`], through a
+    /// QEMU wrapper).
+    Agent,
+    /// `bpfmatrix exec`: the user's command (`sleep`), in a guest started the way
+    /// exec starts it (restored from its saved state when there is one).
+    Command,
+}
+
+/// What the hanging command writes to its stderr before it sleeps.
+const ASLEEP: &str = "bpfmatrix-faults: the command sleeps now";
+
+/// Starts bpfmatrix on kernel 6.1 with something that hangs ([`Hanging`]), waits
+/// until its QEMU runs as bpfmatrix's child and the hang has begun (the guest has
+/// spoken; or the command said it sleeps), sends `signal` to bpfmatrix alone (not
+/// its process group, as a terminal's Ctrl-C does not reach QEMU's group either),
+/// and checks that bpfmatrix died of it and that neither QEMU nor anything else of
+/// its process group runs 5 s later.
 ///
-/// The CLI has no way to inject a fault, and gets none: a qemu-system-x86_64
+/// `run` has no way to inject a fault, and gets none: a qemu-system-x86_64
 /// wrapper first on PATH logs its pid and arguments and execs the real QEMU (so
 /// the pid is QEMU's) with the CLI's `-initrd` replaced by a guest built here with
-/// the agent in [`Fault::Hang`].
-fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
+/// the agent in [`Fault::Hang`]. `exec` needs none (the command hangs), nor a
+/// wrapper, which would change the saved state's key: its QEMU is found as
+/// bpfmatrix's child that has the host's root shared.
+fn killed_while_its_guest_hangs(signal: &str, hanging: Hanging) -> Outcome {
     kernel()?; // the cache holds 6.1 before the CLI starts
     let agent = agent()?;
     let dir = tempdir()?;
     let hang = dir.path().join("hang-initramfs.cpio");
-    let plan = bpfmatrix_protocol::Plan {
-        protocol: bpfmatrix_protocol::PROTOCOL_VERSION,
-        cases: ONE.to_vec(),
-        jit_modes: vec![JitMode::Jit],
-        modules: vec![],
-        result_port: "/dev/ttyS1".into(),
-        fault: Some(Fault::Hang),
-        objects: vec![],
-        exec: None,
-    };
-    bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &[], &[], &hang)
-        .map_err(|e| format!("cannot build the hanging guest: {e:#}"))?;
-    let qemu =
-        which::which("qemu-system-x86_64").map_err(|_| "qemu-system-x86_64 is not on PATH")?;
     let log = dir.path().join("qemu.log");
-    let script = format!(
-        "#!/bin/sh\necho \"$$ $*\" >> '{log}'\nn=$#\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = -initrd ]; then a='{hang}'; fi\n  prev=$a\n  set -- \"$@\" \"$a\"\ndone\nshift $n\nexec '{qemu}' \"$@\"\n",
-        log = log.display(),
-        hang = hang.display(),
-        qemu = qemu.display()
-    );
-    let path = qemu_wrapper(dir.path(), &script)?;
-
-    let Running(child, started) = cli_spawn(
-        &[
-            "run",
-            "-k",
-            "6.1",
-            "-c",
-            "tail_call.chain",
-            "--jit",
-            "jit",
-            "--accel",
-            "tcg",
-            "--timeout",
-            "600",
-        ],
-        &[("PATH", Some(&path))],
-    )?;
+    let sleeps = format!("echo '{ASLEEP}' >&2; exec sleep 1000");
+    let (args, env): (Vec<&str>, Vec<(&str, Option<String>)>) = match hanging {
+        Hanging::Agent => {
+            let plan = bpfmatrix_protocol::Plan {
+                protocol: bpfmatrix_protocol::PROTOCOL_VERSION,
+                cases: ONE.to_vec(),
+                jit_modes: vec![JitMode::Jit],
+                modules: vec![],
+                result_port: "/dev/ttyS1".into(),
+                fault: Some(Fault::Hang),
+                objects: vec![],
+                exec: None,
+            };
+            bpfmatrix_vm::guest::build_guest_initramfs(agent, &plan, &[], &[], &hang)
+                .map_err(|e| format!("cannot build the hanging guest: {e:#}"))?;
+            let qemu = which::which("qemu-system-x86_64")
+                .map_err(|_| "qemu-system-x86_64 is not on PATH")?;
+            let script = format!(
+                "#!/bin/sh\necho \"$$ $*\" >> '{log}'\nn=$#\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = -initrd ]; then a='{hang}'; fi\n  prev=$a\n  set -- \"$@\" \"$a\"\ndone\nshift $n\nexec '{qemu}' \"$@\"\n",
+                log = log.display(),
+                hang = hang.display(),
+                qemu = qemu.display()
+            );
+            let path = qemu_wrapper(dir.path(), &script)?;
+            (
+                vec![
+                    "run",
+                    "-k",
+                    "6.1",
+                    "-c",
+                    "tail_call.chain",
+                    "--jit",
+                    "jit",
+                    "--accel",
+                    "tcg",
+                    "--timeout",
+                    "600",
+                ],
+                vec![("PATH", Some(path))],
+            )
+        }
+        Hanging::Command => (
+            vec![
+                "exec",
+                "-k",
+                "6.1",
+                "--jit",
+                "jit",
+                "--accel",
+                "tcg",
+                "--timeout",
+                "600",
+                "--",
+                "sh",
+                "-c",
+                &sleeps,
+            ],
+            vec![],
+        ),
+    };
+    let env: Vec<(&str, Option<&str>)> = env.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+    let Running(child, started) = cli_spawn(&args, &env)?;
     // Killed (with its process group) whatever happens below.
     let mut cli = KillOnDrop(child);
     let bpfmatrix = cli.0.id();
+    if signal == "INT" {
+        // A signal ignored on entry stays ignored across exec (a shell's `cmd &`
+        // does that to SIGINT): then no Ctrl-C could reach bpfmatrix here.
+        check!(
+            !signal_ignored(bpfmatrix, 2),
+            "bpfmatrix {bpfmatrix} inherited SIGINT ignored from this test process: Ctrl-C cannot be tried here"
+        );
+    }
     let stderr = cli.0.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -1358,38 +1433,66 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
             }
         }
     });
+    let hung = match hanging {
+        Hanging::Agent => "guest spoke after",
+        Hanging::Command => ASLEEP,
+    };
+    // The command's own line is its text alone (bpfmatrix's own lines quote it).
+    let has_hung = |l: &String| match hanging {
+        Hanging::Agent => l.contains(hung),
+        Hanging::Command => l == hung,
+    };
     let mut said = Vec::new();
     let spoke = Instant::now() + CLI_DEADLINE;
-    while !said
-        .iter()
-        .any(|l: &String| l.contains("guest spoke after"))
-    {
+    while !said.iter().any(has_hung) {
         let left = spoke.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => said.push(line),
             Err(_) => {
                 return Err(format!(
-                    "the guest never spoke within {CLI_DEADLINE:?}:\n{}",
+                    "the guest never said {hung:?} within {CLI_DEADLINE:?}:\n{}",
                     said.join("\n")
                 )
                 .into())
             }
         }
     }
-    // The guest said hello and hangs: QEMU runs, bpfmatrix's child.
-    let logged =
-        std::fs::read_to_string(&log).map_err(|e| format!("the wrapper never ran: {e}"))?;
-    let (pid, args) = logged
-        .lines()
-        .last()
-        .and_then(|l| l.split_once(' '))
-        .ok_or("the wrapper logged nothing")?;
-    let qemu_pid: u32 = pid.parse().map_err(|_| format!("bad pid {pid:?}"))?;
-    let socket = args
-        .split_whitespace()
-        .find_map(|a| a.split(",path=").nth(1))
-        .ok_or("no result socket in QEMU's arguments")?
-        .to_string();
+    // The guest hangs: QEMU runs, bpfmatrix's child.
+    let (qemu_pid, socket) = match hanging {
+        Hanging::Agent => {
+            let logged =
+                std::fs::read_to_string(&log).map_err(|e| format!("the wrapper never ran: {e}"))?;
+            let (pid, args) = logged
+                .lines()
+                .last()
+                .and_then(|l| l.split_once(' '))
+                .ok_or("the wrapper logged nothing")?;
+            let pid: u32 = pid.parse().map_err(|_| format!("bad pid {pid:?}"))?;
+            let socket = args
+                .split_whitespace()
+                .find_map(|a| a.split(",path=").nth(1))
+                .ok_or("no result socket in QEMU's arguments")?
+                .to_string();
+            (pid, socket)
+        }
+        Hanging::Command => {
+            let qemus: Vec<Proc> = processes()
+                .filter(|p| p.ppid == bpfmatrix && p.comm.contains("qemu") && p.state != 'Z')
+                .collect();
+            check!(
+                qemus.len() == 1,
+                "expected one QEMU child of bpfmatrix {bpfmatrix}, found {}",
+                qemus.len()
+            );
+            let socket = qemus[0]
+                .cmdline
+                .split_whitespace()
+                .find_map(|a| a.split(",path=").nth(1))
+                .ok_or("no result socket in QEMU's arguments")?
+                .to_string();
+            (qemus[0].pid, socket)
+        }
+    };
     let p = processes()
         .find(|p| p.pid == qemu_pid)
         .ok_or("QEMU is not running")?;
@@ -1401,9 +1504,19 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
         p.state
     );
     let group = process_group(qemu_pid).ok_or("QEMU has no process group")?;
+    let (mark, what) = match hanging {
+        Hanging::Agent => (
+            hang.to_string_lossy().into_owned(),
+            "boot the hanging guest",
+        ),
+        Hanging::Command => (
+            format!("mount_tag={}", bpfmatrix_protocol::HOST_ROOT_TAG),
+            "share the host's root",
+        ),
+    };
     check!(
-        p.cmdline.contains(hang.to_string_lossy().as_ref()),
-        "QEMU does not boot the hanging guest: {}",
+        p.cmdline.contains(mark.as_str()),
+        "QEMU does not {what}: {}",
         p.cmdline
     );
 
@@ -1424,7 +1537,11 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
         std::thread::sleep(Duration::from_millis(10));
     };
     let died = killed.elapsed();
-    let expected = if signal == "TERM" { 15 } else { 9 };
+    let expected = match signal {
+        "TERM" => 15,
+        "INT" => 2,
+        _ => 9,
+    };
     check!(
         std::os::unix::process::ExitStatusExt::signal(&status) == Some(expected),
         "bpfmatrix did not die of SIG{signal}: {status}"
@@ -1458,8 +1575,12 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
     };
     let gone = killed.elapsed();
     eprintln!(
-        "[faults] SIG{signal} to bpfmatrix {bpfmatrix} {:.1} s after its start, its guest hanging: bpfmatrix died of it after {} ms; QEMU {qemu_pid} and its process group {group} {} {} ms after the signal",
+        "[faults] SIG{signal} to bpfmatrix {bpfmatrix} {:.1} s after its start, its {} hanging: bpfmatrix died of it after {} ms; QEMU {qemu_pid} and its process group {group} {} {} ms after the signal",
         killed.duration_since(started).as_secs_f64(),
+        match hanging {
+            Hanging::Agent => "guest",
+            Hanging::Command => "command",
+        },
         died.as_millis(),
         if left.is_empty() { "dead" } else { "still running" },
         gone.as_millis()
@@ -1470,6 +1591,18 @@ fn killed_while_its_guest_hangs(signal: &str) -> Outcome {
         left.join("\n")
     );
     Ok(())
+}
+
+/// Whether `signal` is ignored in process `pid` (its SigIgn mask, from /proc).
+fn signal_ignored(pid: u32, signal: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }
 
 /// A started bpfmatrix, its process group killed when dropped.
@@ -1495,6 +1628,496 @@ fn process_group(pid: u32) -> Option<u32> {
         .nth(2)?
         .parse()
         .ok()
+}
+
+// ---------------------------------------------------------------------------
+// exec::*: the user's own command misbehaving in the guest (`bpfmatrix exec`).
+// ---------------------------------------------------------------------------
+
+/// The deadline (`--timeout`) of exec runs whose command ends: a restored guest
+/// answers in about 1 s, a booted one (the saved state missing, or discarded
+/// after another trial's fault) in about 10 s.
+const EXEC_TIMEOUT: Duration = NORMAL_TIMEOUT;
+/// The deadline of the hanging command ([`exec_hang`]).
+const EXEC_HANG_TIMEOUT: Duration = Duration::from_secs(20);
+/// The deadline of [`exec_flood`], which takes about 2 minutes here (see there).
+const EXEC_FLOOD_TIMEOUT: Duration = Duration::from_secs(300);
+/// A restored guest whose run does not end cleanly (a timeout, a panic) is
+/// discarded and the guest booted and run again (`snapshot::boot_or_restore`: a
+/// restore never gives an answer a boot would not). So a command that hangs or
+/// panics the kernel runs twice, and its verdict may take two deadlines and a
+/// boot: this is the boot's share of the bound.
+const EXEC_RETRY_SLACK: Duration = Duration::from_secs(45);
+
+/// One finished `bpfmatrix exec -k 6.1` (JIT mode, TCG, the user's saved states):
+/// the invocation, its exec.json, and the QEMU processes it started.
+struct Exec {
+    cli: Cli,
+    /// exec.json from `--out`, when it was written.
+    matrix: Option<ExecMatrix>,
+    /// Every QEMU seen running as bpfmatrix's child.
+    qemus: Vec<u32>,
+}
+
+/// Runs `bpfmatrix exec -k 6.1 ... -- COMMAND` with `--timeout timeout`, killed
+/// (and the trial failed) if it outlives `deadline`; checks that none of its QEMU
+/// processes outlives it.
+fn exec(command: &[&str], timeout: Duration, deadline: Duration) -> Result<Exec, Failed> {
+    kernel()?; // the cache holds 6.1 before the CLI starts
+    agent()?; // and the agent is built: the CLI's own build is then a check
+    let dir = tempdir()?;
+    let out = dir.path().join("report");
+    let out_arg = out.to_string_lossy().into_owned();
+    let timeout_arg = timeout.as_secs().to_string();
+    let mut args = vec![
+        "exec",
+        "-k",
+        "6.1",
+        "--jit",
+        "jit",
+        "--accel",
+        "tcg",
+        "--timeout",
+        &timeout_arg,
+        "--out",
+        &out_arg,
+        "--",
+    ];
+    args.extend_from_slice(command);
+    let running = cli_spawn(&args, &[])?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, parent) = (stop.clone(), running.0.id());
+        std::thread::spawn(move || qemu_children(parent, &stop))
+    };
+    let cli = cli_wait_within(running, deadline);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let qemus = watcher.join().map_err(|_| "the QEMU watcher panicked")?;
+    let cli = cli?;
+    let json = out.join("exec.json");
+    let matrix = match std::fs::read_to_string(&json) {
+        Ok(text) => {
+            Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?)
+        }
+        Err(_) => None,
+    };
+    let done = Exec { cli, matrix, qemus };
+    done.none_left()?;
+    Ok(done)
+}
+
+/// The QEMU processes that run as children of `parent`, sampled until `stop`.
+fn qemu_children(parent: u32, stop: &std::sync::atomic::AtomicBool) -> Vec<u32> {
+    let mut seen = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for p in processes() {
+            if p.ppid == parent && p.comm.contains("qemu") && !seen.contains(&p.pid) {
+                seen.push(p.pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen
+}
+
+impl Exec {
+    fn none_left(&self) -> Outcome {
+        check!(
+            !self.qemus.is_empty(),
+            "no QEMU was seen:\n{}",
+            self.cli.text()
+        );
+        for p in processes() {
+            check!(
+                !self.qemus.contains(&p.pid) || (!p.comm.contains("qemu") && p.state != 'Z'),
+                "QEMU {} outlived bpfmatrix exec (state {})",
+                p.pid,
+                p.state
+            );
+        }
+        Ok(())
+    }
+
+    /// Kernel 6.1's run in exec.json.
+    fn run(&self) -> Result<&ExecRun, Failed> {
+        let m = self
+            .matrix
+            .as_ref()
+            .ok_or_else(|| format!("no exec.json was written:\n{}", self.cli.text()))?;
+        check!(
+            m.runs.len() == 1 && m.runs[0].kernel == "6.1",
+            "exec.json has runs {:?}",
+            m.runs.iter().map(|r| &r.kernel).collect::<Vec<_>>()
+        );
+        Ok(&m.runs[0])
+    }
+
+    /// The JIT mode's cell of the run.
+    fn cell(&self) -> Result<&ExecCell, Failed> {
+        let run = self.run()?;
+        check!(
+            run.cells.len() == 1 && run.cells[0].jit == JitMode::Jit,
+            "expected one cell (jit): {:#?}",
+            run.cells
+        );
+        Ok(&run.cells[0])
+    }
+
+    /// How the command ended, as the guest said.
+    fn exit(&self) -> Result<&Exit, Failed> {
+        self.cell()?.exit.as_ref().ok_or_else(|| {
+            format!(
+                "the guest never said how the command ended:\n{}",
+                self.cli.text()
+            )
+            .into()
+        })
+    }
+
+    /// The terminal's table row of the command (plain format: the one row under
+    /// the rule), which begins with the command, or as much of it as fits.
+    fn row(&self) -> Result<&str, Failed> {
+        let mut lines = self.cli.stdout.lines();
+        lines
+            .find(|l| l.starts_with("---"))
+            .and_then(|_| lines.next())
+            .ok_or_else(|| format!("no table in the terminal:\n{}", self.cli.stdout).into())
+    }
+
+    /// bpfmatrix exited 1, the run failed for a reason containing every one of
+    /// `needles`, the terminal says the first, and no cell has an exit status.
+    fn failed_with(&self, needles: &[&str]) -> Outcome {
+        check!(
+            self.cli.code == Some(1),
+            "expected exit 1:\n{}",
+            cut(&self.cli.text(), 4000)
+        );
+        let run = self.run()?;
+        let reason = run.reason.as_deref().unwrap_or("");
+        check!(
+            run.status == "failed",
+            "expected a failed run, got {} ({reason})",
+            run.status
+        );
+        for n in needles {
+            check!(
+                reason.contains(n),
+                "the reason does not say {n:?}: {reason}"
+            );
+        }
+        check!(
+            self.cli.stdout.contains(needles[0]),
+            "the terminal does not say {:?}:\n{}",
+            needles[0],
+            self.cli.stdout
+        );
+        check!(
+            run.cells.iter().all(|c| c.exit.is_none() && !c.passed()),
+            "a failed run has an exit status: {:#?}",
+            run.cells
+        );
+        Ok(())
+    }
+
+    fn report(&self, name: &str) {
+        let (status, restored) = match self.run() {
+            Ok(r) => (
+                format!("{}: {}", r.status, r.reason.as_deref().unwrap_or("")),
+                r.restored,
+            ),
+            Err(_) => ("no exec.json".to_string(), false),
+        };
+        let exit = self
+            .exit()
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_else(|_| "none".into());
+        let discarded = self.cli.stderr.contains("saved state not used");
+        eprintln!(
+            "[faults] {name}: exit {:?} after {:.1} s: {}; command exit {exit}; {} QEMU started, last restored: {restored}, a saved state discarded: {discarded}",
+            self.cli.code,
+            self.cli.took.as_secs_f64(),
+            cut(&status, 300),
+            self.qemus.len()
+        );
+    }
+}
+
+/// exec: a command that is on no folder of the PATH it is given (the caller's):
+/// exit 127 and a note naming it, in a run that completed; bpfmatrix exits 1.
+fn exec_command_not_found() -> Outcome {
+    const MISSING: &str = "bpfmatrix-faults-no-such-command";
+    let e = exec(&[MISSING, "--version"], EXEC_TIMEOUT, CLI_DEADLINE)?;
+    e.report("exec: command not found");
+    check!(e.cli.code == Some(1), "expected exit 1:\n{}", e.cli.text());
+    let run = e.run()?;
+    check!(
+        run.status == "completed",
+        "the run did not complete: {} {:?}",
+        run.status,
+        run.reason
+    );
+    let exit = e.exit()?;
+    let named = format!("{MISSING}: command not found");
+    check!(
+        exit.code == Some(127) && exit.signal.is_none(),
+        "expected exit code 127: {exit:?}"
+    );
+    check!(
+        exit.error.as_deref().is_some_and(|m| m.contains(&named)),
+        "the error does not say {named:?}: {exit:?}"
+    );
+    check!(
+        e.row()?.starts_with(MISSING) && e.row()?.contains("127"),
+        "the command's cell does not show 127:\n{}",
+        e.cli.stdout
+    );
+    check!(
+        e.cli.stdout.contains(&named),
+        "the terminal does not say {named:?}:\n{}",
+        e.cli.stdout
+    );
+    check!(
+        e.cli.took < EXEC_TIMEOUT,
+        "took {:.1} s",
+        e.cli.took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// exec: the command never ends (`sleep 1000`): the guest is killed at the
+/// deadline, the run fails saying so, no exit status is made up, bpfmatrix
+/// exits 1: after the deadline, or two and a boot when the guest was restored
+/// ([`EXEC_RETRY_SLACK`]).
+fn exec_hang() -> Outcome {
+    let t = EXEC_HANG_TIMEOUT;
+    let e = exec(&["sleep", "1000"], t, CLI_DEADLINE)?;
+    e.report("exec: command hangs");
+    let limit = format!("timed out after {} s", t.as_secs());
+    e.failed_with(&[&limit, "QEMU killed"])?;
+    check!(
+        e.cli.took >= t && e.cli.took < 2 * t + EXEC_RETRY_SLACK,
+        "the verdict came after {:.1} s, the deadline is {t:?}",
+        e.cli.took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// exec: the command panics the guest's kernel (sysrq c): the run fails naming
+/// the panic with the console's lines, bpfmatrix exits 1 (a restored guest's
+/// panic is met twice: [`EXEC_RETRY_SLACK`]).
+fn exec_panic() -> Outcome {
+    let e = exec(
+        &[
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger",
+        ],
+        EXEC_TIMEOUT,
+        CLI_DEADLINE,
+    )?;
+    e.report("exec: command panics the guest");
+    e.failed_with(&[
+        "the guest kernel panicked",
+        "Kernel panic - not syncing",
+        "sysrq",
+    ])?;
+    check!(
+        e.cli.took < EXEC_TIMEOUT,
+        "the panic took {:.1} s to be reported",
+        e.cli.took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// exec: a command that prints without end (`yes`, cut by `head` at 600 MB,
+/// more than the guest's memory): the guest sends [`MAX_EXEC_OUTPUT_BYTES`] of it
+/// and drops the rest, says how much, and the command's exit status still comes
+/// home; nothing hangs. All of it must pass: a guest that kept what the port had
+/// not yet taken ran out of memory, and its OOM killer took the command.
+///
+/// The result port carries about 100 to 130 KB/s under TCG here, so the MiB
+/// that is sent takes about 10 s (`yes` prints lines of 100 bytes, which their
+/// JSON message barely lengthens: `y\n`, escaped, would be half as long again),
+/// and the rest passes through the guest in about 35 s more.
+fn exec_flood() -> Outcome {
+    const PRINTED: u64 = 600_000_000;
+    let memory = u64::from(bpfmatrix::run::Settings::default().memory_mib) << 20;
+    check!(
+        PRINTED > memory,
+        "{PRINTED} bytes would fit in the guest's {memory}"
+    );
+    const LINE: &str = "bpfmatrix-faults: a command that prints without end, these 100 bytes again and again and again and.";
+    const _: () = assert!(LINE.len() == 99);
+    let command = format!("yes '{LINE}' | head -c {PRINTED}");
+    let e = exec(
+        &["sh", "-c", &command],
+        EXEC_FLOOD_TIMEOUT,
+        EXEC_FLOOD_TIMEOUT + Duration::from_secs(60),
+    )?;
+    e.report("exec: output without end");
+    let dropped = PRINTED - MAX_EXEC_OUTPUT_BYTES;
+    let cell = e.cell()?;
+    let exit = e.exit()?;
+    eprintln!(
+        "[faults] exec: output without end: {} bytes kept, {} dropped, the command took {:.1} s in the guest",
+        cell.stdout.len(),
+        exit.output_dropped,
+        exit.duration_ms as f64 / 1000.0
+    );
+    check!(
+        e.cli.code == Some(0),
+        "expected exit 0 (the command passed):\n{}",
+        cut(&e.cli.stderr, 4000)
+    );
+    check!(
+        e.run()?.status == "completed" && exit.code == Some(0),
+        "the command's exit status was lost: {exit:?}"
+    );
+    check!(
+        exit.output_dropped == dropped,
+        "expected {dropped} bytes dropped: {exit:?}"
+    );
+    check!(
+        cell.stdout.len() as u64 == MAX_EXEC_OUTPUT_BYTES,
+        "exec.json keeps {} bytes of output, the cap is {MAX_EXEC_OUTPUT_BYTES}",
+        cell.stdout.len()
+    );
+    check!(
+        cell.stdout.starts_with(LINE),
+        "the output kept is not the command's"
+    );
+    let note = format!("{dropped} bytes of output past");
+    check!(
+        e.cli.stdout.contains(&note),
+        "the terminal does not say {note:?}:\n{}",
+        cut(
+            e.cli
+                .stdout
+                .rsplit_once(LINE)
+                .map_or(e.cli.stdout.as_str(), |(_, t)| t),
+            4000
+        )
+    );
+    // The streamed output: what the guest sent, and the table.
+    let streamed = e.cli.stdout.len() as u64;
+    check!(
+        (MAX_EXEC_OUTPUT_BYTES..MAX_EXEC_OUTPUT_BYTES + 64 * 1024).contains(&streamed),
+        "bpfmatrix printed {streamed} bytes"
+    );
+    check!(
+        e.cli.took < EXEC_FLOOD_TIMEOUT,
+        "took {:.1} s",
+        e.cli.took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// exec: a program whose library lies in the host's /tmp, which the guest does
+/// not see (its /tmp is its own): the loader's own error streams home on stderr
+/// and its exit code 127 is in the matrix; bpfmatrix exits 1. The program itself
+/// is in the project's target folder, which the guest sees, and runs on the host.
+fn exec_libraries_not_in_the_guest() -> Outcome {
+    const LIB: &str = "bpfmatrixfaults";
+    let lib_dir = tempfile::Builder::new()
+        .prefix("bpfmatrix-faults-lib-")
+        .tempdir_in("/tmp")
+        .map_err(|e| e.to_string())?;
+    let bin_dir = tempfile::Builder::new()
+        .prefix("bpfmatrix-faults-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .map_err(|e| e.to_string())?;
+    let (lib_c, main_c) = (lib_dir.path().join("lib.c"), bin_dir.path().join("main.c"));
+    write(
+        &lib_c,
+        b"int bpfmatrix_faults_answer(void) { return 42; }\n",
+    )?;
+    write(
+        &main_c,
+        b"#include <stdio.h>\nint bpfmatrix_faults_answer(void);\nint main(void) { printf(\"the answer is %d\\n\", bpfmatrix_faults_answer()); return 0; }\n",
+    )?;
+    let lib = lib_dir.path().join(format!("lib{LIB}.so"));
+    let program = bin_dir.path().join("needs-a-library-in-tmp");
+    let gcc = |args: Vec<std::ffi::OsString>| -> Outcome {
+        let out = Command::new("gcc")
+            .args(&args)
+            .output()
+            .map_err(|e| format!("gcc is needed to build the sample program: {e}"))?;
+        check!(
+            out.status.success(),
+            "gcc {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    gcc(vec![
+        "-shared".into(),
+        "-fPIC".into(),
+        "-o".into(),
+        lib.clone().into(),
+        lib_c.into(),
+    ])?;
+    gcc(vec![
+        "-o".into(),
+        program.clone().into(),
+        main_c.into(),
+        format!("-L{}", lib_dir.path().display()).into(),
+        format!("-l{LIB}").into(),
+        format!("-Wl,-rpath,{}", lib_dir.path().display()).into(),
+    ])?;
+    let here = Command::new(&program)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    check!(
+        here.status.success() && String::from_utf8_lossy(&here.stdout).contains("answer is 42"),
+        "the sample does not run on the host: {here:?}"
+    );
+
+    let program_arg = program.to_string_lossy().into_owned();
+    let e = exec(&[&program_arg], EXEC_TIMEOUT, CLI_DEADLINE)?;
+    e.report("exec: libraries not in the guest");
+    check!(e.cli.code == Some(1), "expected exit 1:\n{}", e.cli.text());
+    check!(
+        e.run()?.status == "completed",
+        "the run did not complete: {:?}",
+        e.run()?.reason
+    );
+    let exit = e.exit()?;
+    check!(exit.code == Some(127), "expected exit code 127: {exit:?}");
+    let loader = "error while loading shared libraries";
+    let so = format!("lib{LIB}.so");
+    let stderr = &e.cell()?.stderr;
+    check!(
+        stderr.contains(loader) && stderr.contains(&so),
+        "exec.json's stderr does not have the loader's error: {stderr:?}"
+    );
+    check!(
+        e.cli.stderr.contains(loader) && e.cli.stderr.contains(&so),
+        "the loader's error did not stream home on stderr:\n{}",
+        e.cli.stderr
+    );
+    check!(
+        !e.cli.stdout.contains("answer is"),
+        "the program ran without its library"
+    );
+    check!(
+        e.row()?.starts_with(&program_arg[..30]) && e.row()?.contains("127"),
+        "the program's cell does not show 127:\n{}",
+        e.cli.stdout
+    );
+    check!(
+        e.cli.took < EXEC_TIMEOUT,
+        "took {:.1} s",
+        e.cli.took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// exec: bpfmatrix killed by SIGTERM (`timeout`, a CI runner cancelling a job),
+/// then by SIGINT (Ctrl-C), while the user's command sleeps in the guest: each
+/// time its QEMU dies with it.
+fn exec_killed_with_its_guest() -> Outcome {
+    killed_while_its_guest_hangs("TERM", Hanging::Command)?;
+    killed_while_its_guest_hangs("INT", Hanging::Command)
 }
 
 // ---------------------------------------------------------------------------

@@ -454,9 +454,14 @@ pub struct ExecSpec {
 /// The virtio-9p mount tag of the host's root in a guest that runs a command.
 pub const HOST_ROOT_TAG: &str = "bpfmatrix-host";
 
-/// The most bytes of a command's output a guest sends home; past it the rest is
-/// read and dropped, and the guest says how much.
-pub const MAX_EXEC_OUTPUT_BYTES: u64 = 8 << 20;
+/// The most bytes of a command's output a guest sends home per JIT mode; past it
+/// the rest is read and dropped, and the guest says how much. It crosses the UART
+/// JSON-encoded, up to 6 times longer (a control byte is `\u0000`), and the host
+/// takes at most 16 MiB from a guest (`bpfmatrix_vm::qemu::MAX_RESULT_BYTES`):
+/// two modes of 1 MiB stay under it. 8 MiB of 3 MB of zero bytes went over it.
+pub const MAX_EXEC_OUTPUT_BYTES: u64 = 1 << 20;
+
+const _: () = assert!(2 * 6 * MAX_EXEC_OUTPUT_BYTES < 16 << 20);
 
 /// Which of a command's output streams.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -318,10 +318,14 @@ pub fn qemu_args(spec: &BootSpec, accel: AccelUsed, result_socket: &Path) -> Vec
     push(&["-serial", "chardev:result"]);
     if let Some(dir) = &spec.host_share {
         // QEMU's -fsdev options are comma-separated; a comma in a path is doubled.
+        // The host's filesystems each number their inodes from 1 or 2: without
+        // multidevs=remap the guest takes its /proc, /sys and /dev for one folder.
         let path = dir.to_string_lossy().replace(',', ",,");
         push(&[
             "-fsdev",
-            &format!("local,id=hostshare,path={path},security_model=none,readonly=on"),
+            &format!(
+                "local,id=hostshare,path={path},security_model=none,readonly=on,multidevs=remap"
+            ),
             "-device",
             &format!(
                 "virtio-9p-pci,fsdev=hostshare,mount_tag={}",

@@ -294,7 +294,9 @@ pub enum Start {
 /// cut short, that QEMU refuses, whose guest does not answer within
 /// [`RESTORE_DEADLINE`], does not end cleanly, or names an agent build other than
 /// `agent_id` is discarded and the guest booted: a restore never gives an answer
-/// a boot would not.
+/// a boot would not. Except for a guest running the user's command
+/// (`bpfmatrix exec`) that said its hello: it has started the command, which
+/// must not run twice, so how it ended stands.
 pub fn boot_or_restore(
     spec: &BootSpec,
     store: &Store,
@@ -328,8 +330,14 @@ pub fn boot_or_restore(
             ..handshake.clone()
         });
         let outcome = crate::qemu::restore(&restoring, accel, RESTORE_DEADLINE, on_event)?;
+        // A guest that runs the user's command (it has the host's root) and got
+        // as far as its hello has started that command: booting again would run
+        // it a second time, side effects and output twice. Its end, a panic or a
+        // timeout included, is the command's.
+        let started = spec.host_share.is_some() && said_hello_as(&outcome, agent_id);
         match restored_cleanly(&outcome, agent_id) {
             Ok(()) => return Ok((outcome, Start::Restored)),
+            Err(_) if started => return Ok((outcome, Start::Restored)),
             Err(why) => {
                 store.discard(&key);
                 on_event(&VmEvent::StateDiscarded {
@@ -345,6 +353,16 @@ pub fn boot_or_restore(
         ..handshake
     });
     Ok((crate::qemu::boot(&booting, on_event)?, Start::Booted))
+}
+
+/// Whether the guest said hello naming the agent build `agent_id`.
+fn said_hello_as(outcome: &BootOutcome, agent_id: &str) -> bool {
+    outcome.lines.iter().any(|line| {
+        matches!(
+            serde_json::from_str::<GuestMessage>(&line.text),
+            Ok(GuestMessage::Hello { agent_id: Some(id), .. }) if id == agent_id
+        )
+    })
 }
 
 /// Whether a restored guest did all a booted one does: spoke, named the agent

@@ -262,7 +262,7 @@ pub fn run(spec: &ExecSpec, jit: JitMode, send: &mut dyn FnMut(GuestMessage)) {
     // the readers wait and the command blocks on its pipe, as on a slow
     // terminal. Unbounded, a command printing without end (`yes`) filled the
     // guest's memory until the OOM killer took the command (measured: 48 s).
-    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(4);
     let readers: Vec<_> = [
         (
             Stream::Stdout,

@@ -1202,8 +1202,11 @@ fn dies_early() -> Outcome {
     )?;
     g.report("dies early");
     g.failed_with(&["died early", "went silent", "QEMU killed"])?;
+    // The boot to the agent (5-7 s under TCG) plus the 8 s silence deadline: 12.7
+    // to 13.3 s alone, and past 15 s when the suite's other guests load the
+    // machine; half the boot timeout still tells a silent death from a timeout.
     check!(
-        g.took < Duration::from_secs(15),
+        g.took < NORMAL_TIMEOUT / 2,
         "the early death took {:?} to be reported (the boot timeout is {NORMAL_TIMEOUT:?})",
         g.took
     );

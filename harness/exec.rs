@@ -254,6 +254,16 @@ impl ExecRequest {
             !argv.is_empty(),
             "no command: give it after --, e.g. bpfmatrix exec -k 6.1 -- uname -r"
         );
+        // The guest's own folders hide the host's: a program there is not found.
+        let hidden = ["/tmp/", "/run/", "/proc/", "/sys/", "/dev/"];
+        if let Some(dir) = hidden.iter().find(|d| argv[0].starts_with(*d)) {
+            anyhow::bail!(
+                "{} is under the host's {}, which the guest does not see (its {} is its own): put it elsewhere (for cargo, a CARGO_TARGET_DIR outside it)",
+                argv[0],
+                dir.trim_end_matches('/'),
+                dir.trim_end_matches('/')
+            );
+        }
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         let env = std::env::vars()
             .filter(|(k, _)| !HOST_ONLY_ENV.contains(&k.as_str()))
@@ -818,6 +828,13 @@ mod tests {
     fn no_command_is_bad_input() {
         let err = ExecRequest::here(vec![], Format::Plain).unwrap_err();
         assert!(err.to_string().starts_with("no command"), "{err}");
+        let err = ExecRequest::here(vec!["/tmp/x/test-bin".into()], Format::Plain).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "/tmp/x/test-bin is under the host's /tmp, which the guest does not see"
+            ),
+            "{err}"
+        );
         let req = ExecRequest::here(vec!["true".into()], Format::Plain).unwrap();
         assert!(req.spec.env.iter().all(|(k, _)| k != "TMPDIR"));
     }

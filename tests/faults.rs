@@ -2018,16 +2018,18 @@ fn exec_flood() -> Outcome {
 /// exec: a program whose library lies in the host's /tmp, which the guest does
 /// not see (its /tmp is its own): the loader's own error streams home on stderr
 /// and its exit code 127 is in the matrix; bpfmatrix exits 1. The program itself
-/// is in the project's target folder, which the guest sees, and runs on the host.
+/// is in /var/tmp, which the guest sees, and runs on the host.
 fn exec_libraries_not_in_the_guest() -> Outcome {
     const LIB: &str = "bpfmatrixfaults";
     let lib_dir = tempfile::Builder::new()
         .prefix("bpfmatrix-faults-lib-")
         .tempdir_in("/tmp")
         .map_err(|e| e.to_string())?;
+    // /var/tmp, which the guest sees wherever the checkout is (a clone under the
+    // host's /tmp is not seen).
     let bin_dir = tempfile::Builder::new()
         .prefix("bpfmatrix-faults-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .tempdir_in("/var/tmp")
         .map_err(|e| e.to_string())?;
     let (lib_c, main_c) = (lib_dir.path().join("lib.c"), bin_dir.path().join("main.c"));
     write(

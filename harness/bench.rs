@@ -1302,7 +1302,11 @@ fn find_static_busybox() -> Result<PathBuf> {
             .chain(dirs.iter().map(|d| Path::new(d).join(name)));
         for path in candidates {
             if path.is_file() && !seen.contains(&path) {
-                if std::fs::read(&path).ok().and_then(|b| elf_is_dynamic(&b)) == Some(false) {
+                if std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| bpfmatrix_vm::vng::elf_bytes_are_dynamic(&b))
+                    == Some(false)
+                {
                     return Ok(path);
                 }
                 seen.push(path);
@@ -1323,26 +1327,6 @@ fn find_static_busybox() -> Result<PathBuf> {
             )
         }
     )
-}
-
-/// Whether the 64-bit little-endian ELF `bytes` asks for a program interpreter;
-/// `None` when it is not one this can read.
-fn elf_is_dynamic(bytes: &[u8]) -> Option<bool> {
-    const PT_INTERP: u32 = 3;
-    if bytes.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
-    let phoff =
-        usize::try_from(u64::from_le_bytes(bytes.get(0x20..0x28)?.try_into().ok()?)).ok()?;
-    let (phentsize, phnum) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
-    let mut dynamic = false;
-    for i in 0..phnum {
-        let at = phoff.checked_add(i.checked_mul(phentsize)?)?;
-        let p_type = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
-        dynamic |= p_type == PT_INTERP;
-    }
-    Some(dynamic)
 }
 
 /// vmtest on one kernel, ready to run: plain `vmtest -k IMAGE -- true` when the
@@ -1865,13 +1849,25 @@ mod tests {
     #[test]
     fn elf_linkage_is_read_from_the_program_headers() {
         // The floor's init: one PT_LOAD, no interpreter.
-        assert_eq!(elf_is_dynamic(&FLOOR_INIT), Some(false));
+        assert_eq!(
+            bpfmatrix_vm::vng::elf_bytes_are_dynamic(&FLOOR_INIT),
+            Some(false)
+        );
         // The same with its program header turned into PT_INTERP.
         let mut dynamic = FLOOR_INIT;
         dynamic[64..68].copy_from_slice(&3u32.to_le_bytes());
-        assert_eq!(elf_is_dynamic(&dynamic), Some(true));
-        assert_eq!(elf_is_dynamic(b"#!/bin/sh\n"), None);
-        assert_eq!(elf_is_dynamic(&FLOOR_INIT[..40]), None);
+        assert_eq!(
+            bpfmatrix_vm::vng::elf_bytes_are_dynamic(&dynamic),
+            Some(true)
+        );
+        assert_eq!(
+            bpfmatrix_vm::vng::elf_bytes_are_dynamic(b"#!/bin/sh\n"),
+            None
+        );
+        assert_eq!(
+            bpfmatrix_vm::vng::elf_bytes_are_dynamic(&FLOOR_INIT[..40]),
+            None
+        );
     }
 
     #[test]

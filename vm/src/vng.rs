@@ -225,13 +225,20 @@ fn find_busybox() -> Option<PathBuf> {
 /// Whether the 64-bit ELF at `path` asks for a program interpreter (is dynamically
 /// linked); `None` when it is not one this can read.
 fn elf_is_dynamic(path: &Path) -> Option<bool> {
+    elf_bytes_are_dynamic(&std::fs::read(path).ok()?)
+}
+
+/// Whether the little-endian 64-bit ELF `bytes` asks for a program interpreter
+/// (is dynamically linked); `None` when they are not one. The bench's vmtest
+/// loader needs a static busybox too.
+pub fn elf_bytes_are_dynamic(bytes: &[u8]) -> Option<bool> {
     const PT_INTERP: u32 = 3;
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.get(..5)? != b"\x7fELF\x02" {
+    if bytes.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
     }
     let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
-    let phoff = u64::from_le_bytes(bytes.get(0x20..0x28)?.try_into().ok()?) as usize;
+    let phoff =
+        usize::try_from(u64::from_le_bytes(bytes.get(0x20..0x28)?.try_into().ok()?)).ok()?;
     let (phentsize, phnum) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
     let mut dynamic = false;
     for i in 0..phnum {
@@ -622,7 +629,8 @@ mod tests {
         // A 64-bit ELF header with two program headers, the second of type `t`.
         let elf = |t: u32| {
             let mut f = vec![0u8; 64 + 2 * 56];
-            f[..5].copy_from_slice(b"\x7fELF\x02");
+            // 64-bit (2), little-endian (1), as every x86_64 program is.
+            f[..6].copy_from_slice(b"\x7fELF\x02\x01");
             f[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
             f[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
             f[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());

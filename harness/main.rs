@@ -326,16 +326,8 @@ fn run(
         cases,
         objects,
         program_rules,
-        jit_modes: args.jit.unwrap_or(JitChoice::Both).modes(),
-        accel: args.accel,
-        backend: args.backend,
-        timeout: Duration::from_secs(args.timeout),
-        snapshots: !args.no_snapshot,
-        ..Settings::default()
+        ..settings_of(&args, JitChoice::Both)?
     };
-    if let Some(dir) = &args.out {
-        report::check_writable(dir)?;
-    }
     let slots = obtain_all(&targets)?;
     let verbose = args.verbose;
     let runs: Vec<KernelRun> = boot_all(
@@ -461,6 +453,22 @@ fn boot_all<T>(
         .collect())
 }
 
+/// How `args` asks the guests to run (`jit` when it names no mode), its report
+/// folder checked writable before any guest starts.
+fn settings_of(args: &GuestArgs, jit: JitChoice) -> Result<Settings> {
+    if let Some(dir) = &args.out {
+        report::check_writable(dir)?;
+    }
+    Ok(Settings {
+        jit_modes: args.jit.unwrap_or(jit).modes(),
+        accel: args.accel,
+        backend: args.backend,
+        timeout: Duration::from_secs(args.timeout),
+        snapshots: !args.no_snapshot,
+        ..Settings::default()
+    })
+}
+
 /// The kernels `args` names (every catalog kernel by default), resolved.
 fn targets_of(args: &GuestArgs) -> Result<Vec<Target>> {
     let names = if args.kernels.is_empty() {
@@ -480,16 +488,8 @@ fn exec(args: ExecArgs) -> Result<bool> {
     let targets = targets_of(&guests)?;
     let settings = Settings {
         cases: vec![],
-        jit_modes: guests.jit.unwrap_or(JitChoice::Jit).modes(),
-        accel: guests.accel,
-        backend: guests.backend,
-        timeout: Duration::from_secs(guests.timeout),
-        snapshots: !guests.no_snapshot,
-        ..Settings::default()
+        ..settings_of(&guests, JitChoice::Jit)?
     };
-    if let Some(dir) = &guests.out {
-        report::check_writable(dir)?;
-    }
     let slots = obtain_all(&targets)?;
     let several = targets.len() > 1;
     let verbose = guests.verbose;

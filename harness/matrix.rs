@@ -649,18 +649,7 @@ pub(crate) mod tests {
             duration_ms: 0,
         }));
         let mut c = collected(records);
-        c.jit_switches = vec![
-            JitSwitch {
-                mode: JitMode::Jit,
-                sysctl_readback: Some("1".into()),
-                error: None,
-            },
-            JitSwitch {
-                mode: JitMode::Interpreter,
-                sysctl_readback: Some("1".into()),
-                error: Some("write \"0\" to /proc/sys/net/core/bpf_jit_enable: Invalid argument (os error 22) (bpf_jit_enable reads back 1)".into()),
-            },
-        ];
+        c.jit_switches = switches(true);
         let host = HostFacts {
             config: Some(ConfigFacts::from_text(
                 "boot/config-R of the package",
@@ -669,6 +658,23 @@ pub(crate) mod tests {
             missing_modules: vec![],
         };
         KernelRun::judge(kernel, "src", cases, &JitMode::ALL, c, None, host)
+    }
+
+    /// The agent's switches of both modes: the interpreter's refused, as on a
+    /// kernel without one (`always_on`), or taken.
+    pub(crate) fn switches(always_on: bool) -> Vec<JitSwitch> {
+        vec![
+            JitSwitch {
+                mode: JitMode::Jit,
+                sysctl_readback: Some("1".into()),
+                error: None,
+            },
+            JitSwitch {
+                mode: JitMode::Interpreter,
+                sysctl_readback: Some(if always_on { "1" } else { "0" }.into()),
+                error: always_on.then(|| "write \"0\" to /proc/sys/net/core/bpf_jit_enable: Invalid argument (os error 22) (bpf_jit_enable reads back 1)".into()),
+            },
+        ]
     }
 
     /// [`built_with`] [`ALWAYS_ON`].

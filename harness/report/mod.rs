@@ -1664,7 +1664,6 @@ pub(crate) mod tests {
     /// CONFIG_BPF_JIT_ALWAYS_ON=y, whose guest could not switch to the
     /// interpreter and whose agent said so in each of its cells.
     pub(crate) fn answered(kernel: &str, release: &str, always_on: bool) -> KernelRun {
-        use crate::collect::JitSwitch;
         use crate::matrix::HostFacts;
         use crate::modes::ConfigFacts;
         let records = JitMode::ALL
@@ -1690,18 +1689,7 @@ pub(crate) mod tests {
         } else {
             "CONFIG_BPF_JIT=y\n# CONFIG_BPF_JIT_ALWAYS_ON is not set\n"
         };
-        guest.jit_switches = vec![
-            JitSwitch {
-                mode: JitMode::Jit,
-                sysctl_readback: Some("1".into()),
-                error: None,
-            },
-            JitSwitch {
-                mode: JitMode::Interpreter,
-                sysctl_readback: Some(if always_on { "1" } else { "0" }.into()),
-                error: always_on.then(|| "write \"0\" to /proc/sys/net/core/bpf_jit_enable: Invalid argument (os error 22) (bpf_jit_enable reads back 1)".into()),
-            },
-        ];
+        guest.jit_switches = crate::matrix::tests::switches(always_on);
         let mut run = KernelRun::judge(
             kernel,
             "test",

@@ -34,10 +34,13 @@ bench: deps-bench
 
 ## examples/aya-app's own `cargo test` run inside 5.10, 6.1 and 6.12 through
 ## `bpfmatrix exec` as cargo's runner: its tests by kernels.
+## Its binaries go into the cache: a checkout under /tmp would put them where the
+## guests do not look (their /tmp is their own).
 EXAMPLE_KERNELS ?= -k 5.10 -k 6.1 -k 6.12
+EXAMPLE_TARGET_DIR ?= $(or $(BPFMATRIX_CACHE),$(HOME)/.cache/bpfmatrix)/examples/aya-app
 example: deps
 	$(CARGO) build --release --bin bpfmatrix
-	cd examples/aya-app && CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/target/release/bpfmatrix exec $(EXAMPLE_KERNELS) --format libtest --" $(CARGO) test
+	cd examples/aya-app && CARGO_TARGET_DIR="$(EXAMPLE_TARGET_DIR)" CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/target/release/bpfmatrix exec $(EXAMPLE_KERNELS) --format libtest --" $(CARGO) test
 
 ## Formatting and lints, as CI checks them.
 check:

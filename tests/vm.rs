@@ -534,6 +534,9 @@ fn example_tests(example: &Shared<PathBuf>) -> Result<&PathBuf, String> {
     example
         .get_or_init(|| {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/aya-app");
+            // Built into the cache: a checkout under the host's /tmp would put
+            // the binary where the guest does not look (its /tmp is its own).
+            let target = bpfmatrix_kernels::cache_dir().join("examples/aya-app");
             let out = Command::new(env!("CARGO"))
                 .args([
                     "test",
@@ -542,6 +545,7 @@ fn example_tests(example: &Shared<PathBuf>) -> Result<&PathBuf, String> {
                     "--test",
                     "count",
                 ])
+                .env("CARGO_TARGET_DIR", &target)
                 .current_dir(&dir)
                 .output()
                 .map_err(|e| format!("cannot run cargo in {}: {e}", dir.display()))?;

@@ -36,7 +36,7 @@ use crate::run::{self, Progress, Settings};
 use anyhow::{Context, Result};
 use bpfmatrix_kernels::{Kernel, ModuleFile};
 use bpfmatrix_protocol::GuestMessage;
-use bpfmatrix_vm::qemu::{self, Accel, AccelUsed, BootEnd, BootSpec, VmEvent};
+use bpfmatrix_vm::qemu::{self, Accel, AccelUsed, BootSpec, VmEvent};
 use bpfmatrix_vm::Initramfs;
 use serde::Serialize;
 use std::ffi::{OsStr, OsString};
@@ -459,7 +459,7 @@ pub fn bench(
                 ..BootSpec::new(kernel.clone(), floor_initramfs.clone())
             };
             match qemu::boot(&spec, &mut |_| {}) {
-                Ok(o) if o.end == BootEnd::PoweredOff => {
+                Ok(o) if o.end.is_clean() => {
                     kb.floor.push(o.wall);
                     kb.accel = Some(o.accel);
                 }

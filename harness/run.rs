@@ -340,14 +340,15 @@ pub fn boot_guest(
     Ok((outcome, restored))
 }
 
-/// Why a guest's boot did not end cleanly, in words; none when it powered off.
+/// Why a guest's boot did not end cleanly, in words; none when it powered off
+/// or said it was done.
 pub fn boot_failure(end: &BootEnd, backend: Backend) -> Option<String> {
     let killed = match backend {
         Backend::Qemu => "QEMU killed",
         Backend::Vng => "vng and its QEMU killed",
     };
     match end {
-        BootEnd::PoweredOff => None,
+        BootEnd::PoweredOff | BootEnd::Finished => None,
         BootEnd::Panicked { lines } => Some(format!(
             "the guest kernel panicked: {}",
             lines

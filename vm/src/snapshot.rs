@@ -368,7 +368,7 @@ fn said_hello_as(outcome: &BootOutcome, agent_id: &str) -> bool {
 /// Whether a restored guest did all a booted one does: spoke, named the agent
 /// build it should, finished and powered off.
 fn restored_cleanly(outcome: &BootOutcome, agent_id: &str) -> Result<(), String> {
-    if outcome.end != BootEnd::PoweredOff {
+    if !outcome.end.is_clean() {
         return Err(match &outcome.end {
             BootEnd::TimedOut { after } => {
                 format!("it did not answer within {:.1} s", after.as_secs_f64())

@@ -458,7 +458,7 @@ pub fn time_exec_true(
     )?
     .outcome;
     match outcome.end {
-        BootEnd::PoweredOff => Ok(outcome.wall),
+        BootEnd::PoweredOff | BootEnd::Finished => Ok(outcome.wall),
         BootEnd::TimedOut { .. } => {
             bail!("vng --exec true took longer than {timeout:?} and was killed")
         }

@@ -287,6 +287,7 @@ pub fn boot_guest(
                     agent_id: agent_id.clone(),
                     modules: plan.modules.clone(),
                     result_port: plan.result_port.clone(),
+                    exec_root: guest.host_share.is_some(),
                 };
                 bpfmatrix_vm::guest::build_waiting_initramfs(agent, &config, modules, &initramfs)?;
                 spec.handshake = Some(Handshake {

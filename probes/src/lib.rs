@@ -68,6 +68,11 @@ pub struct BootConfig {
     pub modules: Vec<String>,
     /// The result port, where the agent also reads its plan.
     pub result_port: String,
+    /// The guest is for `bpfmatrix exec`: the command's root, all of it but
+    /// the host's share (which cannot be mounted in a saved guest), is made
+    /// before ready.
+    #[serde(default)]
+    pub exec_root: bool,
 }
 
 /// What the host sends a waiting agent on the result port: this as one JSON line,

@@ -177,6 +177,11 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
     // kernel's features (on its first load otherwise), lo, the statistics
     // objects of both JIT modes.
     let _ = aya::features();
+    if config.exec_root {
+        if let Err(e) = exec::prepare_root() {
+            warnings.push(format!("{e:#}"));
+        }
+    }
     let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
     runner.prepare_ahead(JitMode::ALL.len());
     reporter.send(&GuestMessage::Ready {

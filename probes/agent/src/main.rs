@@ -166,24 +166,31 @@ fn waiting_agent(reporter: &mut Reporter, config: anyhow::Result<BootConfig>) {
             warnings.push(format!("{e:#}"));
         }
     }
-    let kernel_btf = match aya::Btf::from_sys_fs() {
-        Ok(btf) => Some(btf),
-        Err(e) => {
-            warnings.push(format!("no kernel BTF: {e}"));
-            None
-        }
+    // An exec guest runs no case: the kernel's BTF (tens of MB once parsed),
+    // aya's probes and the statistics objects would only make its saved state
+    // bigger and every fork of the agent (the command's) slower.
+    let kernel_btf = match config.exec_root {
+        true => None,
+        false => match aya::Btf::from_sys_fs() {
+            Ok(btf) => Some(btf),
+            Err(e) => {
+                warnings.push(format!("no kernel BTF: {e}"));
+                None
+            }
+        },
     };
-    // Plan-independent work the saved state should hold: aya's probing of the
-    // kernel's features (on its first load otherwise), lo, the statistics
-    // objects of both JIT modes.
-    let _ = aya::features();
+    let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
     if config.exec_root {
         if let Err(e) = exec::prepare_root() {
             warnings.push(format!("{e:#}"));
         }
+    } else {
+        // Plan-independent work the saved state should hold: aya's probing of
+        // the kernel's features (on its first load otherwise), lo, the
+        // statistics objects of both JIT modes.
+        let _ = aya::features();
+        runner.prepare_ahead(JitMode::ALL.len());
     }
-    let mut runner = cases::Runner::new(loader, kernel_btf.as_ref());
-    runner.prepare_ahead(JitMode::ALL.len());
     reporter.send(&GuestMessage::Ready {
         protocol: PROTOCOL_VERSION,
         agent_id: config.agent_id.clone(),

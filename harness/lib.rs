@@ -6,6 +6,7 @@
 //! `bpfmatrix-vm`, and what runs inside them lives in `probes/`, whose crate
 //! doc defines the words (outcome, expectation, verdict, run status).
 
+pub mod annotate;
 pub mod bench;
 pub mod collect;
 pub mod exec;

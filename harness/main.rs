@@ -2,6 +2,7 @@
 //! print the table and write the JSON results.
 
 use anyhow::Result;
+use bpfmatrix::annotate;
 use bpfmatrix::bench;
 use bpfmatrix::exec;
 use bpfmatrix::matrix::{KernelRun, Matrix, RunStatus};
@@ -35,7 +36,9 @@ struct Cli {
 enum Command {
     /// Run the cases on one or more kernels and print the matrix.
     Run(RunArgs),
-    /// Load every program of your own BPF objects on one or more kernels, in both
+    /// Load your own BPF objects' programs on each kernel: which accept each, and why not.
+    ///
+    /// Loads every program of your own BPF objects on one or more kernels, in both
     /// JIT modes: which kernels accept each, the verifier's words where one
     /// refuses, what verifying cost, and each program's minimum kernel. Exits 0
     /// when every program did what is expected of it (by default: load on every
@@ -43,7 +46,9 @@ enum Command {
     /// input (a file that is not a BPF object, a bad expect file...), before any
     /// guest starts.
     Check(CheckArgs),
-    /// Run your own command as root in each kernel's guest (restored from its saved
+    /// Run your own command (e.g. a cargo test binary) in each kernel's guest.
+    ///
+    /// Runs your own command as root in each kernel's guest (restored from its saved
     /// state), with the host's filesystem read-only at the same paths, the same
     /// working directory and environment (but for host-only variables such as
     /// DISPLAY, SSH_AUTH_SOCK, XDG_RUNTIME_DIR, TMPDIR), a private writable /tmp,
@@ -55,10 +60,46 @@ enum Command {
     /// kernel that could be had, 1 when it failed on one, 2 for bad input. --jit
     /// defaults to the JIT alone here.
     Exec(ExecArgs),
-    /// List the kernels bpfmatrix knows by name: cached, available, or unavailable
-    /// here and why (judged without downloading).
-    Kernels,
-    /// Merge matrix.json files (one per CI job) into one report folder. Every
+    /// List the catalog's kernels; with --json or --complete, plan and check their cache.
+    ///
+    /// Without flags: each kernel bpfmatrix knows by name, and whether it is cached,
+    /// available, or unavailable here and why (judged without downloading).
+    ///
+    /// --json [-k NAME]...: resolves each catalog kernel (default: all) the way
+    /// `fetch` would choose, without downloading it (Debian: the private apt's
+    /// `apt-get update` and `apt-cache`, the newest package matching the entry's
+    /// pattern; Ubuntu mainline: the build folder's page and CHECKSUMS; progress on
+    /// stderr), reads each kernel's cache marker, and prints one JSON document
+    /// (schema "bpfmatrix-kernels/1"): per kernel its catalog entry, what was
+    /// resolved (or null and the error a fetch would give), its cache folder and
+    /// whether the cache holds exactly that; then `cache` (the folders, `key`
+    /// "bpfmatrix-kernels-v1-NAMES-HASH", null when a kernel is unresolved, and
+    /// `restore_prefix`) and `states` (the saved guest states, keyed by QEMU's
+    /// binary, the kernels' key and this version), for actions/cache. Exits 0 when
+    /// every kernel was resolved, 1 when one could not be (the document says why),
+    /// 2 for an unknown name.
+    ///
+    /// --complete PLAN.json: reads a document --json printed, reads the cache
+    /// markers again now, and prints one line, `complete=true` when every kernel of
+    /// the plan was resolved and is cached with exactly what was resolved, else
+    /// `complete=false` with each kernel's reason on stderr. Exits 0 either way (for
+    /// `>> "$GITHUB_OUTPUT"`), 2 for a file that is not such a document.
+    Kernels {
+        /// Print what a fetch of each kernel would take today, its cache, and cache
+        /// keys, as JSON.
+        #[arg(long, conflicts_with = "complete")]
+        json: bool,
+        /// With --json: this catalog kernel (repeatable; default: every one).
+        #[arg(short, long = "kernel", value_name = "NAME", requires = "json")]
+        kernels: Vec<String>,
+        /// Print complete=true when the cache holds every kernel of this plan (a
+        /// document of --json) as resolved, else complete=false.
+        #[arg(long, value_name = "PLAN.json")]
+        complete: Option<PathBuf>,
+    },
+    /// Merge matrix.json files (one per CI job) into one report; check coverage.
+    ///
+    /// Merges matrix.json files (one per CI job) into one report folder. Every
     /// record is judged again from the guest's outcome and the feature table. Exits
     /// 1 when any cell disagrees with its expectation, a kernel run failed, or a
     /// required kernel is not covered (each such kernel is named with what it
@@ -89,7 +130,9 @@ enum Command {
         #[arg(long, value_name = "KERNELS", value_delimiter = ',')]
         allow_unavailable: Vec<String>,
     },
-    /// Measure, in one run: the bare boot floor of each kernel, bpfmatrix's boot to
+    /// Measure boot, restore, exec and matrix times against their targets.
+    ///
+    /// Measures, in one run: the bare boot floor of each kernel, bpfmatrix's boot to
     /// all verdicts and to QEMU exit, the run started from the kernel's saved
     /// state, virtme-ng's `--exec true`, `bpfmatrix exec -- true` restored and
     /// vmtest's `true` on the same image, their ratios, the warm matrix of three
@@ -207,6 +250,27 @@ struct GuestArgs {
     /// from it, skipping the boot.
     #[arg(long)]
     no_snapshot: bool,
+    /// Also print one annotation per failing or disagreeing cell in this CI's
+    /// format (github: `::error file=...,line=...::...` workflow commands, the
+    /// file and line of a check program's C source from its BTF line info),
+    /// to stdout after the matrix.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    annotations: Option<Annotations>,
+}
+
+/// Where annotations go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Annotations {
+    Github,
+}
+
+/// The folder annotations' paths are made relative to: the workflow's checkout,
+/// else here.
+fn workspace() -> Option<PathBuf> {
+    std::env::var_os("GITHUB_WORKSPACE")
+        .filter(|w| !w.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
 }
 
 fn parse_case(s: &str) -> Result<CaseId, String> {
@@ -247,7 +311,39 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<bool> {
     match Cli::parse().command {
-        Command::Kernels => {
+        Command::Kernels {
+            json,
+            kernels,
+            complete,
+        } => {
+            use bpfmatrix_kernels::plan::{self, Plan};
+            if let Some(path) = complete {
+                let verdict = plan::complete(&Plan::read(&path)?);
+                for (name, why) in &verdict.missing {
+                    eprintln!("kernel {name}: {why}");
+                }
+                // Incomplete is an answer for the workflow's next step, not a failure.
+                println!("complete={}", verdict.is_complete());
+                return Ok(true);
+            }
+            if json {
+                let entries = plan::select(&kernels)?;
+                // No QEMU is no failure here: the plan then has no states key.
+                let qemu = bpfmatrix_vm::qemu::find_qemu().ok();
+                let plan = plan::plan(
+                    &entries,
+                    env!("CARGO_PKG_VERSION"),
+                    qemu.as_deref(),
+                    &mut |name, line| eprintln!("[{name}] {line}"),
+                )?;
+                println!("{}", plan.to_json());
+                for kernel in &plan.kernels {
+                    if let Some(error) = &kernel.error {
+                        eprintln!("[{}] not resolved: {error}", kernel.name);
+                    }
+                }
+                return Ok(plan.all_resolved());
+            }
             for entry in targets::catalog() {
                 let t = Target::Catalog(entry);
                 println!("{:<6} {}", t.name(), t.describe());
@@ -369,6 +465,12 @@ fn run(
     let mut matrix = Matrix::from_runs(runs);
     matrix.program_rules = settings.program_rules.clone();
     print!("{}", report::terminal(&matrix, color()));
+    if let Some(Annotations::Github) = args.annotations {
+        let lines = annotate::github_lines(&matrix, &settings.objects, workspace().as_deref());
+        for line in lines {
+            println!("{line}");
+        }
+    }
     if let Some(dir) = &args.out {
         for path in report::write_reports(&matrix, dir)? {
             eprintln!("wrote {}", path.display());
@@ -544,6 +646,11 @@ fn exec(args: ExecArgs) -> Result<bool> {
         runs,
     };
     print!("{}", exec::terminal(&matrix));
+    if let Some(Annotations::Github) = guests.annotations {
+        for line in annotate::github_exec_lines(&matrix) {
+            println!("{line}");
+        }
+    }
     if let Some(dir) = &guests.out {
         for path in exec::write_reports(&matrix, dir)? {
             eprintln!("wrote {}", path.display());
@@ -671,6 +778,26 @@ fn color() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_top_level_help_gives_each_command_one_short_line() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            assert!(
+                !about.is_empty() && about.len() <= 90 && !about.contains('\n'),
+                "`{}`: about is {} chars: {about:?}",
+                sub.get_name(),
+                about.len()
+            );
+            // The details are not lost: they are the command's own --help.
+            let long = sub.get_long_about().map(|a| a.to_string());
+            if let Some(long) = long {
+                assert!(long.starts_with(&about), "`{}`", sub.get_name());
+            }
+        }
+    }
 
     fn merge_lists(args: &[&str]) -> (Vec<String>, Vec<String>) {
         let argv = ["bpfmatrix", "merge", "a.json", "--out", "o"];

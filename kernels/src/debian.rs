@@ -92,6 +92,24 @@ pub(crate) fn fetch_into(
     kdir: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Kernel> {
+    let mirror = usable_mirror(spec)?;
+    fetch_from(spec, kdir, &cache_dir().join("apt"), &mirror, progress)
+}
+
+/// What [`fetch_into`] would download for `spec` today, read from the suite's
+/// signed index through the same private apt (`apt-get update`, `apt-cache`),
+/// without downloading a package. The same errors as a fetch: a mirror that cannot
+/// be reached is [`Unreachable`].
+pub(crate) fn resolve(
+    spec: &DebianSpec,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Resolution> {
+    let mirror = usable_mirror(spec)?;
+    Ok(AptSession::open(spec, &cache_dir().join("apt"), &mirror, progress)?.finish())
+}
+
+/// The mirror to fetch from, once apt and Debian's keyring are known to be here.
+fn usable_mirror(spec: &DebianSpec) -> anyhow::Result<String> {
     if which::which("apt-get").is_err() || which::which("apt-cache").is_err() {
         return Err(Unreachable(format!(
             "apt-get is not on PATH: fetching Debian kernels needs apt (a Debian or Ubuntu host); on a machine that has it, `bpfmatrix fetch {}` downloads it, or pass a kernel image with --kernel PATH",
@@ -105,11 +123,10 @@ pub(crate) fn fetch_into(
         ))
         .into());
     }
-    let mirror = std::env::var("BPFMATRIX_DEBIAN_MIRROR")
+    Ok(std::env::var("BPFMATRIX_DEBIAN_MIRROR")
         .ok()
         .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| DEFAULT_MIRROR.to_owned());
-    fetch_from(spec, kdir, &cache_dir().join("apt"), &mirror, progress)
+        .unwrap_or_else(|| DEFAULT_MIRROR.to_owned()))
 }
 
 /// [`fetch_into`] from `mirror`, with apt's private state under `apt_root/<suite>`.
@@ -120,113 +137,198 @@ fn fetch_from(
     mirror: &str,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Kernel> {
-    spec.check()?;
-    // Two kernels from one suite share the private apt state; apt's own lock would
-    // make the second fail rather than wait.
-    let apt_dir = apt_root.join(&spec.suite);
-    let _apt_lock = cache::lock_dir(&apt_dir, &mut || {
-        progress(&format!(
-            "waiting for another bpfmatrix using apt for {}",
-            spec.suite
-        ))
-    })?;
-    let mut apt = PrivateApt::prepare(&apt_dir, mirror, &spec.suite)?;
-    let host = mirror_host(mirror);
-
-    progress(&format!("apt-get update {} ({mirror})", spec.suite));
-    let update_failed = |e: anyhow::Error| {
-        e.context(format!(
-            "apt-get update for Debian {} from {mirror} failed: check the suite name, or set BPFMATRIX_DEBIAN_MIRROR",
-            spec.suite
-        ))
-    };
-    let mut stale = None;
-    if let Err(e) = apt.run("apt-get", &["-q", "update"], None, &host, &spec.name) {
-        let Some(Expired(line)) = e.chain().find_map(|c| c.downcast_ref::<Expired>()) else {
-            return Err(update_failed(e));
-        };
-        // Unstable's Release is valid for a week and replaced several times a day;
-        // a mirror that stopped updating serves one past its Valid-Until. Its
-        // signature and checksums still hold, so it is used, and said to be old.
-        let line = line.clone();
-        apt.options
-            .push(("Acquire::Check-Valid-Until".into(), "false".into()));
-        apt.run("apt-get", &["-q", "update"], None, &host, &spec.name)
-            .map_err(update_failed)?;
-        let dates = release_dates(&apt_dir, &spec.suite).unwrap_or(line);
-        progress(&format!(
-            "the {} Release file of {host} has expired ({dates}): the mirror has not been updated since; using it anyway, its signature and every checksum still checked, so this is the newest kernel of that older {}",
-            spec.suite, spec.suite
-        ));
-        stale = Some(dates);
-    }
-
-    let found = apt.run(
-        "apt-cache",
-        &["search", "--names-only", &spec.package_regex],
-        None,
-        &host,
-        &spec.name,
-    )?;
-    let package = newest_name(found.lines().filter_map(|l| l.split_whitespace().next())).with_context(|| {
-        format!(
-            "no package in Debian {} matches '{}': check the suite and the pattern (apt-cache search --names-only)",
-            spec.suite, spec.package_regex
-        )
-    })?;
-    let image = AptPackage::show(&apt, &package, &host, &spec.name)?;
-    let mut packages = vec![image];
-    for companion in spec.companion_names(&package)? {
-        let found = AptPackage::show(&apt, &companion, &host, &spec.name).with_context(|| {
-            format!(
-                "Debian {} has {package} but not {companion}, which the catalog fetches with it",
-                spec.suite
-            )
-        })?;
-        if found.version != packages[0].version {
-            bail!(
-                "Debian {} has {package} {} but {companion} {}: not one build (the suite may be mid-update; try again later)",
-                spec.suite,
-                packages[0].version,
-                found.version
-            );
-        }
-        packages.push(found);
-    }
-    let debs = packages
+    let session = AptSession::open(spec, apt_root, mirror, progress)?;
+    let debs = session
+        .resolution
+        .packages
         .iter()
-        .map(|p| p.download(&apt, kdir, &host, &spec.name, progress))
+        .map(|p| p.download(&session.apt, kdir, &session.host, &spec.name, progress))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // apt's binary caches (70 MB a suite) only speed up the apt calls above; the
-    // next fetch's `apt-get update` builds them again in a second or two. The
-    // package lists stay, so that update downloads only what changed.
-    for bin in ["pkgcache.bin", "srcpkgcache.bin"] {
-        let _ = std::fs::remove_file(apt_dir.join("cache").join(bin));
-    }
-    drop(_apt_lock);
+    let resolution = session.finish();
 
     let mut kernel = kernel_from_debs(kdir, &debs, &spec.name, progress)?;
-    // "debian SUITE PACKAGE VERSION" first, as for a kernel in one package.
-    kernel.source = format!(
-        "debian {} {} {}",
-        spec.suite, packages[0].name, packages[0].version
-    );
-    if packages.len() > 1 {
-        let companions: Vec<&str> = packages[1..].iter().map(|p| p.name.as_str()).collect();
-        kernel.source += &format!(" (with {} of that version)", companions.join(" and "));
-    }
-    if let Some(dates) = stale {
-        kernel.source += &format!(" (from an expired Release file: {dates})");
-    }
+    kernel.source = resolution.source(&spec.suite);
     Ok(kernel)
 }
 
+/// What a suite offers for a [`DebianSpec`], as its signed index describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Resolution {
+    /// The newest package matching the spec's pattern, then its companions (each
+    /// of its version).
+    pub packages: Vec<AptPackage>,
+    /// The dates of the suite's Release file when it had expired and was used
+    /// anyway.
+    pub stale: Option<String>,
+}
+
+impl Resolution {
+    /// The kernel's source as reports and the cache marker give it: [`source_line`],
+    /// then the expired Release file's dates when it was one.
+    fn source(&self, suite: &str) -> String {
+        let (image, companions) = self
+            .packages
+            .split_first()
+            .expect("a resolution has its image package");
+        let names: Vec<&str> = companions.iter().map(|p| p.name.as_str()).collect();
+        let mut source = source_line(suite, &image.name, &image.version, &names);
+        if let Some(dates) = &self.stale {
+            source += &format!(" (from an expired Release file: {dates})");
+        }
+        source
+    }
+}
+
+/// "debian SUITE PACKAGE VERSION", first as for a kernel in one package, then
+/// " (with A and B of that version)" when companions came with it.
+pub(crate) fn source_line(
+    suite: &str,
+    package: &str,
+    version: &str,
+    companions: &[&str],
+) -> String {
+    let mut line = format!("debian {suite} {package} {version}");
+    if !companions.is_empty() {
+        line += &format!(" (with {} of that version)", companions.join(" and "));
+    }
+    line
+}
+
+/// Whether a cache marker's `source` is that of a fetch of exactly these packages
+/// ([`source_line`]), from a current Release file or an expired one.
+pub(crate) fn source_holds(
+    source: &str,
+    suite: &str,
+    package: &str,
+    version: &str,
+    companions: &[&str],
+) -> bool {
+    let line = source_line(suite, package, version, companions);
+    source == line
+        || source
+            .strip_prefix(&line)
+            .is_some_and(|rest| rest.starts_with(" (from an expired Release file: "))
+}
+
+/// The private apt of one suite, locked against other bpfmatrix processes, updated,
+/// and what it offers for one spec: the one resolution a fetch and a plan share.
+struct AptSession {
+    apt: PrivateApt,
+    apt_dir: PathBuf,
+    /// The mirror's host, for messages.
+    host: String,
+    resolution: Resolution,
+    _lock: cache::DirLock,
+}
+
+impl AptSession {
+    fn open(
+        spec: &DebianSpec,
+        apt_root: &Path,
+        mirror: &str,
+        progress: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<AptSession> {
+        spec.check()?;
+        // Two kernels from one suite share the private apt state; apt's own lock would
+        // make the second fail rather than wait.
+        let apt_dir = apt_root.join(&spec.suite);
+        let lock = cache::lock_dir(&apt_dir, &mut || {
+            progress(&format!(
+                "waiting for another bpfmatrix using apt for {}",
+                spec.suite
+            ))
+        })?;
+        let mut apt = PrivateApt::prepare(&apt_dir, mirror, &spec.suite)?;
+        let host = mirror_host(mirror);
+
+        progress(&format!("apt-get update {} ({mirror})", spec.suite));
+        let update_failed = |e: anyhow::Error| {
+            e.context(format!(
+                "apt-get update for Debian {} from {mirror} failed: check the suite name, or set BPFMATRIX_DEBIAN_MIRROR",
+                spec.suite
+            ))
+        };
+        let mut stale = None;
+        if let Err(e) = apt.run("apt-get", &["-q", "update"], None, &host, &spec.name) {
+            let Some(Expired(line)) = e.chain().find_map(|c| c.downcast_ref::<Expired>()) else {
+                return Err(update_failed(e));
+            };
+            // Unstable's Release is valid for a week and replaced several times a day;
+            // a mirror that stopped updating serves one past its Valid-Until. Its
+            // signature and checksums still hold, so it is used, and said to be old.
+            let line = line.clone();
+            apt.options
+                .push(("Acquire::Check-Valid-Until".into(), "false".into()));
+            apt.run("apt-get", &["-q", "update"], None, &host, &spec.name)
+                .map_err(update_failed)?;
+            let dates = release_dates(&apt_dir, &spec.suite).unwrap_or(line);
+            progress(&format!(
+                "the {} Release file of {host} has expired ({dates}): the mirror has not been updated since; using it anyway, its signature and every checksum still checked, so this is the newest kernel of that older {}",
+                spec.suite, spec.suite
+            ));
+            stale = Some(dates);
+        }
+
+        let found = apt.run(
+            "apt-cache",
+            &["search", "--names-only", &spec.package_regex],
+            None,
+            &host,
+            &spec.name,
+        )?;
+        let package = newest_name(found.lines().filter_map(|l| l.split_whitespace().next())).with_context(|| {
+            format!(
+                "no package in Debian {} matches '{}': check the suite and the pattern (apt-cache search --names-only)",
+                spec.suite, spec.package_regex
+            )
+        })?;
+        let image = AptPackage::show(&apt, &package, &host, &spec.name)?;
+        let mut packages = vec![image];
+        for companion in spec.companion_names(&package)? {
+            let found = AptPackage::show(&apt, &companion, &host, &spec.name).with_context(|| {
+                format!(
+                    "Debian {} has {package} but not {companion}, which the catalog fetches with it",
+                    spec.suite
+                )
+            })?;
+            if found.version != packages[0].version {
+                bail!(
+                    "Debian {} has {package} {} but {companion} {}: not one build (the suite may be mid-update; try again later)",
+                    spec.suite,
+                    packages[0].version,
+                    found.version
+                );
+            }
+            packages.push(found);
+        }
+        Ok(AptSession {
+            apt,
+            apt_dir,
+            host,
+            resolution: Resolution { packages, stale },
+            _lock: lock,
+        })
+    }
+
+    /// The resolution, once apt's work is done; releases the suite's lock.
+    fn finish(self) -> Resolution {
+        // apt's binary caches (70 MB a suite) only speed up the apt calls above; the
+        // next `apt-get update` builds them again in a second or two. The package
+        // lists stay, so that update downloads only what changed.
+        for bin in ["pkgcache.bin", "srcpkgcache.bin"] {
+            let _ = std::fs::remove_file(self.apt_dir.join("cache").join(bin));
+        }
+        self.resolution
+    }
+}
+
 /// One package as the suite's signed index describes it.
-struct AptPackage {
-    name: String,
-    version: String,
-    sha256: String,
-    size_mb: u64,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AptPackage {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub size_mb: u64,
 }
 
 impl AptPackage {
@@ -586,6 +688,66 @@ pub(crate) mod tests {
             .companion_names("linux-binary-unsigned-7.2.13+deb14-amd64")
             .unwrap()
             .is_empty());
+    }
+
+    /// The source a fetch records (and reports show) is the one it always was, and
+    /// a plan's check of a marker accepts exactly it.
+    #[test]
+    fn the_source_names_every_package_and_an_expired_release() {
+        let package = |name: &str| AptPackage {
+            name: name.into(),
+            version: "7.2.13-1".into(),
+            sha256: "ab".repeat(32),
+            size_mb: 1,
+        };
+        let resolution = Resolution {
+            packages: vec![
+                package("linux-binary-unsigned-7.2.13+deb14-amd64"),
+                package("linux-modules-7.2.13+deb14-amd64"),
+                package("linux-base-7.2.13+deb14-amd64"),
+            ],
+            stale: Some(
+                "dated Fri, 30 Oct 2026 08:08:01 UTC, valid until Fri, 06 Nov 2026 08:08:01 UTC"
+                    .into(),
+            ),
+        };
+        let source = resolution.source("sid");
+        assert_eq!(
+            source,
+            "debian sid linux-binary-unsigned-7.2.13+deb14-amd64 7.2.13-1 (with linux-modules-7.2.13+deb14-amd64 and linux-base-7.2.13+deb14-amd64 of that version) (from an expired Release file: dated Fri, 30 Oct 2026 08:08:01 UTC, valid until Fri, 06 Nov 2026 08:08:01 UTC)"
+        );
+        let companions = [
+            "linux-modules-7.2.13+deb14-amd64",
+            "linux-base-7.2.13+deb14-amd64",
+        ];
+        let image = "linux-binary-unsigned-7.2.13+deb14-amd64";
+        assert!(source_holds(&source, "sid", image, "7.2.13-1", &companions));
+        assert!(!source_holds(
+            &source,
+            "sid",
+            image,
+            "7.2.13-1",
+            &companions[..1]
+        ));
+        assert!(!source_holds(
+            &source,
+            "sid",
+            image,
+            "7.2.12-1",
+            &companions
+        ));
+        let one = Resolution {
+            packages: vec![AptPackage {
+                name: "linux-image-6.1.0-50-amd64-unsigned".into(),
+                version: "6.1.176-1".into(),
+                ..package("x")
+            }],
+            stale: None,
+        };
+        assert_eq!(
+            one.source("bookworm"),
+            "debian bookworm linux-image-6.1.0-50-amd64-unsigned 6.1.176-1"
+        );
     }
 
     /// apt's words for a Release file past its Valid-Until become [`Expired`], which

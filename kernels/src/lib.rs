@@ -11,7 +11,9 @@
 //! configuration is ([`KernelConfig`]: the package's, one beside the image, or the
 //! one embedded in it; [`config_value`] reads a symbol of it).
 //!
-//! Everything downloaded or derived lives under [`cache_dir`].
+//! Everything downloaded or derived lives under [`cache_dir`]. [`plan`] says, without
+//! downloading a kernel, what a fetch would take today and whether the cache holds
+//! it (`bpfmatrix kernels --json` and `--complete`, for CI's cache keys).
 //!
 //! # Modules
 //!
@@ -21,6 +23,7 @@
 //! no source imports the catalog or another source.
 //!
 //! ```text
+//! plan      -> catalog, debian, mainline, cache, error, util   what a fetch would take; cache keys
 //! catalog   -> debian, mainline, given, cache, error, kernel   the kernels by name; fetches one
 //!   (its tests also: layout, deb, bzimage)
 //! debian    -> layout, cache, version, error, util, kernel     source: apt
@@ -53,6 +56,7 @@ mod kernel;
 mod layout;
 mod mainline;
 mod modules;
+pub mod plan;
 mod protocol;
 mod util;
 mod version;

@@ -39,6 +39,7 @@ use crate::version::version_cmp;
 use anyhow::{bail, Context};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -127,20 +128,47 @@ pub(crate) fn fetch_into(
     kdir: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Kernel> {
-    let mut curl = Curl {
-        host: host_of(&spec.folder),
-        name: name.to_owned(),
-    };
-    fetch_with(&mut curl, name, spec, kdir, progress)
+    fetch_with(&mut curl_for(name, spec), name, spec, kdir, progress)
 }
 
-pub(crate) fn fetch_with(
-    transport: &mut dyn Transport,
+/// What [`fetch_into`] would download for `spec` today, read from the build's
+/// page(s) and CHECKSUMS with curl, without downloading a package. The same errors
+/// as a fetch: a host that cannot be reached is [`Unreachable`].
+pub(crate) fn resolve(
     name: &str,
     spec: &MainlineSpec,
-    kdir: &Path,
     progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<Kernel> {
+) -> anyhow::Result<Resolution> {
+    resolve_with(&mut curl_for(name, spec), spec, progress)
+}
+
+fn curl_for(name: &str, spec: &MainlineSpec) -> Curl {
+    Curl {
+        host: host_of(&spec.folder),
+        name: name.to_owned(),
+    }
+}
+
+/// What a build folder offers for a [`MainlineSpec`]: the packages of one build and
+/// the SHA256 each must have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Resolution {
+    /// The folder holding the amd64 packages and their CHECKSUMS (ends with `/`):
+    /// the catalog's folder, or its `amd64/`.
+    pub folder: String,
+    /// The SHA256 of that CHECKSUMS file's text (ASCII: its bytes).
+    pub checksums_sha256: String,
+    /// File name and SHA256 (from CHECKSUMS, agreeing with the catalog's pins): the
+    /// image package, then the modules package when the build has one.
+    pub files: Vec<(String, String)>,
+}
+
+/// [`resolve`] through `transport`: the one resolution [`fetch_with`] downloads.
+pub(crate) fn resolve_with(
+    transport: &mut dyn Transport,
+    spec: &MainlineSpec,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Resolution> {
     spec.check()?;
     let image_re = Regex::new(&spec.image)?;
     let listing = list_amd64(transport, &spec.folder, &image_re, progress)?;
@@ -167,12 +195,10 @@ pub(crate) fn fetch_with(
         (None, None) => {}
     }
     let checksums_url = format!("{folder}CHECKSUMS");
-    let checksums = parse_checksums(
-        &text_retrying(transport, &checksums_url, progress)
-            .with_context(|| format!("cannot read {checksums_url}"))?,
-    );
-
-    let mut debs = Vec::new();
+    let text = text_retrying(transport, &checksums_url, progress)
+        .with_context(|| format!("cannot read {checksums_url}"))?;
+    let checksums = parse_checksums(&text);
+    let mut files = Vec::new();
     for (file, pin) in wanted {
         let expected = checksums.get(&file).with_context(|| {
             format!("{checksums_url} lists no SHA256 for {file}: refusing to use it unverified")
@@ -182,7 +208,29 @@ pub(crate) fn fetch_with(
                 bail!("{checksums_url} gives {file} the SHA256 {expected}, but the catalog pins {pin}");
             }
         }
-        let deb = kdir.join(&file);
+        files.push((file, expected.clone()));
+    }
+    Ok(Resolution {
+        folder: listing.folder,
+        checksums_sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
+        files,
+    })
+}
+
+/// Downloads what [`resolve_with`] gives, each file checked against its SHA256, and
+/// makes the kernel of it.
+pub(crate) fn fetch_with(
+    transport: &mut dyn Transport,
+    name: &str,
+    spec: &MainlineSpec,
+    kdir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Kernel> {
+    let Resolution { folder, files, .. } = resolve_with(transport, spec, progress)?;
+    let checksums_url = format!("{folder}CHECKSUMS");
+    let mut debs = Vec::new();
+    for (file, expected) in &files {
+        let deb = kdir.join(file);
         // A package left by an interrupted run is used only if it still verifies.
         if deb.exists() && !sha256_file(&deb)?.eq_ignore_ascii_case(expected) {
             std::fs::remove_file(&deb)?;
@@ -210,10 +258,7 @@ pub(crate) fn fetch_with(
         debs.push(deb);
     }
     let mut kernel = kernel_from_debs(kdir, &debs, name, progress)?;
-    let files: Vec<String> = debs
-        .iter()
-        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let files: Vec<&str> = files.iter().map(|(file, _)| file.as_str()).collect();
     if kernel.modules_dir.is_none() && spec.modules.is_some() {
         bail!(
             "{} hold no lib/modules/{}: neither an image package with modules nor a modules package matching /{}/ was found in {folder}",
@@ -222,8 +267,14 @@ pub(crate) fn fetch_with(
             spec.modules.as_deref().unwrap_or_default()
         );
     }
-    kernel.source = format!("ubuntu mainline {folder} {}", files.join(" + "));
+    kernel.source = source_line(&folder, &files);
     Ok(kernel)
+}
+
+/// A mainline kernel's source as reports and the cache marker give it:
+/// "ubuntu mainline FOLDER IMAGE + MODULES".
+pub(crate) fn source_line(folder: &str, files: &[&str]) -> String {
+    format!("ubuntu mainline {folder} {}", files.join(" + "))
 }
 
 /// `transport.text(url)`, tried again after each of [`RETRY_PAUSES`] while it fails
@@ -1296,6 +1347,49 @@ Test arm64/build succeeded (rc=0, on=arm64, time=0:14:02, log=arm64/log)<br>
         assert!(kernel.modules_dir.is_some());
         // No config in the package, none in the image.
         assert_eq!(kernel.config, None);
+    }
+
+    /// What a fetch would take, read without downloading: the folder holding the
+    /// files, their sums, and the SHA256 of that CHECKSUMS; the fetch then takes
+    /// exactly that, and its marker's source names it.
+    #[test]
+    fn resolving_reads_pages_and_checksums_and_downloads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = "6.13.0-061300-generic";
+        let base = "https://kernel.ubuntu.com/mainline/v6.13/";
+        let at = format!("{base}amd64/");
+        let build = "6.13.0-061300.202501302155";
+        let image = format!("linux-image-unsigned-{release}_{build}_amd64.deb");
+        let modules = format!("linux-modules-{release}_{build}_amd64.deb");
+        let mut server = fake_folder(
+            &at,
+            &[(base, V6_13), (&at, V6_13_AMD64)],
+            vec![
+                (image.clone(), deb(&image_files(release, ""))),
+                (modules.clone(), deb(&module_files(release))),
+            ],
+        );
+        let spec = spec_for(base, "6.13.0");
+        let resolution = resolve_with(&mut server, &spec, &mut |_| {}).unwrap();
+        assert_eq!(server.downloads, 0);
+        assert_eq!(resolution.folder, at);
+        assert_eq!(
+            resolution.checksums_sha256,
+            sha(&server.files[&format!("{at}CHECKSUMS")])
+        );
+        assert_eq!(
+            resolution.files,
+            [
+                (image.clone(), sha(&server.files[&format!("{at}{image}")])),
+                (
+                    modules.clone(),
+                    sha(&server.files[&format!("{at}{modules}")])
+                ),
+            ]
+        );
+        let (kernel, _) = fetch(&mut server, &spec, dir.path());
+        assert_eq!(server.downloads, 2);
+        assert_eq!(kernel.source, source_line(&at, &[&image, &modules]));
     }
 
     #[test]

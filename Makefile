@@ -16,7 +16,7 @@ VNG_PACKAGES := busybox-static file udev python3-venv
 # through QEMU's guest agent, qemu-ga, from the host's root.
 BENCH_PACKAGES := qemu-guest-agent
 
-.PHONY: matrix test bench check example deps deps-vng deps-bench
+.PHONY: matrix test bench check example release deps deps-vng deps-bench
 
 ## Boot every kernel, run every case, print the matrix and write $(REPORT_DIR)/.
 matrix: deps
@@ -46,6 +46,11 @@ example: deps
 check:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --features vm -- -D warnings
+
+## dist/bpfmatrix: a statically linked (musl) bpfmatrix for x86_64 Linux, and its
+## SHA-256 in dist/bpfmatrix.sha256, as the release workflow attaches them.
+release:
+	bash ci/release.sh
 
 deps:
 	@bash ci/deps.sh $(DEBIAN_PACKAGES)

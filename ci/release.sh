@@ -28,6 +28,8 @@ if [ $# -ne 0 ] && [ $# -ne 3 ]; then
   exit 2
 fi
 target=x86_64-unknown-linux-musl
+# jq reads cargo's metadata just below; musl-gcc compiles liblzma.
+bash ci/deps.sh musl-tools jq
 
 metadata=$(cargo metadata --offline --no-deps --format-version 1)
 field() { jq -r ".packages[] | select(.name == \"bpfmatrix\") | .$1 // empty" <<<"$metadata"; }
@@ -42,7 +44,6 @@ if [ $# -eq 3 ] && [ "$1" != "v$version" ]; then
   exit 2
 fi
 
-bash ci/deps.sh musl-tools
 rustup toolchain install "$toolchain" --profile minimal --target "$target"
 export CC_x86_64_unknown_linux_musl=musl-gcc
 cargo +"$toolchain" build --release --locked --target "$target" --bin bpfmatrix

@@ -559,7 +559,6 @@ fn btf_string(strings: &[u8], offset: u32) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::Exit;
     use crate::exec::{ExecCell, Format, SCHEMA};
     use crate::matrix::tests::{agreeing_record, always_on, collected, complete_except, RELEASE};
     use crate::matrix::HostFacts;
@@ -994,20 +993,7 @@ mod tests {
     }
 
     fn exec_cell(jit: JitMode, code: Option<i32>, stdout: &str) -> ExecCell {
-        ExecCell {
-            jit,
-            exit: code.map(|code| Exit {
-                code: Some(code),
-                signal: None,
-                error: None,
-                output_dropped: 0,
-                duration_ms: 5,
-            }),
-            not_applicable: None,
-            stdout: stdout.into(),
-            stderr: String::new(),
-            tests: crate::exec::libtest_results(stdout),
-        }
+        crate::exec::tests::cell(jit, code, stdout, Format::Libtest)
     }
 
     fn exec_run(kernel: &str, status: &str, cells: Vec<ExecCell>) -> ExecRun {

@@ -773,8 +773,30 @@ pub fn write_reports(m: &ExecMatrix, dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A cell that exited `code` (none: no exit) having printed `stdout`, read
+    /// as `format` says.
+    pub(crate) fn cell(jit: JitMode, code: Option<i32>, stdout: &str, format: Format) -> ExecCell {
+        ExecCell {
+            jit,
+            exit: code.map(|code| Exit {
+                code: Some(code),
+                signal: None,
+                error: None,
+                output_dropped: 0,
+                duration_ms: 5,
+            }),
+            not_applicable: None,
+            stdout: stdout.into(),
+            stderr: String::new(),
+            tests: match format {
+                Format::Libtest => libtest_results(stdout),
+                Format::Plain => vec![],
+            },
+        }
+    }
 
     #[test]
     fn libtests_lines_become_results_and_nothing_else_does() {
@@ -848,23 +870,7 @@ mod tests {
                 runs.push(r);
             }
             let run = runs.iter_mut().find(|r| r.kernel == kernel).unwrap();
-            run.cells.push(ExecCell {
-                jit,
-                exit: Some(Exit {
-                    code: Some(code),
-                    signal: None,
-                    error: None,
-                    output_dropped: 0,
-                    duration_ms: 5,
-                }),
-                not_applicable: None,
-                stdout: stdout.into(),
-                stderr: String::new(),
-                tests: match format {
-                    Format::Libtest => libtest_results(stdout),
-                    Format::Plain => vec![],
-                },
-            });
+            run.cells.push(cell(jit, Some(code), stdout, format));
         }
         ExecMatrix {
             schema: SCHEMA.into(),

@@ -426,42 +426,28 @@ fn run(
     };
     let slots = obtain_all(&targets)?;
     let verbose = args.verbose;
-    let runs: Vec<KernelRun> = boot_all(
+    let runs = boot_all(
         &slots,
         &args,
         settings.backend,
         |kernels, agent, parallel| {
             run::run_kernels(kernels, agent, &settings, parallel, &|p| show(p, verbose))
         },
-    )?
-    .into_iter()
-    .zip(&slots)
-    .map(|(run, slot)| match (run, slot) {
-        (Some(run), _) => run,
-        (
-            None,
-            Slot::Gone {
-                name,
-                source,
-                status,
-            },
-        ) => {
-            let gone = match status {
-                RunStatus::Unavailable { .. } => KernelRun::unavailable,
-                _ => KernelRun::failed,
-            };
-            let why = status.reason().unwrap_or_default().to_string();
-            settings.without_programs_answered(gone(
-                name,
-                source,
-                why,
-                &settings.cases,
-                &settings.jit_modes,
-            ))
-        }
-        (None, Slot::Ready(_)) => unreachable!("every kernel that could be had was run"),
-    })
-    .collect();
+    )?;
+    let runs = each_slot(runs, &slots, |name, source, status| {
+        let gone = match status {
+            RunStatus::Unavailable { .. } => KernelRun::unavailable,
+            _ => KernelRun::failed,
+        };
+        let why = status.reason().unwrap_or_default().to_string();
+        settings.without_programs_answered(gone(
+            name,
+            source,
+            why,
+            &settings.cases,
+            &settings.jit_modes,
+        ))
+    });
     let mut matrix = Matrix::from_runs(runs);
     matrix.program_rules = settings.program_rules.clone();
     print!("{}", report::terminal(&matrix, color()));
@@ -477,6 +463,30 @@ fn run(
         }
     }
     Ok(matrix.all_agree())
+}
+
+/// One result per slot: the run of a kernel that could be had, else what `gone`
+/// makes of its name, source and why it is gone.
+fn each_slot<R>(
+    runs: Vec<Option<R>>,
+    slots: &[Slot],
+    gone: impl Fn(&String, &String, &RunStatus) -> R,
+) -> Vec<R> {
+    runs.into_iter()
+        .zip(slots)
+        .map(|(run, slot)| match (run, slot) {
+            (Some(run), _) => run,
+            (
+                None,
+                Slot::Gone {
+                    name,
+                    source,
+                    status,
+                },
+            ) => gone(name, source, status),
+            (None, Slot::Ready(_)) => unreachable!("every kernel that could be had was run"),
+        })
+        .collect()
 }
 
 /// A kernel to run on, or why there is none.
@@ -614,31 +624,14 @@ fn exec(args: ExecArgs) -> Result<bool> {
         },
     )?;
     lines.finish();
-    let runs = runs
-        .into_iter()
-        .zip(&slots)
-        .map(|(run, slot)| match (run, slot) {
-            (Some(run), _) => run,
-            (
-                None,
-                Slot::Gone {
-                    name,
-                    source,
-                    status,
-                },
-            ) => match status {
-                RunStatus::Unavailable { reason } => {
-                    exec::ExecRun::unavailable(name, source, reason.clone())
-                }
-                other => exec::ExecRun::failed(
-                    name,
-                    source,
-                    other.reason().unwrap_or_default().to_string(),
-                ),
-            },
-            (None, Slot::Ready(_)) => unreachable!("every kernel that could be had was run"),
-        })
-        .collect();
+    let runs = each_slot(runs, &slots, |name, source, status| match status {
+        RunStatus::Unavailable { reason } => {
+            exec::ExecRun::unavailable(name, source, reason.clone())
+        }
+        other => {
+            exec::ExecRun::failed(name, source, other.reason().unwrap_or_default().to_string())
+        }
+    });
     let matrix = exec::ExecMatrix {
         schema: exec::SCHEMA.into(),
         command: request.spec.argv.clone(),

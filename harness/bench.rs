@@ -317,6 +317,34 @@ pub struct KernelBench {
 }
 
 impl KernelBench {
+    /// Nothing measured yet, no problem, every verdict agreeing until one does not.
+    fn new(kernel: String, release: Option<String>) -> KernelBench {
+        KernelBench {
+            kernel,
+            release,
+            accel: None,
+            floor: Samples::default(),
+            verdicts: Samples::default(),
+            exit: Samples::default(),
+            vng_exec_true: Samples::default(),
+            restored: Samples::default(),
+            verdicts_over_floor: Ratio::default(),
+            vng_over_verdicts: Ratio::default(),
+            restored_over_floor: Ratio::default(),
+            restored_timeline: GuestTimeline::default(),
+            exec_true: Samples::default(),
+            vmtest_true: Samples::default(),
+            vmtest_over_exec: Ratio::default(),
+            exec_command: None,
+            vmtest_command: None,
+            all_verdicts_agree: true,
+            timeline: GuestTimeline::default(),
+            problems: vec![],
+        }
+    }
+}
+
+impl KernelBench {
     /// A measured run must agree in every cell (agrees() also requires it to
     /// have completed); one that does not is a problem and spoils the targets.
     fn judge_run(&mut self, what: &str, run: &KernelRun) {
@@ -411,26 +439,8 @@ pub fn bench(
     let mut out = Vec::new();
     for kernel in kernels {
         let mut kb = KernelBench {
-            kernel: kernel.name.clone(),
-            release: kernel.release.clone(),
-            accel: None,
-            floor: Samples::default(),
-            verdicts: Samples::default(),
-            exit: Samples::default(),
-            vng_exec_true: Samples::default(),
-            restored: Samples::default(),
-            verdicts_over_floor: Ratio::default(),
-            vng_over_verdicts: Ratio::default(),
-            restored_over_floor: Ratio::default(),
-            restored_timeline: GuestTimeline::default(),
-            exec_true: Samples::default(),
-            vmtest_true: Samples::default(),
-            vmtest_over_exec: Ratio::default(),
-            exec_command: None,
-            vmtest_command: None,
-            all_verdicts_agree: true,
-            timeline: GuestTimeline::default(),
             problems: vng_problem.iter().chain(&vmtest_problem).cloned().collect(),
+            ..KernelBench::new(kernel.name.clone(), kernel.release.clone())
         };
         let booted = Settings {
             snapshots: false,
@@ -1674,29 +1684,14 @@ mod tests {
             .map(|(v, e)| (Some(*v), Some(*e)))
             .collect();
         KernelBench {
-            kernel: "6.1".into(),
-            release: None,
             accel: Some(AccelUsed::Tcg),
-            floor: Samples::default(),
-            verdicts: Samples::default(),
-            exit: Samples::default(),
-            vng_exec_true: Samples::default(),
-            restored: Samples::default(),
-            verdicts_over_floor: Ratio::default(),
-            vng_over_verdicts: Ratio::default(),
-            restored_over_floor: Ratio::default(),
-            restored_timeline: GuestTimeline::default(),
             vmtest_over_exec: Ratio {
                 paired: paired_ratio(&pairs),
                 ..Ratio::of(&vmtest_true, &exec_true)
             },
             exec_true,
             vmtest_true,
-            exec_command: None,
-            vmtest_command: None,
-            all_verdicts_agree: true,
-            timeline: GuestTimeline::default(),
-            problems: vec![],
+            ..KernelBench::new("6.1".into(), None)
         }
     }
 
